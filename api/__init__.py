@@ -1,0 +1,1 @@
+"""Docstore: a JSON document-store API on MongoDB."""

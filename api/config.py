@@ -1,0 +1,82 @@
+"""Settings: the only module that reads the environment."""
+
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+WEAK_SECRETS = {"changethis", "secret", "changeme", "password", "development"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    mongodb_url: str | None = None
+    mongodb_db: str = "docstore"
+    # How long a request waits for an unreachable database before answering 503.
+    mongodb_timeout_ms: int = Field(default=3000, ge=100)
+    data_dir: Path = Path("./data")
+    secret_key: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    registration_open: bool = True
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    access_token_expire_minutes: int = Field(default=30, ge=1)
+    jwt_issuer: str = "docstore"
+    jwt_audience: str = "docstore-api"
+    cors_origins: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_origins(cls, values: dict[str, object]) -> dict[str, object]:
+        origins = values.get("cors_origins")
+        if isinstance(origins, str):
+            values["cors_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+        return values
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret_in_production(self) -> Self:
+        if self.environment is Environment.production:
+            problem = secret_problem(self.secret_key)
+            if problem:
+                raise ValueError(f"SECRET_KEY {problem}; production refuses to start without one.")
+        return self
+
+    @cached_property
+    def signing_secret(self) -> str:
+        """The JWT secret: SECRET_KEY, or in development one generated once per data folder."""
+        if self.secret_key and not secret_problem(self.secret_key):
+            return self.secret_key
+        return _development_secret(self.data_dir)
+
+
+def secret_problem(secret: str | None) -> str | None:
+    if not secret:
+        return "is not set"
+    if secret.lower() in WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+        return f"is weak (use at least {MIN_SECRET_LENGTH} random characters)"
+    return None
+
+
+def _development_secret(data_dir: Path) -> str:
+    # Kept in the data folder so tokens survive restarts of a development server.
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret

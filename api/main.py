@@ -1,0 +1,90 @@
+"""The app factory: lifespan (database, indexes), middleware, routers, error handlers."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
+
+from api.config import Environment, Settings
+from api.database import Client, connect
+from api.errors import install_error_handlers
+from api.logs import configure_logging
+from api.middleware import BodyLimit, RequestContext
+from api.pagination import CursorCodec
+from api.routes import API_PREFIX, auth, health, items, users
+from api.security import TokenSigner, verify_against_dummy
+from api.services import Services
+
+DESCRIPTION = """
+A JSON document store on MongoDB. Sign up with `POST /api/v1/users`, then use
+**Authorize** (your email or username and password) to try every endpoint.
+Errors are RFC 9457 problem details (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app: FastAPI = FastAPIOffline(
+        title="Docstore",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings),
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth, users, items):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    hsts = settings.environment is Environment.production
+    app.add_middleware(RequestContext, hsts=hsts)
+    return app
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with connect(settings) as client:
+            app.state.services = await _services(settings, client)
+            # Warm the dummy hash so the first unknown-user login costs what later ones do.
+            await verify_against_dummy("warm-up", settings.bcrypt_rounds)
+            yield
+
+    return lifespan
+
+
+async def _services(settings: Settings, client: Client) -> Services:
+    secret = await asyncio.to_thread(lambda: settings.signing_secret)
+    hello = await client.admin.command("hello")
+    return Services(
+        settings=settings,
+        client=client,
+        signer=TokenSigner(
+            secret,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.access_token_expire_minutes * 60,
+        ),
+        cursors=CursorCodec(secret),
+        supports_transactions="setName" in hello or hello.get("msg") == "isdbgrid",
+    )
+
+
+def app_from_env() -> FastAPI:
+    """Uvicorn factory: `uvicorn --factory api.main:app_from_env`."""
+    return create_app()

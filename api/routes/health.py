@@ -1,0 +1,40 @@
+"""Welcome, liveness and readiness."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pymongo.errors import PyMongoError
+
+from api.errors import problem, problem_responses
+from api.services import AppServices
+
+router = APIRouter(tags=["operations"])
+
+
+class Status(BaseModel):
+    status: str
+
+
+@router.get("/")
+async def welcome() -> dict[str, Any]:
+    return {"name": "Docstore", "api": "/api/v1", "docs": "/docs", "redoc": "/redoc"}
+
+
+@router.get("/health")
+async def health() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@router.get("/ready", response_model=Status, responses=problem_responses(503))
+async def ready(request: Request, services: AppServices) -> Any:
+    """Readiness: the database answers a ping."""
+    try:
+        await services.client.admin.command("ping")
+    except PyMongoError:
+        detail = "The database does not answer."
+        headers = {"Retry-After": "5"}
+        return problem(request, 503, "Not ready", detail, "not-ready", headers)
+    return JSONResponse({"status": "ready"})

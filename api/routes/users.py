@@ -1,0 +1,114 @@
+"""Accounts: open sign-up, self-or-superuser reads and changes, superuser lists and deletes."""
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.deps import CurrentUser, OptionalUser, SuperUser, TargetUser, UserId
+from api.errors import DomainError, Forbidden, NotFound, problem_responses
+from api.pagination import Page, PageQuery, fetch_page
+from api.routes import API_PREFIX
+from api.security import hash_password, verify_password
+from api.services import AppServices
+from documents import Item, User, UserCreate, UserPublic, UserUpdate
+from documents.base import utcnow
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+class CurrentPasswordRequired(DomainError):
+    code, title = "current-password-required", "Current password required"
+    detail = "Changing your own password requires the correct current_password."
+
+
+@router.post("", status_code=201, responses=problem_responses(401, 403, 409))
+async def create_user(
+    body: UserCreate, caller: OptionalUser, services: AppServices, response: Response
+) -> UserPublic:
+    """Sign up (when registration is open); superusers may always create users."""
+    by_superuser = caller is not None and caller.is_superuser
+    if not services.settings.registration_open and not by_superuser:
+        raise Forbidden("Registration is closed; ask an administrator for an account.")
+    if body.is_superuser and not by_superuser:
+        raise Forbidden("Only superusers may create superusers.")
+    hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
+    user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
+    await user.insert()
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{user.id}"
+    return UserPublic.model_validate(user)
+
+
+@router.get("", responses=problem_responses(401, 403))
+async def list_users(
+    _: SuperUser,
+    page: PageQuery,
+    services: AppServices,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Part of email/username/name")
+    ] = None,
+    is_active: bool | None = None,
+) -> Page[UserPublic]:
+    query: dict[str, Any] = {}
+    if q:
+        pattern = {"$regex": re.escape(q), "$options": "i"}
+        query["$or"] = [{"email": pattern}, {"username": pattern}, {"full_name": pattern}]
+    if is_active is not None:
+        query["is_active"] = is_active
+    rows, next_cursor, total = await fetch_page(User, query, [("_id", 1)], page, services.cursors)
+    items = [UserPublic.model_validate(user) for user in rows]
+    return Page[UserPublic](items=items, next_cursor=next_cursor, total=total)
+
+
+@router.get("/{user_id}", responses=problem_responses(401, 403, 404))
+async def read_user(user: TargetUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409))
+async def update_user(
+    body: UserUpdate, target: TargetUser, caller: CurrentUser, services: AppServices
+) -> UserPublic:
+    """Change an account. Only superusers change `is_active` / `is_superuser`."""
+    changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
+    if changes.keys() & {"is_active", "is_superuser"} and not caller.is_superuser:
+        raise Forbidden("Only superusers may change is_active or is_superuser.")
+    # Existing access tokens stop working when the password changes or the account is disabled.
+    revoke_tokens = changes.get("is_active") is False
+    if body.password is not None:
+        if target.id == caller.id and not (
+            body.current_password
+            and await verify_password(body.current_password, target.hashed_password)
+        ):
+            raise CurrentPasswordRequired()
+        changes["hashed_password"] = await hash_password(
+            body.password, services.settings.bcrypt_rounds
+        )
+        revoke_tokens = True
+    if "email" in changes and changes["email"].lower() != target.email.lower():
+        changes["email_verified"] = False
+    update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}}
+    if revoke_tokens:
+        update["$inc"] = {"token_version": 1}
+    stored = await User.get_pymongo_collection().find_one_and_update(
+        {"_id": target.id}, update, return_document=ReturnDocument.AFTER
+    )
+    if stored is None:
+        raise NotFound("user")
+    return UserPublic.model_validate(User.model_validate(stored))
+
+
+@router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))
+async def delete_user(user_id: UserId, _: SuperUser, services: AppServices) -> None:
+    """Delete a user and all their items (atomically where the server has transactions)."""
+
+    async def remove(session: AsyncClientSession | None) -> None:
+        # Items first: without a transaction, a crash between the two leaves no orphans.
+        await Item.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
+        result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
+        if result.deleted_count == 0:
+            raise NotFound("user")
+
+    await services.atomically(remove)

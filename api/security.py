@@ -1,0 +1,117 @@
+"""Password hashing (bcrypt, off the event loop) and access tokens (JWT via joserfc).
+
+No FastAPI here: this module is used by the API and the admin scripts alike.
+"""
+
+import asyncio
+import functools
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+import bcrypt
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OctKey
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ALGORITHM = "HS256"  # pinned: tokens naming any other algorithm are refused
+
+# bcrypt releases the GIL, so a small pool keeps hashing off the event loop
+# without letting a burst of logins queue unbounded CPU work.
+_hash_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt")
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    return await _in_pool(_hash, password, rounds)
+
+
+async def verify_password(password: str, hashed: str) -> bool:
+    return await _in_pool(_verify, password, hashed)
+
+
+async def verify_against_dummy(password: str, rounds: int) -> None:
+    """Spend the same time as a real check, so unknown accounts cannot be told apart."""
+    dummy = await _in_pool(_dummy_hash, rounds)
+    await verify_password(password, dummy)
+
+
+async def _in_pool(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_hash_pool, functools.partial(fn, *args, **kwargs))
+
+
+def _hash(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+def _verify(password: str, hashed: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode("utf-8", "surrogatepass"), hashed.encode())
+    except ValueError:  # a password over 72 bytes, or a malformed stored hash
+        return False
+
+
+@functools.cache
+def _dummy_hash(rounds: int) -> str:
+    return _hash(secrets.token_urlsafe(16), rounds)
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    token_version: int
+
+
+class TokenSigner:
+    """Issues and checks access tokens. Keys carry a `kid` so they can be rotated."""
+
+    def __init__(self, secret: str, issuer: str, audience: str, lifetime_s: int) -> None:
+        self.kid = hashlib.sha256(secret.encode()).hexdigest()[:16]
+        self._key = OctKey.import_key(secret.encode(), {"kid": self.kid})
+        self._keys = KeySet([self._key])
+        self.issuer, self.audience, self.lifetime_s = issuer, audience, lifetime_s
+        self._claims = jwt.JWTClaimsRegistry(
+            leeway=5,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
+
+    def issue(self, user_id: str, token_version: int) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": user_id,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + self.lifetime_s,
+            "jti": secrets.token_urlsafe(12),
+            "ver": token_version,
+        }
+        return jwt.encode({"alg": ALGORITHM, "kid": self.kid}, claims, self._key)
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            decoded = jwt.decode(token, self._keys, algorithms=[ALGORITHM])
+            self._claims.validate(decoded.claims)
+        except (JoseError, ValueError, TypeError) as error:
+            raise InvalidToken(str(error)) from None
+        sub, version = decoded.claims.get("sub"), decoded.claims.get("ver", 0)
+        if not isinstance(sub, str) or not isinstance(version, int):
+            raise InvalidToken("malformed claims")
+        return AccessClaims(user_id=sub, token_version=version)

@@ -1,0 +1,17 @@
+"""Beanie documents that double as the API's Pydantic schemas."""
+
+from documents.item import Item, ItemCreate, ItemPatch
+from documents.user import User, UserCreate, UserPublic, UserUpdate
+
+DOCUMENT_MODELS = [User, Item]
+
+__all__ = [
+    "DOCUMENT_MODELS",
+    "Item",
+    "ItemCreate",
+    "ItemPatch",
+    "User",
+    "UserCreate",
+    "UserPublic",
+    "UserUpdate",
+]

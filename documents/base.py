@@ -1,0 +1,39 @@
+"""What every stored document shares: the `id` the API shows and aware UTC times."""
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from beanie import Document, PydanticObjectId
+from bson import ObjectId
+from pydantic import BaseModel, BeforeValidator, Field
+
+
+def utcnow() -> datetime:
+    # MongoDB keeps milliseconds; truncate so what we return equals what we stored.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class ApiDocument(Document):
+    """Stored as `_id`, shown to clients as `id` (decided once, here, for every model)."""
+
+    id: PydanticObjectId | None = Field(
+        default=None, alias="_id", serialization_alias="id", description="24-hex ObjectId"
+    )
+
+
+def _object_id(value: object) -> object:
+    if isinstance(value, str) and not ObjectId.is_valid(value):
+        raise ValueError("must be a 24-character hexadecimal id")
+    return value
+
+
+# An id from a client (path or query): a clear message when it is not an ObjectId.
+ObjectIdParam = Annotated[PydanticObjectId, BeforeValidator(_object_id)]
+
+
+def reject_nulls(model: BaseModel, names: tuple[str, ...]) -> None:
+    """In a partial update, these fields may be left out but not set to null."""
+    for name in names:
+        if name in model.model_fields_set and getattr(model, name) is None:
+            raise ValueError(f"{name} cannot be null")

@@ -1,0 +1,109 @@
+"""Accounts: the stored `User` and the shapes clients send and see."""
+
+import re
+from datetime import datetime
+from typing import Annotated, Self
+
+from beanie import PydanticObjectId
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pymongo import IndexModel
+from pymongo.collation import Collation
+
+from documents.base import ApiDocument, reject_nulls, utcnow
+
+# Case-insensitive comparison: unique indexes and look-ups both use it.
+CASE_INSENSITIVE = Collation(locale="en", strength=2)
+BCRYPT_MAX_BYTES = 72
+
+Username = Annotated[
+    str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+
+
+def check_password(password: str) -> str:
+    if len(password) < 8:
+        raise ValueError("password must be at least 8 characters")
+    if not re.search(r"\d", password):
+        raise ValueError("password must contain a digit")
+    if not re.search(r"[A-Z]", password):
+        raise ValueError("password must contain an uppercase letter")
+    # bcrypt ignores everything past 72 bytes; refuse rather than truncate silently.
+    if len(password.encode("utf-8", "surrogatepass")) > BCRYPT_MAX_BYTES:
+        raise ValueError(f"password must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")
+    return password
+
+
+Password = Annotated[str, Field(max_length=256), AfterValidator(check_password)]
+
+
+class User(ApiDocument):
+    email: str
+    username: str
+    full_name: str | None = None
+    hashed_password: str
+    is_active: bool = True
+    is_superuser: bool = False
+    email_verified: bool = False
+    # Bumped whenever existing access tokens must stop working (password change, deactivation).
+    token_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"
+        indexes = [  # noqa: RUF012
+            IndexModel("email", unique=True, collation=CASE_INSENSITIVE, name="email_ci"),
+            IndexModel("username", unique=True, collation=CASE_INSENSITIVE, name="username_ci"),
+        ]
+
+
+class UserPublic(BaseModel):
+    """A user as clients see it: never the hash or token version."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: PydanticObjectId
+    email: str
+    username: str
+    full_name: str | None
+    is_active: bool
+    is_superuser: bool
+    email_verified: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    username: Username
+    password: Password
+    full_name: FullName | None = None
+    is_superuser: bool = False
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    username: Username | None = None
+    full_name: FullName | None = None
+    password: Password | None = None
+    current_password: str | None = Field(default=None, max_length=256)
+    is_active: bool | None = None
+    is_superuser: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> Self:
+        reject_nulls(self, ("email", "username", "password", "is_active", "is_superuser"))
+        return self

@@ -1,0 +1,1 @@
+"""Admin commands (`docstore-admin`); the shell scripts beside this are the entry points."""

@@ -1,0 +1,115 @@
+"""The database (embedded server or MONGODB_URL), the app in its real lifespan, users, tokens."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+from fastapi import FastAPI
+
+from api import embedded
+from api.config import Settings
+from api.main import create_app
+from api.security import hash_password
+from api.services import Services
+from documents import User
+
+PASSWORD = "Correct-horse-1"
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """MONGODB_URL when set; otherwise one embedded server for the whole session."""
+    if url := os.environ.get("MONGODB_URL"):
+        yield url
+        return
+    server = embedded.start(tmp_path_factory.mktemp("mongo"))
+    yield server.url
+    server.stop()
+
+
+def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "mongodb_url": mongodb_url,
+        "mongodb_db": f"test_{uuid.uuid4().hex[:16]}",
+        "data_dir": data_dir,
+        "secret_key": TEST_SECRET,
+        "bcrypt_rounds": 4,
+        "mongodb_timeout_ms": 1500,
+        "log_level": "WARNING",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(mongodb_url: str, tmp_path: Path) -> Settings:
+    return make_settings(mongodb_url, tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app inside its real lifespan, on a database of its own (dropped afterwards)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+        await services_of(app).client.drop_database(settings.mongodb_db)
+
+
+def services_of(app: FastAPI) -> Services:
+    services: Services = app.state.services
+    return services
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@dataclass
+class Account:
+    user: User
+    token: str
+
+    @property
+    def id(self) -> str:
+        return str(self.user.id)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def make_account(app: FastAPI, name: str, *, superuser: bool = False) -> Account:
+    """Seed a user straight into the database (setup, not the point of the test)."""
+    user = User(
+        email=f"{name}@example.com",
+        username=name,
+        full_name=name.title(),
+        hashed_password=await hash_password(PASSWORD, 4),
+        is_superuser=superuser,
+    )
+    await user.insert()
+    token = services_of(app).signer.issue(str(user.id), user.token_version)
+    return Account(user=user, token=token)
+
+
+@pytest.fixture
+async def alice(app: FastAPI) -> Account:
+    return await make_account(app, "alice")
+
+
+@pytest.fixture
+async def bob(app: FastAPI) -> Account:
+    return await make_account(app, "bob")
+
+
+@pytest.fixture
+async def admin(app: FastAPI) -> Account:
+    return await make_account(app, "admin", superuser=True)

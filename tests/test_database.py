@@ -1,0 +1,120 @@
+"""The database underneath: indexes, the embedded server's lifecycle and durability, outages."""
+
+import asyncio
+from pathlib import Path
+
+import httpx2
+import pytest
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from api import embedded
+from api.main import create_app
+from documents import Item, User
+from tests.conftest import make_account, make_settings, services_of
+
+
+async def test_indexes_exist_after_startup(app: FastAPI) -> None:
+    db = services_of(app).client[services_of(app).settings.mongodb_db]
+    users = await db.users.index_information()
+    for name in ("email_ci", "username_ci"):
+        assert users[name]["unique"] is True
+        assert users[name]["collation"]["strength"] == 2
+    items = {tuple(spec["key"]) for spec in (await db.items.index_information()).values()}
+    assert (("owner_id", 1), ("created_at", -1), ("_id", -1)) in items
+    assert (("owner_id", 1), ("updated_at", -1)) in items
+    assert (("owner_id", 1), ("tags", 1)) in items
+
+
+def _count_in(url: str) -> int:
+    from pymongo import MongoClient
+
+    with MongoClient(url) as client:
+        return client.docstore.things.count_documents({})
+
+
+def _insert_into(url: str, n: int) -> None:
+    from pymongo import MongoClient
+
+    with MongoClient(url) as client:
+        client.docstore.things.insert_many([{"n": i} for i in range(n)])
+
+
+async def test_embedded_server_keeps_data_across_restarts_and_kills(tmp_path: Path) -> None:
+    server = await asyncio.to_thread(embedded.start_or_attach, tmp_path)
+    assert server.owned
+    again = await asyncio.to_thread(embedded.start_or_attach, tmp_path)
+    assert (again.owned, again.url) == (False, server.url)  # a second process attaches
+    await asyncio.to_thread(_insert_into, server.url, 3)
+    await asyncio.to_thread(server.stop)
+
+    restarted = await asyncio.to_thread(embedded.start_or_attach, tmp_path)
+    assert restarted.owned
+    assert await asyncio.to_thread(_count_in, restarted.url) == 3
+    # --sync-on-commit: an acknowledged write survives SIGKILL.
+    await asyncio.to_thread(_insert_into, restarted.url, 2)
+    assert restarted.process is not None
+    restarted.process.kill()
+    restarted.process.wait()
+    after_kill = await asyncio.to_thread(embedded.start_or_attach, tmp_path)
+    try:
+        assert await asyncio.to_thread(_count_in, after_kill.url) == 5
+    finally:
+        await asyncio.to_thread(after_kill.stop)
+
+
+async def test_app_without_mongodb_url_runs_the_embedded_server(tmp_path: Path) -> None:
+    app = create_app(make_settings(None, tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/ready")).status_code == 200
+        pid = embedded._read_state(tmp_path / "mongo.json")
+        assert pid is not None
+    assert (tmp_path / "mongo").is_dir()
+    assert (tmp_path / "secret_key").exists() is False  # SECRET_KEY was given
+    assert embedded._read_state(tmp_path / "mongo.json") is None  # stopped on shutdown
+
+
+@pytest.fixture
+async def fragile_server(tmp_path: Path) -> embedded.EmbeddedServer:
+    return await asyncio.to_thread(embedded.start, tmp_path / "db")
+
+
+async def test_outage_is_503_and_recovers(
+    tmp_path: Path, fragile_server: embedded.EmbeddedServer
+) -> None:
+    port = int(fragile_server.url.split(":")[2].split("/")[0])
+    app = create_app(make_settings(fragile_server.url, tmp_path))
+    async with app.router.lifespan_context(app):
+        alice = await make_account(app, "alice")
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            await asyncio.to_thread(fragile_server.stop)
+            for path in ("/api/v1/auth/me", "/api/v1/items", "/ready"):
+                response = await client.get(path, headers=alice.headers)
+                assert response.status_code == 503, path
+                assert response.headers["retry-after"]
+                assert response.headers["content-type"] == "application/problem+json"
+            down = await client.post("/api/v1/items", json={"title": "t"}, headers=alice.headers)
+            assert down.status_code == 503
+
+            back = await asyncio.to_thread(embedded.start, tmp_path / "db", None, port)
+            try:
+                assert (await client.get("/ready")).status_code == 200
+                assert (
+                    await client.get("/api/v1/auth/me", headers=alice.headers)
+                ).status_code == 200
+                created = await client.post(
+                    "/api/v1/items", json={"title": "t"}, headers=alice.headers
+                )
+                assert created.status_code == 201
+                assert await Item.count() == 1
+                assert await User.count() == 1
+            finally:
+                await asyncio.to_thread(back.stop)
+
+
+async def test_client_is_timezone_aware(app: FastAPI, alice: object) -> None:
+    client: AsyncMongoClient[dict[str, object]] = services_of(app).client
+    assert client.codec_options.tz_aware is True

@@ -1,0 +1,85 @@
+"""Welcome, health, readiness, request ids, security headers, CORS and offline docs."""
+
+import re
+from pathlib import Path
+
+import httpx2
+
+from api.main import create_app
+from tests.conftest import make_settings
+
+
+async def test_welcome_and_health(client: httpx2.AsyncClient) -> None:
+    welcome = await client.get("/")
+    assert welcome.status_code == 200
+    assert welcome.json()["docs"] == "/docs"
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).json() == {"status": "ready"}
+
+
+async def test_request_id_is_echoed_or_generated(client: httpx2.AsyncClient) -> None:
+    echoed = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/health")
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    hostile = await client.get("/health", headers={"X-Request-ID": "a b\tc" + "x" * 200})
+    assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])
+
+
+async def test_security_headers_on_every_response(client: httpx2.AsyncClient) -> None:
+    for path in ("/health", "/api/v1/nowhere", "/api/v1/auth/me"):
+        response = await client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-request-id"]
+
+
+async def test_docs_work_offline(client: httpx2.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "http" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', page.text))
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', page.text):
+        fetched = await client.get(asset)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 1000
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    redoc = await client.get("/redoc")
+    assert redoc.status_code == 200
+    script = re.search(r'<script src="(/[^"]+)"', redoc.text)
+    assert script is not None
+    assert (await client.get(script.group(1))).status_code == 200
+
+
+async def test_openapi_documents_auth_and_errors(client: httpx2.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    scheme = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/login"
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in operations.items():
+            errors = {code for code in operation["responses"] if code.startswith(("4", "5"))}
+            assert {"422", "503"} <= errors, (method, path)
+            problem = operation["responses"]["422"]["content"]
+            assert "application/problem+json" in problem, (method, path)
+    item = spec["components"]["schemas"]["Item"]["properties"]
+    assert "id" in item
+    assert "_id" not in item
+    assert "hashed_password" not in spec["components"]["schemas"]["UserPublic"]["properties"]
+
+
+async def test_cors_from_settings(mongodb_url: str, tmp_path: Path) -> None:
+    settings = make_settings(mongodb_url, tmp_path, cors_origins="https://app.example")
+    assert settings.cors_origins == ["https://app.example"]
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            allowed = await client.options(
+                "/api/v1/items",
+                headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+            )
+            assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+            other = await client.get("/health", headers={"Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in other.headers

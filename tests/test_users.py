@@ -1,0 +1,275 @@
+"""/users: sign-up, self-or-superuser reads and changes, superuser list and delete."""
+
+from typing import Any
+
+import httpx2
+import pytest
+from fastapi import FastAPI
+
+from documents import Item, User
+from documents.base import utcnow
+from tests.conftest import PASSWORD, Account, make_settings, services_of
+
+USERS = "/api/v1/users"
+NEW_USER = {"email": "Carol@Example.com", "username": "Carol", "password": "Secret-pass-1"}
+
+
+async def test_sign_up(client: httpx2.AsyncClient) -> None:
+    response = await client.post(USERS, json={**NEW_USER, "full_name": "Carol C"})
+    assert response.status_code == 201
+    body = response.json()
+    assert response.headers["location"] == f"{USERS}/{body['id']}"
+    assert body["email"] == "Carol@example.com"  # the domain is normalised
+    assert body["username"] == "Carol"
+    assert body["is_active"] is True
+    assert body["is_superuser"] is False
+    assert body["email_verified"] is False
+    assert body["created_at"].endswith("Z")
+    assert set(body) == {
+        "id",
+        "email",
+        "username",
+        "full_name",
+        "is_active",
+        "is_superuser",
+        "email_verified",
+        "created_at",
+        "updated_at",
+    }
+    stored = await User.get(body["id"])
+    assert stored is not None
+    assert stored.hashed_password.startswith("$2")
+    login = await client.post(
+        "/api/v1/auth/login", data={"username": "carol", "password": NEW_USER["password"]}
+    )
+    assert login.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("duplicate", "field"),
+    [
+        ({"email": "CAROL@example.com", "username": "other"}, "email"),
+        ({"email": "other@example.com", "username": "cAROL"}, "username"),
+    ],
+)
+async def test_duplicates_are_409_case_insensitively(
+    client: httpx2.AsyncClient, duplicate: dict[str, str], field: str
+) -> None:
+    assert (await client.post(USERS, json=NEW_USER)).status_code == 201
+    response = await client.post(USERS, json={**NEW_USER, **duplicate})
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == f"A record with this {field} already exists."
+    assert await User.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"username": "ab"}, "username"),
+        ({"username": "has space"}, "username"),
+        ({"username": "x" * 51}, "username"),
+        ({"password": "Short1"}, "password"),
+        ({"password": "nouppercase1"}, "password"),
+        ({"password": "NoDigitsHere"}, "password"),
+        ({"password": "Aa1" + "é" * 35}, "password"),  # 73 bytes: never silently truncated
+        ({"full_name": "n" * 101}, "full_name"),
+        ({"is_admin": True}, "is_admin"),
+    ],
+)
+async def test_sign_up_validation(
+    client: httpx2.AsyncClient, change: dict[str, Any], field: str
+) -> None:
+    response = await client.post(USERS, json={**NEW_USER, **change})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][-1] == field
+    assert await User.count() == 0
+
+
+async def test_anonymous_cannot_sign_up_as_superuser(client: httpx2.AsyncClient) -> None:
+    response = await client.post(USERS, json={**NEW_USER, "is_superuser": True})
+    assert response.status_code == 403
+    assert await User.count() == 0
+
+
+async def test_superuser_creates_superusers(client: httpx2.AsyncClient, admin: Account) -> None:
+    response = await client.post(
+        USERS, json={**NEW_USER, "is_superuser": True}, headers=admin.headers
+    )
+    assert response.status_code == 201
+    assert response.json()["is_superuser"] is True
+
+
+async def test_closed_registration(mongodb_url: str, tmp_path: Any) -> None:
+    from api.main import create_app
+
+    app = create_app(make_settings(mongodb_url, tmp_path, registration_open=False))
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            closed = await client.post(USERS, json=NEW_USER)
+            assert closed.status_code == 403
+            assert "Registration is closed" in closed.json()["detail"]
+            from tests.conftest import make_account
+
+            admin = await make_account(app, "admin", superuser=True)
+            assert (
+                await client.post(USERS, json=NEW_USER, headers=admin.headers)
+            ).status_code == 201
+        await services_of(app).client.drop_database(app.state.services.settings.mongodb_db)
+
+
+async def test_list_users_is_for_superusers(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    assert (await client.get(USERS)).status_code == 401
+    assert (await client.get(USERS, headers=alice.headers)).status_code == 403
+    response = await client.get(USERS, params={"include_total": True}, headers=admin.headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert [u["username"] for u in body["items"]] == ["alice", "bob", "admin"]
+    assert body["total"] == 3
+    assert body["next_cursor"] is None
+    assert all("hashed_password" not in u for u in body["items"])
+
+
+async def test_list_users_filters_and_pages(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    await bob.user.set({"is_active": False})
+    only_bob = await client.get(USERS, params={"q": "BO"}, headers=admin.headers)
+    assert [u["username"] for u in only_bob.json()["items"]] == ["bob"]
+    regex_is_literal = await client.get(USERS, params={"q": ".*"}, headers=admin.headers)
+    assert regex_is_literal.json()["items"] == []
+    active = await client.get(USERS, params={"is_active": False}, headers=admin.headers)
+    assert [u["username"] for u in active.json()["items"]] == ["bob"]
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(USERS, params=params, headers=admin.headers)).json()
+        seen += [u["username"] for u in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["alice", "bob", "admin"]
+    skipped = await client.get(USERS, params={"skip": 2}, headers=admin.headers)
+    assert [u["username"] for u in skipped.json()["items"]] == ["admin"]
+
+
+async def test_read_self_or_superuser(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    assert (await client.get(f"{USERS}/{alice.id}", headers=alice.headers)).json()["id"] == alice.id
+    assert (await client.get(f"{USERS}/{bob.id}", headers=alice.headers)).status_code == 403
+    assert (await client.get(f"{USERS}/{bob.id}", headers=admin.headers)).status_code == 200
+    missing = await client.get(f"{USERS}/0123456789abcdef01234567", headers=admin.headers)
+    assert missing.status_code == 404
+    # A regular user cannot probe which ids exist.
+    probe = await client.get(f"{USERS}/0123456789abcdef01234567", headers=alice.headers)
+    assert probe.status_code == 403
+    assert (await client.get(f"{USERS}/{alice.id}")).status_code == 401
+
+
+async def test_update_own_profile(client: httpx2.AsyncClient, alice: Account) -> None:
+    await alice.user.set({"email_verified": True})
+    response = await client.patch(
+        f"{USERS}/{alice.id}",
+        json={"full_name": "Alice A", "email": "alice2@example.com", "username": "alice2"},
+        headers=alice.headers,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["full_name"], body["email"], body["username"]) == (
+        "Alice A",
+        "alice2@example.com",
+        "alice2",
+    )
+    assert body["email_verified"] is False  # a new address is not verified yet
+    assert body["updated_at"] > body["created_at"] or body["updated_at"] >= body["created_at"]
+    # Profile changes keep the session.
+    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
+
+
+async def test_update_to_taken_username_is_409(
+    client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    response = await client.patch(
+        f"{USERS}/{alice.id}", json={"username": "BOB"}, headers=alice.headers
+    )
+    assert response.status_code == 409
+    assert (await User.get(alice.user.id)).username == "alice"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("change", [{"is_superuser": True}, {"is_active": False}])
+async def test_no_privilege_escalation(
+    client: httpx2.AsyncClient, alice: Account, change: dict[str, bool]
+) -> None:
+    response = await client.patch(f"{USERS}/{alice.id}", json=change, headers=alice.headers)
+    assert response.status_code == 403
+    stored = await User.get(alice.user.id)
+    assert stored is not None
+    assert (stored.is_superuser, stored.is_active) == (False, True)
+
+
+async def test_cannot_change_someone_else(
+    client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    response = await client.patch(
+        f"{USERS}/{bob.id}", json={"full_name": "x"}, headers=alice.headers
+    )
+    assert response.status_code == 403
+    assert (await User.get(bob.user.id)).full_name == "Bob"  # type: ignore[union-attr]
+
+
+async def test_own_password_change_needs_current_password(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    url = f"{USERS}/{alice.id}"
+    new = {"password": "Brand-new-pass-2"}
+    assert (await client.patch(url, json=new, headers=alice.headers)).status_code == 400
+    wrong = {**new, "current_password": "Wrong-pass-1"}
+    assert (await client.patch(url, json=wrong, headers=alice.headers)).status_code == 400
+    right = {**new, "current_password": PASSWORD}
+    assert (await client.patch(url, json=right, headers=alice.headers)).status_code == 200
+    # The old token is revoked; the new password works, the old one no longer does.
+    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 401
+    login = "/api/v1/auth/login"
+    assert (
+        await client.post(login, data={"username": "alice", "password": PASSWORD})
+    ).status_code == 401
+    assert (await client.post(login, data={"username": "alice", **new})).status_code == 200
+
+
+async def test_superuser_manages_others(
+    client: httpx2.AsyncClient, alice: Account, admin: Account
+) -> None:
+    url = f"{USERS}/{alice.id}"
+    reset = await client.patch(url, json={"password": "Reset-by-admin-3"}, headers=admin.headers)
+    assert reset.status_code == 200
+    promoted = await client.patch(url, json={"is_superuser": True}, headers=admin.headers)
+    assert promoted.json()["is_superuser"] is True
+    null_flag = await client.patch(url, json={"is_active": None}, headers=admin.headers)
+    assert null_flag.status_code == 422
+
+
+async def test_delete_user_cascades_to_items(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    now = utcnow()
+    for owner in (alice, alice, bob):
+        await Item(owner_id=owner.user.id, title="t", created_at=now, updated_at=now).insert()
+    assert (await client.delete(f"{USERS}/{alice.id}", headers=bob.headers)).status_code == 403
+    response = await client.delete(f"{USERS}/{alice.id}", headers=admin.headers)
+    assert response.status_code == 204
+    assert await User.get(alice.user.id) is None
+    assert await Item.find({"owner_id": alice.user.id}).count() == 0
+    assert await Item.find({"owner_id": bob.user.id}).count() == 1
+    again = await client.delete(f"{USERS}/{alice.id}", headers=admin.headers)
+    assert again.status_code == 404
+    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 401
+
+
+async def test_embedded_server_supports_transactions(app: FastAPI) -> None:
+    # The cascade above ran inside a transaction on this server.
+    assert services_of(app).supports_transactions is True
