@@ -56,7 +56,19 @@ class Item(ApiDocument):
 
 
 class ItemCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Trip to Lisbon",
+                    "description": "Bookings and packing list",
+                    "tags": ["travel", "2026"],
+                    "data": {"days": 4, "flights": [{"from": "BER", "to": "LIS"}]},
+                }
+            ]
+        },
+    )
 
     title: Title
     description: Description | None = None
@@ -67,7 +79,10 @@ class ItemCreate(BaseModel):
 class ItemPatch(BaseModel):
     """A partial update: only the fields sent change; `data` is replaced whole."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"title": "Trip to Porto", "tags": ["travel"]}]},
+    )
 
     title: Title | None = None
     description: Description | None = None

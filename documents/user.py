@@ -83,7 +83,19 @@ class UserPublic(BaseModel):
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "username": "ada",
+                    "password": "Analytical-Engine-1843",
+                    "full_name": "Ada Lovelace",
+                }
+            ]
+        },
+    )
 
     email: EmailStr
     username: Username
@@ -93,7 +105,10 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"full_name": "Ada King"}]},
+    )
 
     email: EmailStr | None = None
     username: Username | None = None

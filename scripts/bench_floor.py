@@ -1,0 +1,76 @@
+"""The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
+
+Same database, same token check (joserfc, pinned alg, claims), same owner-scoped
+queries, plain JSON out: what any framework on this stack cannot go below.
+"""
+
+import os
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.security import InvalidToken, TokenSigner
+
+client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+    os.environ["MONGODB_URL"], tz_aware=True
+)
+db = client[os.environ["MONGODB_DB"]]
+signer = TokenSigner(os.environ["SECRET_KEY"], "docstore", "docstore-api", 3600)
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, ObjectId):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat().replace("+00:00", "Z")
+        out["id" if key == "_id" else key] = value
+    return out
+
+
+async def _caller(request: Request) -> dict[str, Any] | None:
+    try:
+        claims = signer.verify(request.headers.get("authorization", "")[7:])
+    except InvalidToken:
+        return None
+    user = await db.users.find_one({"_id": ObjectId(claims.user_id)})
+    if user is None or not user["is_active"] or user["token_version"] != claims.token_version:
+        return None
+    return user
+
+
+async def read_item(request: Request) -> Response:
+    user = await _caller(request)
+    if user is None:
+        return JSONResponse({"detail": "unauthorized"}, status_code=401)
+    item = await db.items.find_one(
+        {"_id": ObjectId(request.path_params["item_id"]), "owner_id": user["_id"]}
+    )
+    if item is None:
+        return JSONResponse({"detail": "not found"}, status_code=404)
+    return JSONResponse(_plain(item))
+
+
+async def list_items(request: Request) -> Response:
+    user = await _caller(request)
+    if user is None:
+        return JSONResponse({"detail": "unauthorized"}, status_code=401)
+    limit = int(request.query_params.get("limit", 20))
+    found = db.items.find({"owner_id": user["_id"]}).sort([("created_at", -1), ("_id", -1)])
+    items = [_plain(doc) async for doc in found.limit(limit)]
+    return JSONResponse({"items": items, "next_cursor": None})
+
+
+app = Starlette(
+    routes=[
+        Route("/api/v1/items/{item_id}", read_item),
+        Route("/api/v1/items", list_items),
+    ]
+)
