@@ -76,7 +76,8 @@ def main() -> None:
 
 
 def _seed(url: str, count: int) -> tuple[str, str]:
-    with MongoClient(url, tz_aware=True) as client:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    with client:
         db = client[DB]
         user_id = ObjectId()
         now = datetime.now(UTC).replace(microsecond=0)
