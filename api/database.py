@@ -19,8 +19,14 @@ Client = AsyncMongoClient[dict[str, Any]]
 
 
 @asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Client]:
-    """A client bound to Beanie (indexes created), on MONGODB_URL or the embedded server."""
+async def connect(
+    settings: Settings, operation_timeout_ms: int | None = None
+) -> AsyncIterator[Client]:
+    """A client bound to Beanie (indexes created), on MONGODB_URL or the embedded server.
+
+    `operation_timeout_ms` bounds every operation (PyMongo's timeoutMS): the API sets it
+    so a stalled database is a quick 503; admin scripts leave long bulk writes unbounded.
+    """
     server = None
     url = settings.mongodb_url
     if url is None:
@@ -33,6 +39,7 @@ async def connect(settings: Settings) -> AsyncIterator[Client]:
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
         connectTimeoutMS=settings.mongodb_timeout_ms,
         appname="docstore",
+        timeoutMS=operation_timeout_ms,
     )
     try:
         await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)

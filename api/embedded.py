@@ -62,23 +62,21 @@ def start_or_attach(data_dir: Path) -> EmbeddedServer:
         return server
 
 
-def start(storage: Path, log_file: Path | None = None, port: int | None = None) -> EmbeddedServer:
-    """Start a server on `storage` (a folder, or ':memory:') and wait until it answers ping."""
+def start(
+    storage: Path,
+    log_file: Path | None = None,
+    port: int | None = None,
+    test_commands: bool = False,
+) -> EmbeddedServer:
+    """Start a server on `storage` (a folder, or ':memory:') and wait until it answers ping.
+
+    `test_commands` enables failpoints (`configureFailPoint`), for tests only.
+    """
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "secantus",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--storage-path",
-        str(storage),
-        "--sync-on-commit",
-        "--log-level",
-        "WARNING",
-    ]
+    command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--storage-path", str(storage), "--sync-on-commit", "--log-level", "WARNING"]
+    if test_commands:
+        command.append("--enable-test-commands")
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

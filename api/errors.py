@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_503_SERVICE_UNAVAILABLE
 
@@ -157,6 +157,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PyMongoError)
+    if not isinstance(exc, ConnectionFailure) and not exc.timeout:
+        return await _unexpected(request, exc)
     log.warning("database unavailable: %s", exc)
     detail = "The database is unavailable; try again shortly."
     headers = {"Retry-After": RETRY_AFTER_S}
@@ -187,7 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ConnectionFailure, _database_unavailable)
+    # Unreachable, or slower than the operation timeout: both are a 503.
+    app.add_exception_handler(PyMongoError, _database_unavailable)
     app.add_exception_handler(DuplicateKeyError, _duplicate)
     for unstorable in (BSONError, UnicodeEncodeError, OverflowError):
         app.add_exception_handler(unstorable, _unstorable)

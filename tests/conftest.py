@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -113,3 +114,18 @@ async def bob(app: FastAPI) -> Account:
 @pytest.fixture
 async def admin(app: FastAPI) -> Account:
     return await make_account(app, "admin", superuser=True)
+
+
+async def walk_pages(
+    client: httpx2.AsyncClient, url: str, headers: dict[str, str], limit: int
+) -> list[dict[str, Any]]:
+    """Every row of a list endpoint, following `next_cursor` until it is null."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(url, params=params, headers=headers)).json()
+        rows += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return rows

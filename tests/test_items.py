@@ -6,7 +6,7 @@ import httpx2
 import pytest
 
 from documents import Item
-from tests.conftest import Account
+from tests.conftest import Account, walk_pages
 
 ITEMS = "/api/v1/items"
 
@@ -171,16 +171,8 @@ async def test_list_is_newest_first_and_scoped(
 async def test_list_pages_by_cursor_and_skip(client: httpx2.AsyncClient, alice: Account) -> None:
     for i in range(7):
         await create(client, alice, title=f"t{i}")
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get(ITEMS, params=params, headers=alice.headers)).json()
-        seen += [i["title"] for i in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == [f"t{i}" for i in range(6, -1, -1)]
+    rows = await walk_pages(client, ITEMS, alice.headers, limit=3)
+    assert [i["title"] for i in rows] == [f"t{i}" for i in range(6, -1, -1)]
     skipped = await client.get(ITEMS, params={"skip": 5, "limit": 10}, headers=alice.headers)
     assert [i["title"] for i in skipped.json()["items"]] == ["t1", "t0"]
 
