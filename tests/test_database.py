@@ -131,7 +131,11 @@ async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
                 {
                     "configureFailPoint": "failCommand",
                     "mode": {"times": 1},
-                    "data": {"failCommands": ["find"], "blockConnection": True, "blockTimeMS": 5000},
+                    "data": {
+                        "failCommands": ["find"],
+                        "blockConnection": True,
+                        "blockTimeMS": 5000,
+                    },
                 }
             )
             transport = httpx2.ASGITransport(app=app)
