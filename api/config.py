@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     mongodb_db: str = "docstore"
     # How long a request waits for an unreachable database before answering 503.
     mongodb_timeout_ms: int = Field(default=3000, ge=100)
-    # The most one request's database operation may take before it answers 503, never a hang.
-    mongodb_operation_timeout_ms: int = Field(default=10_000, ge=100)
+    # The longest the API waits for one database reply before answering 503, never a hang.
+    mongodb_socket_timeout_ms: int = Field(default=10_000, ge=100)
     data_dir: Path = Path("./data")
     secret_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"

@@ -20,12 +20,14 @@ Client = AsyncMongoClient[dict[str, Any]]
 
 @asynccontextmanager
 async def connect(
-    settings: Settings, operation_timeout_ms: int | None = None
+    settings: Settings, socket_timeout_ms: int | None = None
 ) -> AsyncIterator[Client]:
     """A client bound to Beanie (indexes created), on MONGODB_URL or the embedded server.
 
-    `operation_timeout_ms` bounds every operation (PyMongo's timeoutMS): the API sets it
-    so a stalled database is a quick 503; admin scripts leave long bulk writes unbounded.
+    `socket_timeout_ms` bounds each wait for a reply: the API sets it so a stalled
+    database is a 503, not a hang; admin scripts leave long bulk writes unbounded.
+    (Not PyMongo's timeoutMS: with it, an unreachable server is waited for that long
+    too, instead of MONGODB_TIMEOUT_MS.)
     """
     server = None
     url = settings.mongodb_url
@@ -39,7 +41,7 @@ async def connect(
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
         connectTimeoutMS=settings.mongodb_timeout_ms,
         appname="docstore",
-        timeoutMS=operation_timeout_ms,
+        socketTimeoutMS=socket_timeout_ms,
     )
     try:
         await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with connect(settings, settings.mongodb_operation_timeout_ms) as client:
+        async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
             app.state.services = await _services(settings, client)
             # Warm the dummy hash so the first unknown-user login costs what later ones do.
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)

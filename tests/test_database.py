@@ -123,14 +123,14 @@ async def test_client_is_timezone_aware(app: FastAPI, alice: object) -> None:
 async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
     server = await asyncio.to_thread(embedded.start, Path(":memory:"), None, None, True)
     try:
-        settings = make_settings(server.url, tmp_path, mongodb_operation_timeout_ms=500)
+        settings = make_settings(server.url, tmp_path, mongodb_socket_timeout_ms=500)
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             alice = await make_account(app, "alice")
             await services_of(app).client.admin.command(
                 {
                     "configureFailPoint": "failCommand",
-                    "mode": {"times": 1},
+                    "mode": {"times": 2},  # the read and its one automatic retry
                     "data": {
                         "failCommands": ["find"],
                         "blockConnection": True,
