@@ -144,7 +144,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     issues = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     if any(issue["type"] == "json_invalid" for issue in issues):
@@ -154,6 +154,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     where = ".".join(str(part) for part in first["loc"])
     detail = f"{where}: {first['msg']}" if where else str(first["msg"])
     return problem(request, 422, "Validation failed", detail, "validation", errors=issues)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    # Pydantic prefixes our validators' messages with "Value error, "; the client needs the rest.
+    return str(error.get("msg", "")).removeprefix("Value error, ")
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -190,7 +195,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    # Unreachable, or slower than the operation timeout: both are a 503.
+    # Unreachable, or a reply slower than the socket timeout: both are a 503.
     app.add_exception_handler(PyMongoError, _database_unavailable)
     app.add_exception_handler(DuplicateKeyError, _duplicate)
     for unstorable in (BSONError, UnicodeEncodeError, OverflowError):
