@@ -35,18 +35,20 @@ async def connect(
         server = await asyncio.to_thread(embedded.start_or_attach, settings.data_dir)
         url = server.url
         log.info("embedded MongoDB at %s, data in %s", url, settings.data_dir)
-    client: Client = AsyncMongoClient(
-        url,
-        tz_aware=True,
-        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-        connectTimeoutMS=settings.mongodb_timeout_ms,
-        appname="docstore",
-        socketTimeoutMS=socket_timeout_ms,
-    )
     try:
-        await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)
-        yield client
+        client: Client = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+            connectTimeoutMS=settings.mongodb_timeout_ms,
+            socketTimeoutMS=socket_timeout_ms,
+            appname="docstore",
+        )
+        try:
+            await init_beanie(database=client[settings.mongodb_db], document_models=DOCUMENT_MODELS)
+            yield client
+        finally:
+            await client.close()
     finally:
-        await client.close()
         if server is not None:
             await asyncio.to_thread(server.stop)

@@ -39,7 +39,7 @@ class EmbeddedServer:
     process: subprocess.Popen[bytes] | None = None
 
     def stop(self, timeout: float = 20.0) -> None:
-        if not self.owned or self.process is None:
+        if not self.owned or self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:

@@ -1,6 +1,7 @@
 """The database underneath: indexes, the embedded server's lifecycle and durability, outages."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
@@ -77,8 +78,10 @@ async def test_app_without_mongodb_url_runs_the_embedded_server(tmp_path: Path) 
 
 
 @pytest.fixture
-async def fragile_server(tmp_path: Path) -> embedded.EmbeddedServer:
-    return await asyncio.to_thread(embedded.start, tmp_path / "db")
+async def fragile_server(tmp_path: Path) -> AsyncIterator[embedded.EmbeddedServer]:
+    server = await asyncio.to_thread(embedded.start, tmp_path / "db")
+    yield server
+    await asyncio.to_thread(server.stop)  # in case the test failed before stopping it
 
 
 async def test_outage_is_503_and_recovers(
@@ -99,7 +102,7 @@ async def test_outage_is_503_and_recovers(
             down = await client.post("/api/v1/items", json={"title": "t"}, headers=alice.headers)
             assert down.status_code == 503
 
-            back = await asyncio.to_thread(embedded.start, tmp_path / "db", None, port)
+            back = await asyncio.to_thread(embedded.start, tmp_path / "db", port=port)
             try:
                 assert (await client.get("/ready")).status_code == 200
                 assert (
@@ -121,7 +124,7 @@ async def test_client_is_timezone_aware(app: FastAPI, alice: object) -> None:
 
 
 async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
-    server = await asyncio.to_thread(embedded.start, Path(":memory:"), None, None, True)
+    server = await asyncio.to_thread(embedded.start, Path(":memory:"), test_commands=True)
     try:
         settings = make_settings(server.url, tmp_path, mongodb_socket_timeout_ms=500)
         app = create_app(settings)
