@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +66,16 @@ def start(
     storage: Path,
     log_file: Path | None = None,
     port: int | None = None,
-    test_commands: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> EmbeddedServer:
     """Start a server on `storage` (a folder, or ':memory:') and wait until it answers ping.
 
-    `test_commands` enables failpoints (`configureFailPoint`), for tests only.
+    `extra_args` are for tests: `--enable-test-commands` (failpoints), `--standalone`.
     """
     port = port or free_port()
     command = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--storage-path", str(storage), "--sync-on-commit", "--log-level", "WARNING"]
-    if test_commands:
-        command.append("--enable-test-commands")
+    command += extra_args
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -90,6 +90,7 @@ _DESCRIPTIONS = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict with an existing resource",
+    412: "The item changed since it was read (If-Match)",
     413: "Request body too large",
     422: "Validation failed",
     503: "Database unavailable (`Retry-After`)",

@@ -5,11 +5,11 @@ import hashlib
 import hmac
 from typing import Annotated, Any, Generic, TypeVar
 
-from beanie import Document
 from bson import json_util
 from bson.errors import InvalidBSON
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
+from pymongo.asynchronous.collection import AsyncCollection
 
 from api.errors import DomainError
 
@@ -81,36 +81,46 @@ SortSpec = list[tuple[str, int]]
 
 
 async def fetch_page(
-    model: type[Document],
+    collection: AsyncCollection[dict[str, Any]],
     query: dict[str, Any],
     sort: SortSpec,
     params: ListParams,
     codec: CursorCodec,
-) -> tuple[list[Any], str | None, int | None]:
-    """One page by keyset: rows after the cursor in `sort` order (an index range scan)."""
+    projection: dict[str, int] | None = None,
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of raw documents by keyset: those after the cursor in `sort` order.
+
+    `sort` ends with `_id` so positions are unique; with a matching index each page is
+    one index range scan however deep it is. The sort fields are always fetched (the
+    cursor needs them) even when `projection` leaves them out of what the caller shows.
+    """
     where = query
     if params.cursor:
         after = _keyset_after(sort, codec.decode(params.cursor))
         where = {"$and": [query, after]} if query else after
-    found = model.find(where).sort(sort).skip(params.skip).limit(params.limit + 1)  # type: ignore[arg-type]
+    if projection is not None:
+        projection = {**projection, **{field: 1 for field, _ in sort}}
+    found = collection.find(where, projection).sort(sort).skip(params.skip).limit(params.limit + 1)
     rows = await found.to_list()
     next_cursor = None
     if len(rows) > params.limit:
         rows = rows[: params.limit]
-        last = rows[-1]
-        values = [getattr(last, "id" if field == "_id" else field) for field, _ in sort]
-        next_cursor = codec.encode([_sort_tag(sort), *values])
-    total = await model.find(query).count() if params.include_total else None
+        next_cursor = codec.encode([sort_tag(sort), *(rows[-1].get(f) for f, _ in sort)])
+    total = await collection.count_documents(query) if params.include_total else None
     return rows, next_cursor, total
 
 
-def _sort_tag(sort: SortSpec) -> str:
+def sort_tag(sort: SortSpec) -> str:
     return ",".join(f"{'-' if direction < 0 else ''}{field}" for field, direction in sort)
 
 
 def _keyset_after(sort: SortSpec, position: list[Any]) -> dict[str, Any]:
-    # Rows strictly after (v1, v2, ...) in sort order: v1 beyond, or v1 equal and v2 beyond, ...
-    if len(position) != len(sort) + 1 or position[0] != _sort_tag(sort):
+    """Rows strictly after (v1, v2, ...) in sort order: v1 beyond, or v1 equal and v2 beyond...
+
+    The leading bound on the first field (v1 or beyond) lets the database scan the index
+    from the position on instead of evaluating the `$or` over every row.
+    """
+    if len(position) != len(sort) + 1 or position[0] != sort_tag(sort):
         raise InvalidCursor()
     values = position[1:]
     branches = []
@@ -118,4 +128,5 @@ def _keyset_after(sort: SortSpec, position: list[Any]) -> dict[str, Any]:
         branch = {f: values[i] for i, (f, _) in enumerate(sort[:depth])}
         branch[field] = {"$lt" if direction < 0 else "$gt": values[depth]}
         branches.append(branch)
-    return {"$or": branches}
+    first, direction = sort[0]
+    return {first: {"$lte" if direction < 0 else "$gte": values[0]}, "$or": branches}

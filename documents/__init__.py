@@ -1,6 +1,6 @@
 """Beanie documents that double as the API's Pydantic schemas."""
 
-from documents.item import Item, ItemCreate, ItemPatch
+from documents.item import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
 DOCUMENT_MODELS = [User, Item]
@@ -9,7 +9,8 @@ __all__ = [
     "DOCUMENT_MODELS",
     "Item",
     "ItemCreate",
-    "ItemPatch",
+    "ItemFields",
+    "ItemMergePatch",
     "User",
     "UserCreate",
     "UserPublic",

@@ -1,11 +1,12 @@
 """The documents users keep: the stored `Item` and what clients send to make or change one."""
 
 from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 from beanie import PydanticObjectId
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,7 +15,7 @@ from pydantic import (
 )
 from pymongo import DESCENDING, IndexModel
 
-from documents.base import ApiDocument, reject_nulls
+from documents.base import ApiDocument
 from documents.free_json import JsonObject
 
 MAX_TAGS = 20
@@ -35,6 +36,9 @@ Tags = Annotated[list[Tag], Field(max_length=200), AfterValidator(normalise_tags
 
 
 class Item(ApiDocument):
+    """A stored item. Its documents also hold `search_terms` (see documents.search), which
+    only the write paths touch: it is not a field, so it is never shown or validated."""
+
     owner_id: PydanticObjectId
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=5000)
@@ -46,12 +50,16 @@ class Item(ApiDocument):
 
     class Settings:
         name = "items"
+        # One per list order (owner's and, for superusers, everyone's), ending in _id like
+        # the keyset cursor; plus tags and search terms for the owner's filters.
         indexes = [  # noqa: RUF012
-            IndexModel([("owner_id", 1), ("created_at", DESCENDING), ("_id", DESCENDING)]),
-            IndexModel([("owner_id", 1), ("updated_at", DESCENDING)]),
+            *(
+                IndexModel([*scope, (field, DESCENDING), ("_id", DESCENDING)])
+                for scope in ([("owner_id", 1)], [])
+                for field in ("created_at", "updated_at", "title")
+            ),
             IndexModel([("owner_id", 1), ("tags", 1)]),
-            # Superusers list everyone's items newest first.
-            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("owner_id", 1), ("search_terms", 1)]),
         ]
 
 
@@ -76,20 +84,58 @@ class ItemCreate(BaseModel):
     data: JsonObject = {}
 
 
-class ItemPatch(BaseModel):
-    """A partial update: only the fields sent change; `data` is replaced whole."""
+READ_ONLY = ("id", "owner_id", "created_at", "updated_at", "version")
+
+
+class ItemMergePatch(BaseModel):
+    """A JSON Merge Patch (RFC 7396): keys left out stay; `null` removes (a `data` key, the
+    description; tags become empty); objects in `data` merge key by key. The result must
+    be a valid item."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"title": "Trip to Porto", "tags": ["travel"]}]},
+        json_schema_extra={
+            "examples": [{"title": "Trip to Porto", "data": {"days": 5, "flights": None}}]
+        },
     )
 
-    title: Title | None = None
-    description: Description | None = None
-    tags: Tags | None = None
-    data: JsonObject | None = None
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    data: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _no_nulls(self) -> Self:
-        reject_nulls(self, ("title", "tags", "data"))
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name in READ_ONLY:
+                if name in value:
+                    raise ValueError(f"{name} is read-only")
+        return value
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 section 2, as written."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class ItemFields(BaseModel):
+    """An item in a list: every field, or only those named by `fields` (and always `id`)."""
+
+    id: PydanticObjectId = Field(validation_alias=AliasChoices("id", "_id"))
+    owner_id: PydanticObjectId | None = None
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    data: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int | None = None

@@ -7,6 +7,7 @@ from typing import Annotated, Self
 from beanie import PydanticObjectId
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -71,7 +72,7 @@ class UserPublic(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: PydanticObjectId
+    id: PydanticObjectId = Field(validation_alias=AliasChoices("id", "_id"))
     email: str
     username: str
     full_name: str | None

@@ -6,19 +6,28 @@ They use MONGODB_URL, or the embedded server of DATA_DIR (attaching to it when
 
 import asyncio
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from api.config import Settings
 from api.database import connect
 from api.security import hash_password
 from documents import User, UserCreate
 from documents.user import CASE_INSENSITIVE
+from scripts.export import export, total
 from scripts.records import read_records
 from scripts.seeding import Report, Seeder
 
@@ -114,6 +123,46 @@ async def _run_seeder(
                 progress.advance(task, raw.size)
         await seeder.flush()
     return seeder.report
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
+    users: Annotated[bool, typer.Option(help="Export users")] = True,
+    items: Annotated[bool, typer.Option(help="Export items")] = True,
+    with_hashes: Annotated[
+        bool, typer.Option("--with-hashes", help="Include password hashes (needed to log in)")
+    ] = False,
+) -> None:
+    """Write users and items as NDJSON that `seed` re-imports as they were."""
+    counts = asyncio.run(_export(Settings(), output, users, items, with_hashes))
+    err.print(f"Exported {counts['user']} users and {counts['item']} items.")
+
+
+async def _export(
+    settings: Settings, output: Path | None, users: bool, items: bool, with_hashes: bool
+) -> dict[str, int]:
+    async with connect(settings):
+        expected = await total(users, items)
+        with (
+            _progress() as progress,
+            output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as out,
+        ):
+            task = progress.add_task("export", total=expected)
+            return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not sys.stderr.isatty(),
+    )
 
 
 if __name__ == "__main__":

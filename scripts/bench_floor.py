@@ -5,7 +5,8 @@ queries, plain JSON out: what any framework on this stack cannot go below.
 """
 
 import os
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -62,9 +63,19 @@ async def list_items(request: Request) -> Response:
     user = await _caller(request)
     if user is None:
         return JSONResponse({"detail": "unauthorized"}, status_code=401)
-    limit = int(request.query_params.get("limit", 20))
-    found = db.items.find({"owner_id": user["_id"]}).sort([("created_at", -1), ("_id", -1)])
-    items = [_plain(doc) async for doc in found.limit(limit)]
+    params = request.query_params
+    query: dict[str, Any] = {"owner_id": user["_id"]}
+    if "after" in params:  # the keyset position, raw: "<epoch ms>,<id>"
+        millis, last_id = params["after"].split(",")
+        at, oid = datetime.fromtimestamp(int(millis) / 1000, UTC), ObjectId(last_id)
+        query |= {"created_at": {"$lte": at}}
+        query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": oid}}]
+    if "n_gte" in params:
+        query["data.n"] = {"$gte": int(params["n_gte"])}
+    if "q" in params:
+        query["search_terms"] = {"$regex": f"^{re.escape(params['q'])}"}
+    found = db.items.find(query, {"search_terms": 0}).sort([("created_at", -1), ("_id", -1)])
+    items = [_plain(doc) async for doc in found.limit(int(params.get("limit", 20)))]
     return JSONResponse({"items": items, "next_cursor": None})
 
 

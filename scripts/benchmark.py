@@ -1,19 +1,23 @@
-"""scripts/bench: the app against the raw floor, side by side, on one embedded database.
+"""scripts/bench: the app against the raw floor, side by side, on one database.
 
-Both run as single Uvicorn workers; wrk drives them over loopback in interleaved
-rounds, so drift in the machine hits both alike. Prints requests/s, p50/p99 and
-the app/floor ratio for each endpoint. Not part of the test suite.
+Both run as single Uvicorn workers on the embedded database (or MONGODB_URL when
+set). The default run drives both with wrk in interleaved rounds, so drift in the
+machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
+`--scale N` seeds N items for one user and times deep pages, filters and search
+one request at a time, then prints the database's plan for the cursor query.
+Not part of the test suite.
 """
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,17 +30,20 @@ from pymongo import MongoClient
 
 from api import embedded
 from api.security import TokenSigner
+from documents.search import search_terms
+from scripts import bench_load
 
 SECRET = "bench-secret-" + "b" * 40
 DB = "bench"
-SETTLE_S = 3
 
 
 @dataclass
-class Result:
-    rps: float
-    p50_ms: float
-    p99_ms: float
+class Setup:
+    targets: dict[str, str]  # label -> base URL
+    token: str
+    user_id: ObjectId
+    first_item: str
+    mongodb_url: str
 
 
 def main() -> None:
@@ -45,44 +52,61 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per round and target")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--scale", type=int, metavar="N", help="scale check with N items")
     args = parser.parse_args()
+    if args.scale:
+        from scripts import bench_scale
+
+        with running(args.scale) as setup:
+            bench_scale.report(setup, args.scale)
+        return
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")
+    with running(args.items) as setup:
+        bench_load.report(wrk, setup, args)
 
+
+@contextmanager
+def running(items: int) -> Iterator[Setup]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = embedded.start(Path(tmp) / "db")
+        server = None
+        url = os.environ.get("MONGODB_URL")
+        if url is None:
+            server = embedded.start(Path(tmp) / "db")
+            url = server.url
         try:
-            token, item_id = _seed(server.url, args.items)
+            token, user_id = _seed_user(url)
             env = {
                 **os.environ,
-                "MONGODB_URL": server.url,
+                "MONGODB_URL": url,
                 "MONGODB_DB": DB,
                 "SECRET_KEY": SECRET,
                 "LOG_LEVEL": "WARNING",
                 "DATA_DIR": tmp,
             }
-            targets = {
-                "app": _serve(["--factory", "api.main:app_from_env"], env),
-                "floor": _serve(["scripts.bench_floor:app"], env),
-            }
+            # The app first: it creates the indexes while the collection is still empty.
+            app = _serve(["--factory", "api.main:app_from_env"], env)
+            floor = _serve(["scripts.bench_floor:app"], env)
             try:
-                _report(wrk, targets, token, item_id, args)
+                first = _seed_items(url, user_id, items)
+                yield Setup({"app": app[1], "floor": floor[1]}, token, user_id, first, url)
             finally:
-                for process, _ in targets.values():
+                for process, _ in (app, floor):
                     process.terminate()
                     process.wait()
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
 
 
-def _seed(url: str, count: int) -> tuple[str, str]:
+def _seed_user(url: str) -> tuple[str, ObjectId]:
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     with client:
-        db = client[DB]
+        client.drop_database(DB)
         user_id = ObjectId()
         now = datetime.now(UTC).replace(microsecond=0)
-        db.users.insert_one(
+        client[DB].users.insert_one(
             {
                 "_id": user_id,
                 "email": "bench@example.com",
@@ -97,23 +121,42 @@ def _seed(url: str, count: int) -> tuple[str, str]:
                 "updated_at": now,
             }
         )
-        items = [
-            {
-                "_id": ObjectId(),
-                "owner_id": user_id,
-                "title": f"item {i}",
-                "description": "d",
-                "tags": ["bench", f"t{i % 10}"],
-                "data": {"n": i, "nested": {"ok": True}},
-                "created_at": now - timedelta(seconds=i),
-                "updated_at": now,
-                "version": 1,
-            }
-            for i in range(count)
-        ]
-        db.items.insert_many(items)
     token = TokenSigner(SECRET, "docstore", "docstore-api", 3600).issue(str(user_id), 0)
-    return token, str(items[0]["_id"])
+    return token, user_id
+
+
+def _seed_items(url: str, user_id: ObjectId, count: int) -> str:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = None
+    started = time.monotonic()
+    with client:
+        for start in range(0, count, 5000):
+            batch = [_item(user_id, i, now) for i in range(start, min(start + 5000, count))]
+            client[DB].items.insert_many(batch)
+            first = first or str(batch[0]["_id"])
+    print(f"seeded {count} items in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert first is not None
+    return first
+
+
+def _item(owner: ObjectId, i: int, now: datetime) -> dict[str, Any]:
+    title, tags = f"item {i} {WORDS[i % len(WORDS)]}", ["bench", f"t{i % 10}"]
+    return {
+        "_id": ObjectId(),
+        "owner_id": owner,
+        "title": title,
+        "description": "d",
+        "tags": tags,
+        "data": {"n": i, "nested": {"ok": True}},
+        "search_terms": search_terms(title, "d", tags),
+        "created_at": now - timedelta(seconds=i),
+        "updated_at": now,
+        "version": 1,
+    }
+
+
+WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel"]
 
 
 def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -131,10 +174,10 @@ def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byt
     ]
     process = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            httpx2.get(f"{base}/api/v1/items?limit=1", timeout=1)
+            httpx2.get(f"{base}/api/v1/items?limit=1", timeout=60)
             return process, base
         except httpx2.TransportError:
             time.sleep(0.2)
@@ -142,69 +185,8 @@ def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byt
     sys.exit(f"{target} did not start")
 
 
-def _report(wrk: str, targets: dict[str, Any], token: str, item_id: str, args: Any) -> None:
-    endpoints = {
-        "GET /items/{id}": f"/api/v1/items/{item_id}",
-        "GET /items?limit=50": "/api/v1/items?limit=50",
-    }
-    for path in endpoints.values():
-        for _, base in targets.values():  # check both answer 200 before measuring
-            response = httpx2.get(base + path, headers={"Authorization": f"Bearer {token}"})
-            assert response.status_code == 200, (base, path, response.text)
-    results: dict[tuple[str, str], list[Result]] = {}
-    for _ in range(args.rounds):
-        for name, path in endpoints.items():
-            for label, (_, base) in targets.items():
-                run = _wrk(wrk, base + path, token, args.seconds, args.connections)
-                results.setdefault((name, label), []).append(run)
-                # Requests wrk abandoned at the deadline still queue at the database:
-                # let them drain so they do not slow the next measurement.
-                time.sleep(SETTLE_S)
-    print(
-        f"\n{args.rounds} rounds x {args.seconds}s, {args.connections} connections, "
-        f"1 Uvicorn worker each, {args.items} items\n"
-    )
-    print(
-        f"{'endpoint':<22}{'app req/s':>11}{'floor req/s':>13}{'ratio':>8}"
-        f"{'app p50/p99 ms':>18}{'floor p50/p99 ms':>19}"
-    )
-    for name in endpoints:
-        app, floor = (_median(results[(name, label)]) for label in ("app", "floor"))
-        print(
-            f"{name:<22}{app.rps:>11.0f}{floor.rps:>13.0f}{app.rps / floor.rps:>8.2f}"
-            f"{app.p50_ms:>9.1f}/{app.p99_ms:<8.1f}{floor.p50_ms:>10.1f}/{floor.p99_ms:<8.1f}"
-        )
-
-
-def _median(runs: list[Result]) -> Result:
-    return Result(
-        statistics.median(r.rps for r in runs),
-        statistics.median(r.p50_ms for r in runs),
-        statistics.median(r.p99_ms for r in runs),
-    )
-
-
-def _wrk(wrk: str, url: str, token: str, seconds: int, connections: int) -> Result:
-    command = [
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--latency",
-        "-H",
-        f"Authorization: Bearer {token}",
-        url,
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        sys.exit(f"errors while measuring {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return Result(rps, _percentile(out, "50"), _percentile(out, "99"))
-
-
-def _percentile(out: str, pct: str) -> float:
-    value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 if __name__ == "__main__":

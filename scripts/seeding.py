@@ -5,6 +5,7 @@ Re-running the same file therefore changes nothing.
 """
 
 import asyncio
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,25 +15,35 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from api.item_writes import stored_content
 from api.security import hash_password
 from documents import Item, ItemCreate, User, UserCreate
 from documents.base import ObjectIdParam, utcnow
 from documents.user import CASE_INSENSITIVE, Password
 from scripts.records import RawRecord
 
-BCRYPT_HASH = r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$"
+# Marks a stored hash that no password matches (bcrypt refuses it outright).
+NO_PASSWORD = "!no-password:"
+BCRYPT_HASH = r"^(\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}|!no-password:[\w-]+)$"
 
 
 class UserRecord(UserCreate):
+    """A user line. Without a password or hash (an export without --with-hashes), a new
+    account gets none that works: it must be reset before anyone can log in."""
+
     kind: Literal["user"]
+    id: ObjectIdParam | None = None
     password: Password | None = None  # type: ignore[assignment]
     hashed_password: str | None = Field(default=None, pattern=BCRYPT_HASH)
     is_active: bool = True
+    email_verified: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @model_validator(mode="after")
     def _one_password(self) -> Self:
-        if (self.password is None) == (self.hashed_password is None):
-            raise ValueError("give exactly one of password or hashed_password")
+        if self.password is not None and self.hashed_password is not None:
+            raise ValueError("give password or hashed_password, not both")
         return self
 
 
@@ -41,6 +52,8 @@ class ItemRecord(ItemCreate):
     owner: str = Field(min_length=1, description="The owner's email or username")
     id: ObjectIdParam | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = Field(default=1, ge=1)
 
 
 SeedRecord = TypeAdapter[UserRecord | ItemRecord](
@@ -103,7 +116,6 @@ class Seeder:
             return
         existing = await _existing_emails([record.email for _, record in batch])
         hashes = await asyncio.gather(*(self._hash_for(r, existing) for _, r in batch))
-        now = utcnow()
         operations = [
             UpdateOne(
                 {"email": record.email},
@@ -111,13 +123,7 @@ class Seeder:
                     "$set": record.model_dump(
                         include={"username", "full_name", "is_active", "is_superuser"}
                     ),
-                    "$setOnInsert": {
-                        "hashed_password": hashed,
-                        "email_verified": False,
-                        "token_version": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
+                    "$setOnInsert": _new_user_fields(record, hashed),
                 },
                 upsert=True,
                 collation=CASE_INSENSITIVE,
@@ -126,11 +132,12 @@ class Seeder:
         ]
         await self._bulk(User, operations, [raw for raw, _ in batch], "user")
 
-    async def _hash_for(self, record: UserRecord, existing: set[str]) -> str | None:
+    async def _hash_for(self, record: UserRecord, existing: set[str]) -> str:
         # Only new accounts get a hash: re-runs must not re-hash (bcrypt is slow on purpose).
-        if record.hashed_password or record.email.lower() in existing:
+        if record.hashed_password:
             return record.hashed_password
-        assert record.password is not None
+        if record.password is None or record.email.lower() in existing:
+            return NO_PASSWORD + secrets.token_urlsafe(16)  # unused for existing accounts
         return await hash_password(record.password, self.rounds)
 
     async def _write_items(self, batch: list[tuple[RawRecord, ItemRecord]]) -> None:
@@ -152,11 +159,11 @@ class Seeder:
                 UpdateOne(
                     key,
                     {
-                        "$set": record.model_dump(include={"title", "description", "tags", "data"}),
+                        "$set": stored_content(record),
                         "$setOnInsert": {
                             "created_at": created,
-                            "updated_at": created,
-                            "version": 1,
+                            "updated_at": record.updated_at or created,
+                            "version": record.version,
                         },
                     },
                     upsert=True,
@@ -203,6 +210,19 @@ async def _owner_ids(refs: Iterable[str]) -> dict[str, Any]:
         owners[doc["email"].lower()] = doc["_id"]
         owners[doc["username"].lower()] = doc["_id"]
     return owners
+
+
+def _new_user_fields(record: UserRecord, hashed: str) -> dict[str, Any]:
+    now = utcnow()
+    created = record.created_at or now
+    fields = {
+        "hashed_password": hashed,
+        "email_verified": record.email_verified,
+        "token_version": 0,
+        "created_at": created,
+        "updated_at": record.updated_at or created,
+    }
+    return {**fields, "_id": record.id} if record.id else fields
 
 
 def _describe(error: ValidationError) -> str:

@@ -117,13 +117,13 @@ async def admin(app: FastAPI) -> Account:
 
 
 async def walk_pages(
-    client: httpx2.AsyncClient, url: str, headers: dict[str, str], limit: int
+    client: httpx2.AsyncClient, url: str, headers: dict[str, str], limit: int, **query: Any
 ) -> list[dict[str, Any]]:
     """Every row of a list endpoint, following `next_cursor` until it is null."""
     rows: list[dict[str, Any]] = []
     cursor = None
     while True:
-        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {**query, "limit": limit, **({"cursor": cursor} if cursor else {})}
         page = (await client.get(url, params=params, headers=headers)).json()
         rows += page["items"]
         cursor = page["next_cursor"]

@@ -134,3 +134,12 @@ async def test_deactivated_users_token_stops_working(
     )
     assert response.status_code == 200
     assert (await client.get(ME, headers=alice.headers)).status_code == 401
+
+
+async def test_account_without_a_password_cannot_log_in(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    # What `seed` stores for a user imported without password or hash.
+    await alice.user.set({"hashed_password": "!no-password:abc"})
+    for password in (PASSWORD, "!no-password:abc", ""):
+        assert (await login(client, "alice", password)).status_code in (401, 422)

@@ -22,9 +22,11 @@ async def test_indexes_exist_after_startup(app: FastAPI) -> None:
         assert users[name]["unique"] is True
         assert users[name]["collation"]["strength"] == 2
     items = {tuple(spec["key"]) for spec in (await db.items.index_information()).values()}
-    assert (("owner_id", 1), ("created_at", -1), ("_id", -1)) in items
-    assert (("owner_id", 1), ("updated_at", -1)) in items
+    for field in ("created_at", "updated_at", "title"):
+        assert (("owner_id", 1), (field, -1), ("_id", -1)) in items
+        assert ((field, -1), ("_id", -1)) in items  # superusers' lists of everyone's items
     assert (("owner_id", 1), ("tags", 1)) in items
+    assert (("owner_id", 1), ("search_terms", 1)) in items
 
 
 def _count_in(url: str) -> int:
@@ -124,7 +126,9 @@ async def test_client_is_timezone_aware(app: FastAPI, alice: object) -> None:
 
 
 async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
-    server = await asyncio.to_thread(embedded.start, Path(":memory:"), test_commands=True)
+    server = await asyncio.to_thread(
+        embedded.start, Path(":memory:"), extra_args=["--enable-test-commands"]
+    )
     try:
         settings = make_settings(server.url, tmp_path, mongodb_socket_timeout_ms=500)
         app = create_app(settings)
@@ -150,5 +154,25 @@ async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
                 assert stalled.headers["retry-after"]
                 after = await client.get("/api/v1/auth/me", headers=alice.headers)
                 assert after.status_code == 200
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_cascade_on_a_server_without_transactions(tmp_path: Path) -> None:
+    server = await asyncio.to_thread(embedded.start, Path(":memory:"), extra_args=["--standalone"])
+    try:
+        app = create_app(make_settings(server.url, tmp_path))
+        async with app.router.lifespan_context(app):
+            assert services_of(app).supports_transactions is False
+            alice = await make_account(app, "alice")
+            admin = await make_account(app, "admin", superuser=True)
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+                for _ in range(3):
+                    await client.post("/api/v1/items", json={"title": "t"}, headers=alice.headers)
+                deleted = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
+                assert deleted.status_code == 204
+            assert await Item.count() == 0
+            assert await User.count() == 1
     finally:
         await asyncio.to_thread(server.stop)

@@ -209,3 +209,43 @@ async def test_create_superuser_validates_like_the_api(admin_cli: Admin) -> None
     assert "username" in run.err
     assert "password" in run.err
     assert await admin_cli.db.users.count_documents({}) == 0
+
+
+async def test_export_round_trips_through_seed(
+    admin_cli: Admin, tmp_path: Path, mongodb_url: str
+) -> None:
+    assert (await admin_cli("seed", EXAMPLE)).code == 0
+    dump = tmp_path / "dump.ndjson"
+    exported = await admin_cli("export", "--with-hashes", "--output", dump)
+    assert exported.code == 0, exported.err
+    assert "Exported 2 users and 4 items." in exported.err
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["user"] * 2 + ["item"] * 4
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    other = Admin({**admin_cli.env, "MONGODB_DB": name}, admin_cli.db.client[name])
+    try:
+        imported = await other("seed", dump)
+        assert imported.code == 0, imported.err
+        assert await _snapshot(other.db) == await _snapshot(admin_cli.db)
+    finally:
+        await admin_cli.db.client.drop_database(name)
+
+
+async def test_export_leaves_hashes_out_by_default(admin_cli: Admin) -> None:
+    await admin_cli("seed", EXAMPLE)
+    run = await admin_cli("export", "--no-items")
+    assert run.code == 0
+    users = [json.loads(line) for line in run.out.splitlines()]
+    assert [user["username"] for user in users] == ["ada", "grace"]
+    assert all("hashed_password" not in user for user in users)
+
+
+async def test_users_without_passwords_import_locked(admin_cli: Admin, tmp_path: Path) -> None:
+    source = _write_ndjson(
+        tmp_path / "u.ndjson", [{"kind": "user", "email": "n@example.com", "username": "nopass"}]
+    )
+    assert (await admin_cli("seed", source)).code == 0
+    user = await admin_cli.db.users.find_one({"username": "nopass"})
+    assert user is not None
+    assert user["hashed_password"].startswith("!no-password:")

@@ -57,8 +57,9 @@ async def list_users(
         query["$or"] = [{"email": pattern}, {"username": pattern}, {"full_name": pattern}]
     if is_active is not None:
         query["is_active"] = is_active
-    rows, next_cursor, total = await fetch_page(User, query, [("_id", 1)], page, services.cursors)
-    items = [UserPublic.model_validate(user) for user in rows]
+    users = User.get_pymongo_collection()
+    rows, next_cursor, total = await fetch_page(users, query, [("_id", 1)], page, services.cursors)
+    items = [UserPublic.model_validate(row) for row in rows]
     return Page[UserPublic](items=items, next_cursor=next_cursor, total=total)
 
 
