@@ -30,10 +30,17 @@ class Settings(BaseSettings):
     mongodb_socket_timeout_ms: int = Field(default=10_000, ge=100)
     data_dir: Path = Path("./data")
     secret_key: str | None = None
+    # Keys retired from signing whose tokens are still accepted until they expire
+    # (comma-separated): rotate by moving SECRET_KEY here and setting a new one.
+    previous_secret_keys: Annotated[list[str], NoDecode] = []
     public_url: str = "http://127.0.0.1:8000"
     registration_open: bool = True
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     access_token_expire_minutes: int = Field(default=30, ge=1)
+    # Failed logins allowed per account and per client address in a window, then 429.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_client: int = Field(default=50, ge=1)
+    login_failure_window_s: int = Field(default=900, ge=1)
     jwt_issuer: str = "docstore"
     jwt_audience: str = "docstore-api"
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -42,10 +49,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_origins(cls, values: dict[str, object]) -> dict[str, object]:
-        origins = values.get("cors_origins")
-        if isinstance(origins, str):
-            values["cors_origins"] = [o.strip() for o in origins.split(",") if o.strip()]
+    def _split_lists(cls, values: dict[str, object]) -> dict[str, object]:
+        for name in ("cors_origins", "previous_secret_keys"):
+            value = values.get(name)
+            if isinstance(value, str):
+                values[name] = [part.strip() for part in value.split(",") if part.strip()]
         return values
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from api import embedded
 from api.config import Settings
+from api.throttle import LoginAttempts
 from documents import DOCUMENT_MODELS
 
 log = logging.getLogger("docstore.database")
@@ -67,4 +68,5 @@ def _client(url: str, settings: Settings, socket_timeout_ms: int | None) -> Clie
 
 async def _bind(client: Client, settings: Settings, skip_indexes: bool) -> None:
     database = client[settings.mongodb_db]
-    await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=skip_indexes)
+    models = [*DOCUMENT_MODELS, LoginAttempts]
+    await init_beanie(database=database, document_models=models, skip_indexes=skip_indexes)

@@ -93,6 +93,7 @@ _DESCRIPTIONS = {
     412: "The item changed since it was read (If-Match)",
     413: "Request body too large",
     422: "Validation failed",
+    429: "Too many attempts (`Retry-After`)",
     503: "Database unavailable (`Retry-After`)",
 }
 

@@ -79,6 +79,7 @@ async def _services(settings: Settings, client: Client) -> Services:
             settings.jwt_issuer,
             settings.jwt_audience,
             settings.access_token_expire_minutes * 60,
+            settings.previous_secret_keys,
         ),
         cursors=CursorCodec(secret),
         supports_transactions="setName" in hello or hello.get("msg") == "isdbgrid",

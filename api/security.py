@@ -9,7 +9,7 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 import bcrypt
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet, OctKey
+from joserfc.jwk import GuestProtocol, OctKey
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,13 +74,30 @@ class AccessClaims:
     token_version: int
 
 
-class TokenSigner:
-    """Issues and checks access tokens. Keys carry a `kid` so they can be rotated."""
+def _key(secret: str) -> OctKey:
+    kid = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    return OctKey.import_key(secret.encode(), {"kid": kid})
 
-    def __init__(self, secret: str, issuer: str, audience: str, lifetime_s: int) -> None:
-        self.kid = hashlib.sha256(secret.encode()).hexdigest()[:16]
-        self._key = OctKey.import_key(secret.encode(), {"kid": self.kid})
-        self._keys = KeySet([self._key])
+
+class TokenSigner:
+    """Issues access tokens with the active key; accepts those of the active and previous keys.
+
+    Every key is known by its `kid`, so rotating (the active key becomes a previous one)
+    logs nobody out, and dropping a previous key rejects what it signed.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        issuer: str,
+        audience: str,
+        lifetime_s: int,
+        previous: Sequence[str] = (),
+    ) -> None:
+        self._key = _key(secret)
+        self.kid = str(self._key.kid)
+        keys = [self._key, *(_key(old) for old in previous)]
+        self._keys = {str(key.kid): key for key in keys}
         self.issuer, self.audience, self.lifetime_s = issuer, audience, lifetime_s
         self._claims = jwt.JWTClaimsRegistry(
             leeway=5,
@@ -105,9 +122,16 @@ class TokenSigner:
         }
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid}, claims, self._key)
 
+    def _key_for(self, token: GuestProtocol) -> OctKey:
+        # A token must name its key: no kid, or one we do not hold, is refused.
+        key = self._keys.get(str(token.headers().get("kid")))
+        if key is None:
+            raise InvalidToken("unknown or missing kid")
+        return key
+
     def verify(self, token: str) -> AccessClaims:
         try:
-            decoded = jwt.decode(token, self._keys, algorithms=[ALGORITHM])
+            decoded = jwt.decode(token, self._key_for, algorithms=[ALGORITHM])
             self._claims.validate(decoded.claims)
         except (JoseError, ValueError, TypeError) as error:
             raise InvalidToken(str(error)) from None

@@ -19,7 +19,7 @@ from api.pagination import CursorCodec, sort_tag
 if TYPE_CHECKING:
     from scripts.benchmark import Setup
 
-REPEATS = 5
+REPEATS = 3
 LIMIT = 50
 NEWEST = [("created_at", -1), ("_id", -1)]
 

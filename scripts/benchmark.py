@@ -84,6 +84,8 @@ def running(items: int) -> Iterator[Setup]:
                 "SECRET_KEY": SECRET,
                 "LOG_LEVEL": "WARNING",
                 "DATA_DIR": tmp,
+                # A scale check may wait far longer for the embedded server than a request should.
+                "MONGODB_SOCKET_TIMEOUT_MS": "900000",
             }
             # The app first: it creates the indexes while the collection is still empty.
             app = _serve(["--factory", "api.main:app_from_env"], env)
