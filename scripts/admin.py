@@ -18,6 +18,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -108,14 +109,7 @@ async def _run_seeder(
     settings: Settings, files: list[Path], dry_run: bool, batch_size: int
 ) -> Report:
     seeder = Seeder(settings.bcrypt_rounds, dry_run, batch_size)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not sys.stderr.isatty(),
-    ) as progress:
+    with _progress(DownloadColumn()) as progress:
         for path in files:
             task = progress.add_task(path.name, total=path.stat().st_size)
             for raw in read_records(path):
@@ -147,18 +141,19 @@ async def _export(
     async with connect(settings):
         expected = await total(users, items)
         with (
-            _progress() as progress,
+            _progress(MofNCompleteColumn()) as progress,
             output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as out,
         ):
             task = progress.add_task("export", total=expected)
             return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))
 
 
-def _progress() -> Progress:
+def _progress(counter: ProgressColumn) -> Progress:
+    """A progress bar on stderr, shown only on a terminal (never in logs or pipes)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        counter,
         TimeRemainingColumn(),
         console=err,
         disable=not sys.stderr.isatty(),

@@ -3,6 +3,7 @@
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,24 @@ async def walk_pages(
         cursor = page["next_cursor"]
         if cursor is None:
             return rows
+
+
+async def create_item(client: httpx2.AsyncClient, owner: Account, **fields: Any) -> dict[str, Any]:
+    """POST an item (title "note" unless given) and return its JSON."""
+    response = await client.post(
+        "/api/v1/items", json={"title": "note", **fields}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@asynccontextmanager
+async def app_with(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx2.AsyncClient]]:
+    """An app on particular settings, in its lifespan, with a client; its database dropped after."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+        await services_of(app).client.drop_database(settings.mongodb_db)

@@ -6,16 +6,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.conftest import Account, walk_pages
+from tests.conftest import Account, create_item, walk_pages
 
 ITEMS = "/api/v1/items"
-
-
-async def create(client: httpx2.AsyncClient, owner: Account, **fields: Any) -> dict[str, Any]:
-    response = await client.post(ITEMS, json={"title": "note", **fields}, headers=owner.headers)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def titles(client: httpx2.AsyncClient, owner: Account, **params: Any) -> list[str]:
@@ -29,14 +22,14 @@ async def titles(client: httpx2.AsyncClient, owner: Account, **params: Any) -> l
 @pytest.fixture
 async def shelf(client: httpx2.AsyncClient, alice: Account, bob: Account) -> list[dict[str, Any]]:
     made = [
-        await create(client, alice, title="Apple pie", tags=["food", "sweet"],
+        await create_item(client, alice, title="Apple pie", tags=["food", "sweet"],
                      data={"price": 5, "stock": {"count": 3}, "vegan": False}),
-        await create(client, alice, title="Banana bread", description="Grandma's recipe",
+        await create_item(client, alice, title="Banana bread", description="Grandma's recipe",
                      tags=["food"], data={"price": 8, "stock": {"count": 0}}),
-        await create(client, alice, title="Cherry jam", tags=["sweet", "jar"],
+        await create_item(client, alice, title="Cherry jam", tags=["sweet", "jar"],
                      data={"price": 12, "origin": "Kent"}),
     ]  # fmt: skip
-    await create(client, bob, title="Bob's apple", tags=["food"], data={"price": 1})
+    await create_item(client, bob, title="Bob's apple", tags=["food"], data={"price": 1})
     return made
 
 
@@ -204,7 +197,7 @@ async def test_cursor_walks_every_sort(
     client: httpx2.AsyncClient, alice: Account, sort: str
 ) -> None:
     for i in range(7):
-        await create(client, alice, title=f"same title {i % 2}")  # ties: the id decides
+        await create_item(client, alice, title=f"same title {i % 2}")  # ties: the id decides
     rows = await walk_pages(client, ITEMS, alice.headers, limit=2, sort=sort, fields="title")
     everything = await titles(client, alice, sort=sort, limit=100)
     assert [row["title"] for row in rows] == everything
@@ -214,7 +207,7 @@ async def test_cursor_walks_every_sort(
 async def test_cursor_is_stable_under_concurrent_writes(
     client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    steady = [(await create(client, alice, title=f"steady {i}"))["id"] for i in range(12)]
+    steady = [(await create_item(client, alice, title=f"steady {i}"))["id"] for i in range(12)]
     seen: list[str] = []
     cursor = None
     while True:
@@ -223,7 +216,7 @@ async def test_cursor_is_stable_under_concurrent_writes(
         seen += [item["id"] for item in page["items"]]
         # Between pages: new items arrive (newest first: before our position) and
         # an item we already saw is deleted; neither may shift what comes next.
-        await create(client, alice, title="arrived meanwhile")
+        await create_item(client, alice, title="arrived meanwhile")
         if seen:
             await client.delete(f"{ITEMS}/{seen[0]}", headers=alice.headers)
         cursor = page["next_cursor"]

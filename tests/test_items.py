@@ -6,16 +6,9 @@ import httpx2
 import pytest
 
 from documents import Item
-from tests.conftest import Account, walk_pages
+from tests.conftest import Account, create_item, walk_pages
 
 ITEMS = "/api/v1/items"
-
-
-async def create(client: httpx2.AsyncClient, owner: Account, **fields: Any) -> dict[str, Any]:
-    response = await client.post(ITEMS, json={"title": "note", **fields}, headers=owner.headers)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_create_and_read(client: httpx2.AsyncClient, alice: Account) -> None:
@@ -58,7 +51,7 @@ async def test_create_and_read(client: httpx2.AsyncClient, alice: Account) -> No
 async def test_someone_elses_item_is_404(
     client: httpx2.AsyncClient, alice: Account, bob: Account
 ) -> None:
-    item = await create(client, alice)
+    item = await create_item(client, alice)
     url = f"{ITEMS}/{item['id']}"
     assert (await client.get(url, headers=bob.headers)).status_code == 404
     assert (await client.patch(url, json={"title": "x"}, headers=bob.headers)).status_code == 404
@@ -71,7 +64,7 @@ async def test_someone_elses_item_is_404(
 async def test_superuser_sees_and_changes_all(
     client: httpx2.AsyncClient, alice: Account, admin: Account
 ) -> None:
-    item = await create(client, alice)
+    item = await create_item(client, alice)
     url = f"{ITEMS}/{item['id']}"
     assert (await client.get(url, headers=admin.headers)).status_code == 200
     patched = await client.patch(url, json={"title": "moderated"}, headers=admin.headers)
@@ -79,7 +72,7 @@ async def test_superuser_sees_and_changes_all(
 
 
 async def test_items_need_authentication(client: httpx2.AsyncClient, alice: Account) -> None:
-    item = await create(client, alice)
+    item = await create_item(client, alice)
     for method, url in (
         ("GET", ITEMS),
         ("POST", ITEMS),
@@ -93,7 +86,7 @@ async def test_items_need_authentication(client: httpx2.AsyncClient, alice: Acco
 
 
 async def test_partial_update(client: httpx2.AsyncClient, alice: Account) -> None:
-    item = await create(client, alice, description="d", tags=["a"], data={"k": 1})
+    item = await create_item(client, alice, description="d", tags=["a"], data={"k": 1})
     url = f"{ITEMS}/{item['id']}"
     response = await client.patch(
         url, json={"data": {"k": 2}, "tags": ["B"]}, headers=alice.headers
@@ -132,14 +125,14 @@ async def test_partial_update(client: httpx2.AsyncClient, alice: Account) -> Non
 async def test_bad_patches_are_422_and_change_nothing(
     client: httpx2.AsyncClient, alice: Account, patch: dict[str, Any]
 ) -> None:
-    item = await create(client, alice)
+    item = await create_item(client, alice)
     response = await client.patch(f"{ITEMS}/{item['id']}", json=patch, headers=alice.headers)
     assert response.status_code == 422
     assert (await client.get(f"{ITEMS}/{item['id']}", headers=alice.headers)).json() == item
 
 
 async def test_delete(client: httpx2.AsyncClient, alice: Account) -> None:
-    item = await create(client, alice)
+    item = await create_item(client, alice)
     url = f"{ITEMS}/{item['id']}"
     response = await client.delete(url, headers=alice.headers)
     assert response.status_code == 204
@@ -153,8 +146,8 @@ async def test_list_is_newest_first_and_scoped(
 ) -> None:
     titles = [f"a{i}" for i in range(5)]
     for title in titles:
-        await create(client, alice, title=title)
-    await create(client, bob, title="bob's")
+        await create_item(client, alice, title=title)
+    await create_item(client, bob, title="bob's")
     mine = (await client.get(ITEMS, headers=alice.headers)).json()
     assert [i["title"] for i in mine["items"]] == titles[::-1]
     assert mine["next_cursor"] is None
@@ -173,7 +166,7 @@ async def test_list_is_newest_first_and_scoped(
 
 async def test_list_pages_by_cursor_and_skip(client: httpx2.AsyncClient, alice: Account) -> None:
     for i in range(7):
-        await create(client, alice, title=f"t{i}")
+        await create_item(client, alice, title=f"t{i}")
     rows = await walk_pages(client, ITEMS, alice.headers, limit=3)
     assert [i["title"] for i in rows] == [f"t{i}" for i in range(6, -1, -1)]
     skipped = await client.get(ITEMS, params={"skip": 5, "limit": 10}, headers=alice.headers)
@@ -184,7 +177,7 @@ async def test_cursor_cannot_be_forged_or_reused_across_lists(
     client: httpx2.AsyncClient, alice: Account, admin: Account
 ) -> None:
     for _ in range(3):
-        await create(client, alice)
+        await create_item(client, alice)
     cursor = (await client.get(ITEMS, params={"limit": 1}, headers=alice.headers)).json()[
         "next_cursor"
     ]

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import httpx2
 
-from api.main import create_app
 from api.throttle import LoginAttempts
-from tests.conftest import PASSWORD, Account, make_account, make_settings, services_of
+from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
 
 LOGIN = "/api/v1/auth/login"
 
@@ -50,31 +49,20 @@ async def test_unknown_accounts_are_throttled_like_real_ones(client: httpx2.Asyn
 
 async def test_client_is_throttled_across_accounts(mongodb_url: str, tmp_path: Path) -> None:
     settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_client=3)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with app_with(settings) as (app, client):
         alice = await make_account(app, "alice")
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
-            for name in ("a1", "a2", "a3"):
-                assert (await attempt(client, name, "Wrong-pass-1")).status_code == 401
-            assert (await attempt(client, alice.user.username, PASSWORD)).status_code == 429
-        await services_of(app).client.drop_database(settings.mongodb_db)
+        for name in ("a1", "a2", "a3"):
+            assert (await attempt(client, name, "Wrong-pass-1")).status_code == 401
+        assert (await attempt(client, alice.user.username, PASSWORD)).status_code == 429
 
 
-async def test_window_expiry_lets_the_account_try_again(mongodb_url: str, tmp_path: Path) -> None:
-    settings = make_settings(mongodb_url, tmp_path)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await make_account(app, "alice")
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
-            for _ in range(5):
-                await attempt(client, "alice", "Wrong-pass-1")
-            assert (await attempt(client, "alice", PASSWORD)).status_code == 429
-            # Move the window into the past instead of sleeping through it.
-            past = datetime(2000, 1, 1, tzinfo=UTC)
-            await LoginAttempts.get_pymongo_collection().update_many(
-                {}, {"$set": {"window_ends": past}}
-            )
-            assert (await attempt(client, "alice", PASSWORD)).status_code == 200
-        await services_of(app).client.drop_database(settings.mongodb_db)
+async def test_window_expiry_lets_the_account_try_again(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    for _ in range(5):
+        await attempt(client, "alice", "Wrong-pass-1")
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 429
+    # Move the window into the past instead of sleeping through it.
+    past = datetime(2000, 1, 1, tzinfo=UTC)
+    await LoginAttempts.get_pymongo_collection().update_many({}, {"$set": {"window_ends": past}})
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 200

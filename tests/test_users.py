@@ -8,7 +8,15 @@ from fastapi import FastAPI
 
 from documents import Item, User
 from documents.base import utcnow
-from tests.conftest import PASSWORD, Account, make_settings, services_of, walk_pages
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    app_with,
+    make_account,
+    make_settings,
+    services_of,
+    walk_pages,
+)
 
 USERS = "/api/v1/users"
 NEW_USER = {"email": "Carol@Example.com", "username": "Carol", "password": "Secret-pass-1"}
@@ -102,22 +110,13 @@ async def test_superuser_creates_superusers(client: httpx2.AsyncClient, admin: A
 
 
 async def test_closed_registration(mongodb_url: str, tmp_path: Any) -> None:
-    from api.main import create_app
-
-    app = create_app(make_settings(mongodb_url, tmp_path, registration_open=False))
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
-            closed = await client.post(USERS, json=NEW_USER)
-            assert closed.status_code == 403
-            assert "Registration is closed" in closed.json()["detail"]
-            from tests.conftest import make_account
-
-            admin = await make_account(app, "admin", superuser=True)
-            assert (
-                await client.post(USERS, json=NEW_USER, headers=admin.headers)
-            ).status_code == 201
-        await services_of(app).client.drop_database(app.state.services.settings.mongodb_db)
+    settings = make_settings(mongodb_url, tmp_path, registration_open=False)
+    async with app_with(settings) as (app, client):
+        closed = await client.post(USERS, json=NEW_USER)
+        assert closed.status_code == 403
+        assert "Registration is closed" in closed.json()["detail"]
+        admin = await make_account(app, "admin", superuser=True)
+        assert (await client.post(USERS, json=NEW_USER, headers=admin.headers)).status_code == 201
 
 
 async def test_list_users_is_for_superusers(
