@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     registration_open: bool = True
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     access_token_expire_minutes: int = Field(default=30, ge=1)
+    refresh_token_expire_days: int = Field(default=30, ge=1)
+    # How long a spent refresh token may be presented again to get the same new one (a lost
+    # response); after that, presenting it is reuse and ends the whole session.
+    refresh_reuse_grace_s: int = Field(default=10, ge=0)
     # Failed logins allowed per account and per client address in a window, then 429.
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_client: int = Field(default=50, ge=1)

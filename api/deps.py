@@ -4,7 +4,7 @@ from typing import Annotated
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from api.errors import Forbidden, NotAuthenticated, NotFound
@@ -18,18 +18,25 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_e
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-async def optional_user(token: BearerToken, services: AppServices) -> User | None:
+async def optional_user(token: BearerToken, request: Request, services: AppServices) -> User | None:
     """The caller when a token is sent; a bad token is still a 401, never anonymous."""
     if not token:
         return None
     try:
         claims = services.signer.verify(token)
-        user_id = ObjectId(claims.user_id)
+        user_id, session_id = ObjectId(claims.user_id), ObjectId(claims.session_id)
     except (InvalidToken, InvalidId, TypeError):
         raise NotAuthenticated("The access token is invalid or expired.") from None
+    # One lookup decides it all: the account is active, and this login is still live.
     user = await User.find_one({"_id": user_id})
-    if user is None or not user.is_active or user.token_version != claims.token_version:
+    if (
+        user is None
+        or not user.is_active
+        or user.token_version != claims.token_version
+        or session_id not in user.session_ids
+    ):
         raise NotAuthenticated("The access token is no longer valid.")
+    request.state.session_id = session_id
     return user
 
 
@@ -45,7 +52,14 @@ async def superuser(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
+def current_session(request: Request, user: Annotated[User, Depends(current_user)]) -> ObjectId:
+    """The session (login) the caller's access token belongs to."""
+    session_id: ObjectId = request.state.session_id
+    return session_id
+
+
 OptionalUser = Annotated[User | None, Depends(optional_user)]
+CurrentSession = Annotated[ObjectId, Depends(current_session)]
 CurrentUser = Annotated[User, Depends(current_user)]
 SuperUser = Annotated[User, Depends(superuser)]
 

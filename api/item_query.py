@@ -26,8 +26,15 @@ DATE_FIELDS = {"created_at", "updated_at"}
 TOP_FIELDS = {"title", "tags", "version", *DATE_FIELDS}
 SORT_FIELDS = ("created_at", "updated_at", "title")
 SHOWN_FIELDS = (
-    "owner_id", "title", "description", "tags", "data", "created_at", "updated_at", "version",
-)  # fmt: skip
+    "owner_id",
+    "title",
+    "description",
+    "tags",
+    "data",
+    "created_at",
+    "updated_at",
+    "version",
+)
 
 _DATETIME = TypeAdapter(datetime)
 _PATH_PART = re.compile(r"^[^$.\x00][^.\x00]*$")

@@ -72,6 +72,7 @@ class InvalidToken(Exception):
 class AccessClaims:
     user_id: str
     token_version: int
+    session_id: str
 
 
 def _key(secret: str) -> OctKey:
@@ -109,7 +110,7 @@ class TokenSigner:
             jti={"essential": True},
         )
 
-    def issue(self, user_id: str, token_version: int) -> str:
+    def issue(self, user_id: str, token_version: int, session_id: str) -> str:
         now = int(time.time())
         claims = {
             "sub": user_id,
@@ -119,6 +120,7 @@ class TokenSigner:
             "exp": now + self.lifetime_s,
             "jti": secrets.token_urlsafe(12),
             "ver": token_version,
+            "sid": session_id,
         }
         return jwt.encode({"alg": ALGORITHM, "kid": self.kid}, claims, self._key)
 
@@ -135,7 +137,8 @@ class TokenSigner:
             self._claims.validate(decoded.claims)
         except (JoseError, ValueError, TypeError) as error:
             raise InvalidToken(str(error)) from None
-        sub, version = decoded.claims.get("sub"), decoded.claims.get("ver", 0)
-        if not isinstance(sub, str) or not isinstance(version, int):
+        claims = decoded.claims
+        sub, version, sid = claims.get("sub"), claims.get("ver", 0), claims.get("sid")
+        if not isinstance(sub, str) or not isinstance(version, int) or not isinstance(sid, str):
             raise InvalidToken("malformed claims")
-        return AccessClaims(user_id=sub, token_version=version)
+        return AccessClaims(user_id=sub, token_version=version, session_id=sid)

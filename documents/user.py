@@ -23,6 +23,7 @@ from documents.base import ApiDocument, reject_nulls, utcnow
 # Case-insensitive comparison: unique indexes and look-ups both use it.
 CASE_INSENSITIVE = Collation(locale="en", strength=2)
 BCRYPT_MAX_BYTES = 72
+MAX_SESSIONS = 100
 
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -56,6 +57,8 @@ class User(ApiDocument):
     email_verified: bool = False
     # Bumped whenever existing access tokens must stop working (password change, deactivation).
     token_version: int = 0
+    # The sessions whose access tokens are honoured (most recent last, at most MAX_SESSIONS).
+    session_ids: list[PydanticObjectId] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

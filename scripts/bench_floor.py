@@ -42,7 +42,12 @@ async def _caller(request: Request) -> dict[str, Any] | None:
     except InvalidToken:
         return None
     user = await db.users.find_one({"_id": ObjectId(claims.user_id)})
-    if user is None or not user["is_active"] or user["token_version"] != claims.token_version:
+    if (
+        user is None
+        or not user["is_active"]
+        or user["token_version"] != claims.token_version
+        or ObjectId(claims.session_id) not in user["session_ids"]
+    ):
         return None
     return user
 

@@ -106,7 +106,7 @@ def _seed_user(url: str) -> tuple[str, ObjectId]:
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     with client:
         client.drop_database(DB)
-        user_id = ObjectId()
+        user_id, session_id = ObjectId(), ObjectId()
         now = datetime.now(UTC).replace(microsecond=0)
         client[DB].users.insert_one(
             {
@@ -119,12 +119,13 @@ def _seed_user(url: str) -> tuple[str, ObjectId]:
                 "is_superuser": False,
                 "email_verified": False,
                 "token_version": 0,
+                "session_ids": [session_id],
                 "created_at": now,
                 "updated_at": now,
             }
         )
-    token = TokenSigner(SECRET, "docstore", "docstore-api", 3600).issue(str(user_id), 0)
-    return token, user_id
+    signer = TokenSigner(SECRET, "docstore", "docstore-api", 3600)
+    return signer.issue(str(user_id), 0, str(session_id)), user_id
 
 
 def _seed_items(url: str, user_id: ObjectId, count: int) -> str:

@@ -17,6 +17,7 @@ from api.config import Settings
 from api.main import create_app
 from api.security import hash_password
 from api.services import Services
+from api.sessions import open_session
 from documents import User
 
 PASSWORD = "Correct-horse-1"
@@ -78,6 +79,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
 class Account:
     user: User
     token: str
+    refresh_token: str
+    session_id: str
 
     @property
     def id(self) -> str:
@@ -98,8 +101,10 @@ async def make_account(app: FastAPI, name: str, *, superuser: bool = False) -> A
         is_superuser=superuser,
     )
     await user.insert()
-    token = services_of(app).signer.issue(str(user.id), user.token_version)
-    return Account(user=user, token=token)
+    opened = await open_session(user, services_of(app).settings, "tests", "127.0.0.1")
+    token = services_of(app).signer.issue(str(user.id), 0, str(opened.session.id))
+    user.session_ids = [opened.session.id]  # type: ignore[list-item]
+    return Account(user, token, opened.refresh_token, str(opened.session.id))
 
 
 @pytest.fixture

@@ -103,18 +103,20 @@ async def test_me_requires_a_token(client: httpx2.AsyncClient) -> None:
 
 async def test_bad_tokens_are_401(app: FastAPI, client: httpx2.AsyncClient, alice: Account) -> None:
     signer = services_of(app).signer
-    expired = TokenSigner(TEST_SECRET, signer.issuer, signer.audience, -60).issue(alice.id, 0)
+    expired = TokenSigner(TEST_SECRET, signer.issuer, signer.audience, -60).issue(
+        alice.id, 0, alice.session_id
+    )
     other_key = TokenSigner("another-secret-" + "y" * 40, signer.issuer, signer.audience, 60)
     wrong_audience = TokenSigner(TEST_SECRET, signer.issuer, "someone-else", 60)
-    not_an_id = signer.issue("not-an-object-id", 0)
-    unknown_user = signer.issue("0123456789abcdef01234567", 0)
+    not_an_id = signer.issue("not-an-object-id", 0, alice.session_id)
+    unknown_user = signer.issue("0123456789abcdef01234567", 0, alice.session_id)
     tampered = alice.token[:-4] + ("AAAA" if not alice.token.endswith("AAAA") else "BBBB")
     none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + alice.token.split(".")[1] + "."
     for token in (
         "garbage",
         expired,
-        other_key.issue(alice.id, 0),
-        wrong_audience.issue(alice.id, 0),
+        other_key.issue(alice.id, 0, alice.session_id),
+        wrong_audience.issue(alice.id, 0, alice.session_id),
         not_an_id,
         unknown_user,
         tampered,

@@ -22,13 +22,29 @@ async def titles(client: httpx2.AsyncClient, owner: Account, **params: Any) -> l
 @pytest.fixture
 async def shelf(client: httpx2.AsyncClient, alice: Account, bob: Account) -> list[dict[str, Any]]:
     made = [
-        await create_item(client, alice, title="Apple pie", tags=["food", "sweet"],
-                     data={"price": 5, "stock": {"count": 3}, "vegan": False}),
-        await create_item(client, alice, title="Banana bread", description="Grandma's recipe",
-                     tags=["food"], data={"price": 8, "stock": {"count": 0}}),
-        await create_item(client, alice, title="Cherry jam", tags=["sweet", "jar"],
-                     data={"price": 12, "origin": "Kent"}),
-    ]  # fmt: skip
+        await create_item(
+            client,
+            alice,
+            title="Apple pie",
+            tags=["food", "sweet"],
+            data={"price": 5, "stock": {"count": 3}, "vegan": False},
+        ),
+        await create_item(
+            client,
+            alice,
+            title="Banana bread",
+            description="Grandma's recipe",
+            tags=["food"],
+            data={"price": 8, "stock": {"count": 0}},
+        ),
+        await create_item(
+            client,
+            alice,
+            title="Cherry jam",
+            tags=["sweet", "jar"],
+            data={"price": 12, "origin": "Kent"},
+        ),
+    ]
     await create_item(client, bob, title="Bob's apple", tags=["food"], data={"price": 1})
     return made
 

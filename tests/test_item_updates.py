@@ -17,10 +17,14 @@ MERGE = {"content-type": "application/merge-patch+json"}
 async def item(client: httpx2.AsyncClient, alice: Account) -> dict[str, Any]:
     response = await client.post(
         ITEMS,
-        json={"title": "Trip", "description": "d", "tags": ["a"],
-              "data": {"days": 3, "hotel": {"name": "H", "stars": 4}, "keep": True}},
+        json={
+            "title": "Trip",
+            "description": "d",
+            "tags": ["a"],
+            "data": {"days": 3, "hotel": {"name": "H", "stars": 4}, "keep": True},
+        },
         headers=alice.headers,
-    )  # fmt: skip
+    )
     assert response.headers["etag"] == '"1"'
     body: dict[str, Any] = response.json()
     return body
@@ -65,8 +69,10 @@ async def test_merge_patch_semantics(
     client: httpx2.AsyncClient, alice: Account, item: dict[str, Any]
 ) -> None:
     url = f"{ITEMS}/{item['id']}"
-    patch = {"data": {"days": 5, "hotel": {"stars": None, "pool": True}, "new": [1, 2]},
-             "description": None}  # fmt: skip
+    patch = {
+        "data": {"days": 5, "hotel": {"stars": None, "pool": True}, "new": [1, 2]},
+        "description": None,
+    }
     response = await client.patch(url, json=patch, headers={**alice.headers, **MERGE})
     assert response.status_code == 200, response.text
     body = response.json()

@@ -49,9 +49,13 @@ async def test_unknown_user_check_runs_bcrypt() -> None:
 
 def test_tokens_round_trip_and_reject_tampering() -> None:
     signer = TokenSigner("k" * 40, "iss", "aud", 60)
-    token = signer.issue("0123456789abcdef01234567", 3)
+    token = signer.issue("0123456789abcdef01234567", 3, "session-1")
     claims = signer.verify(token)
-    assert (claims.user_id, claims.token_version) == ("0123456789abcdef01234567", 3)
+    assert (claims.user_id, claims.token_version, claims.session_id) == (
+        "0123456789abcdef01234567",
+        3,
+        "session-1",
+    )
     header, payload, signature = token.split(".")
     for bad in (f"{header}.{payload}.", f"{header}.{payload}x.{signature}", token + "x", ""):
         with pytest.raises(InvalidToken):

@@ -37,8 +37,16 @@ def good_parts(app: FastAPI, account: Account) -> tuple[dict[str, Any], dict[str
     signer = services_of(app).signer
     now = int(time.time())
     header = {"alg": "HS256", "typ": "JWT", "kid": signer.kid}
-    claims = {"sub": account.id, "iss": signer.issuer, "aud": signer.audience,
-              "iat": now, "exp": now + 60, "jti": "j1", "ver": 0}  # fmt: skip
+    claims = {
+        "sub": account.id,
+        "iss": signer.issuer,
+        "aud": signer.audience,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j1",
+        "ver": 0,
+        "sid": account.session_id,
+    }
     return header, claims
 
 
@@ -66,6 +74,8 @@ ATTACKS = {
     "expired": lambda h, c: forge(h, {**c, "exp": int(time.time()) - 60}, TEST_SECRET),
     "missing exp": lambda h, c: forge(h, _without(c, "exp"), TEST_SECRET),
     "missing sub": lambda h, c: forge(h, _without(c, "sub"), TEST_SECRET),
+    "missing session": lambda h, c: forge(h, _without(c, "sid"), TEST_SECRET),
+    "someone else's session": lambda h, c: forge(h, {**c, "sid": "0" * 24}, TEST_SECRET),
     "tampered payload": lambda h, c: _swap_payload(
         forge(h, c, TEST_SECRET), {**c, "sub": "0" * 24}
     ),
@@ -125,6 +135,11 @@ async def _check_rotation(
     # Rotated: the new key signs, the old one is still accepted.
     assert await me_with(signed_by_old, secret_key=new, previous_secret_keys=old) == 200
     signer = TokenSigner(new, "docstore", "docstore-api", 60)
-    assert await me_with(signer.issue(alice.id, 0), secret_key=new, previous_secret_keys=old) == 200
+    assert (
+        await me_with(
+            signer.issue(alice.id, 0, alice.session_id), secret_key=new, previous_secret_keys=old
+        )
+        == 200
+    )
     # Retired: tokens the old key signed stop working.
     assert await me_with(signed_by_old, secret_key=new) == 401

@@ -217,6 +217,9 @@ async def test_cannot_change_someone_else(
 async def test_own_password_change_needs_current_password(
     client: httpx2.AsyncClient, alice: Account
 ) -> None:
+    login = "/api/v1/auth/login"
+    other = await client.post(login, data={"username": "alice", "password": PASSWORD})
+    other_login = {"Authorization": f"Bearer {other.json()['access_token']}"}
     url = f"{USERS}/{alice.id}"
     new = {"password": "Brand-new-pass-2"}
     assert (await client.patch(url, json=new, headers=alice.headers)).status_code == 400
@@ -224,9 +227,13 @@ async def test_own_password_change_needs_current_password(
     assert (await client.patch(url, json=wrong, headers=alice.headers)).status_code == 400
     right = {**new, "current_password": PASSWORD}
     assert (await client.patch(url, json=right, headers=alice.headers)).status_code == 200
-    # The old token is revoked; the new password works, the old one no longer does.
-    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 401
-    login = "/api/v1/auth/login"
+    # This login goes on; every other login of the account has ended.
+    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
+    assert (await client.get("/api/v1/auth/me", headers=other_login)).status_code == 401
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": other.json()["refresh_token"]}
+    )
+    assert refresh.status_code == 401
     assert (
         await client.post(login, data={"username": "alice", "password": PASSWORD})
     ).status_code == 401

@@ -1,18 +1,22 @@
-"""Sign in with the OAuth2 password grant; see who you are."""
+"""Sign in (OAuth2 password grant), refresh, log out, and see your logins."""
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from api import throttle
-from api.deps import CurrentUser
-from api.errors import InactiveUser, InvalidCredentials, problem_responses
+from api import sessions, throttle
+from api.deps import CurrentSession, CurrentUser
+from api.errors import InactiveUser, InvalidCredentials, NotFound, problem_responses
+from api.pagination import Page
 from api.security import verify_against_dummy, verify_password
-from api.services import AppServices
-from documents import User, UserPublic
+from api.services import AppServices, Services
+from documents import Session, SessionPublic, User, UserPublic
+from documents.base import ObjectIdParam, utcnow
 from documents.user import CASE_INSENSITIVE
+
+SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A session's id")]
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -21,7 +25,24 @@ class LoginResponse(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
+    refresh_token: str = Field(description="Opaque; single use: POST it to /auth/refresh")
     user: UserPublic
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+def _pair(services: Services, user: User, opened: sessions.Opened) -> LoginResponse:
+    access = services.signer.issue(str(user.id), user.token_version, str(opened.session.id))
+    return LoginResponse(
+        access_token=access,
+        expires_in=services.signer.lifetime_s,
+        refresh_token=opened.refresh_token,
+        user=UserPublic.model_validate(user),
+    )
 
 
 async def find_by_login(login: str) -> User | None:
@@ -55,12 +76,52 @@ async def login(
     await throttle.clear(account)
     if not user.is_active:
         raise InactiveUser()
-    token = services.signer.issue(str(user.id), user.token_version)
-    return LoginResponse(
-        access_token=token,
-        expires_in=services.signer.lifetime_s,
-        user=UserPublic.model_validate(user),
-    )
+    user_agent = request.headers.get("user-agent")
+    host = request.client.host if request.client else None
+    return _pair(services, user, await sessions.open_session(user, settings, user_agent, host))
+
+
+@router.post("/refresh", responses=problem_responses(401))
+async def refresh(body: RefreshRequest, services: AppServices) -> LoginResponse:
+    """A new access token and the next refresh token; the one sent is spent."""
+    opened = await sessions.rotate(body.refresh_token, services.settings)
+    user = await User.find_one({"_id": opened.session.user_id})
+    if user is None or not user.is_active or opened.session.id not in user.session_ids:
+        raise sessions.InvalidRefreshToken()
+    return _pair(services, user, opened)
+
+
+@router.post("/logout", status_code=204, responses=problem_responses(401))
+async def logout(user: CurrentUser, session_id: CurrentSession) -> None:
+    """End this login: its access and refresh tokens stop working at once."""
+    await sessions.end_sessions(user.id, [session_id])
+
+
+@router.post("/logout-all", status_code=204, responses=problem_responses(401))
+async def logout_all(user: CurrentUser) -> None:
+    """End every login of this account, this one included."""
+    await sessions.end_sessions(user.id)
+
+
+@router.get("/sessions", responses=problem_responses(401))
+async def list_sessions(user: CurrentUser, session_id: CurrentSession) -> Page[SessionPublic]:
+    """Your live logins, newest first."""
+    found = Session.find(
+        {"_id": {"$in": user.session_ids}, "revoked_at": None, "expires_at": {"$gt": utcnow()}}
+    ).sort("-created_at")
+    items = [
+        SessionPublic.model_validate(s).model_copy(update={"current": s.id == session_id})
+        for s in await found.to_list()
+    ]
+    return Page[SessionPublic](items=items, next_cursor=None)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(401, 404))
+async def revoke_session(target: SessionId, user: CurrentUser) -> None:
+    """End one of your logins."""
+    if target not in user.session_ids:
+        raise NotFound("session")
+    await sessions.end_sessions(user.id, [target])
 
 
 @router.get("/me", responses=problem_responses(401))

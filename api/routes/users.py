@@ -7,13 +7,14 @@ from fastapi import APIRouter, Query, Response
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.deps import CurrentUser, OptionalUser, SuperUser, TargetUser, UserId
+from api import sessions
+from api.deps import CurrentSession, CurrentUser, OptionalUser, SuperUser, TargetUser, UserId
 from api.errors import DomainError, Forbidden, NotFound, problem_responses
 from api.pagination import Page, PageQuery, fetch_page
 from api.routes import API_PREFIX
 from api.security import hash_password, verify_password
 from api.services import AppServices
-from documents import Item, User, UserCreate, UserPublic, UserUpdate
+from documents import Item, Session, User, UserCreate, UserPublic, UserUpdate
 from documents.base import utcnow
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -70,16 +71,25 @@ async def read_user(user: TargetUser) -> UserPublic:
 
 @router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409))
 async def update_user(
-    body: UserUpdate, target: TargetUser, caller: CurrentUser, services: AppServices
+    body: UserUpdate,
+    target: TargetUser,
+    caller: CurrentUser,
+    caller_session: CurrentSession,
+    services: AppServices,
 ) -> UserPublic:
-    """Change an account. Only superusers change `is_active` / `is_superuser`."""
+    """Change an account. Only superusers change `is_active` / `is_superuser`.
+
+    Changing your own password ends your other logins; a superuser setting someone's
+    password, or deactivating them, ends all of theirs.
+    """
     changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
     if changes.keys() & {"is_active", "is_superuser"} and not caller.is_superuser:
         raise Forbidden("Only superusers may change is_active or is_superuser.")
-    # Existing access tokens stop working when the password changes or the account is disabled.
-    revoke_tokens = changes.get("is_active") is False
+    own = target.id == caller.id
+    end_all = changes.get("is_active") is False
+    end_others = False
     if body.password is not None:
-        if target.id == caller.id and not (
+        if own and not (
             body.current_password
             and await verify_password(body.current_password, target.hashed_password)
         ):
@@ -87,27 +97,33 @@ async def update_user(
         changes["hashed_password"] = await hash_password(
             body.password, services.settings.bcrypt_rounds
         )
-        revoke_tokens = True
+        end_others, end_all = own, end_all or not own
     if "email" in changes and changes["email"].lower() != target.email.lower():
         changes["email_verified"] = False
     update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}}
-    if revoke_tokens:
-        update["$inc"] = {"token_version": 1}
+    if end_all:
+        update["$inc"] = {"token_version": 1}  # every access token of theirs, at once
     stored = await User.get_pymongo_collection().find_one_and_update(
         {"_id": target.id}, update, return_document=ReturnDocument.AFTER
     )
     if stored is None:
         raise NotFound("user")
+    if end_all:
+        await sessions.end_sessions(target.id)
+    elif end_others:
+        others = [sid for sid in stored.get("session_ids", []) if sid != caller_session]
+        await sessions.end_sessions(target.id, others)
     return UserPublic.model_validate(User.model_validate(stored))
 
 
 @router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))
 async def delete_user(user_id: UserId, _: SuperUser, services: AppServices) -> None:
-    """Delete a user and all their items (atomically where the server has transactions)."""
+    """Delete a user, their items and sessions (atomically where the server has transactions)."""
 
     async def remove(session: AsyncClientSession | None) -> None:
         # Items first: without a transaction, a crash between the two leaves no orphans.
         await Item.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
+        await Session.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
         result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
         if result.deleted_count == 0:
             raise NotFound("user")
