@@ -1,8 +1,9 @@
 """The database (embedded server or MONGODB_URL), the app in its real lifespan, users, tokens."""
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +157,11 @@ async def app_with(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx2.As
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client
         await services_of(app).client.drop_database(settings.mongodb_db)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `check` until it holds (failing after 10 s): for state that another task,
+    thread or process changes, which no event of ours can signal."""
+    async with asyncio.timeout(10):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
