@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     mail_from: str = "Docstore <docstore@localhost>"
+    # Whether this process delivers mail; any number of processes may (leases keep it safe).
+    outbox_worker: bool = True
     outbox_poll_s: float = Field(default=1.0, gt=0)
     outbox_lease_s: float = Field(default=60.0, gt=0)
     outbox_max_attempts: int = Field(default=8, ge=1)

@@ -65,7 +65,8 @@ def _lifespan(settings: Settings) -> Any:
             services = app.state.services = await _services(settings, client)
             # Warm the dummy hash so the first unknown-user login costs what later ones do.
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
-            services.outbox.start()
+            if settings.outbox_worker:
+                services.outbox.start()
             try:
                 yield
             finally:

@@ -34,6 +34,7 @@ def mail_settings(mongodb_url: str, tmp_path: Path, port: int, **overrides: Any)
         smtp_host="127.0.0.1",
         smtp_port=port,
         smtp_security="none",
+        outbox_worker=True,
         outbox_poll_s=0.05,
         outbox_backoff_s=0.05,
         **overrides,
@@ -248,18 +249,17 @@ async def test_a_dead_workers_message_is_delivered_once_after_its_lease(
     assert stored.attempts == 2
 
 
-async def test_development_transport_writes_eml_files(
-    client: httpx2.AsyncClient, settings: Settings
-) -> None:
-    assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
-    folder = settings.data_dir / "mail"
+async def test_development_transport_writes_eml_files(mongodb_url: str, tmp_path: Path) -> None:
+    async with app_with(make_settings(mongodb_url, tmp_path, outbox_worker=True)) as (_, client):
+        assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
+        folder = tmp_path / "mail"
 
-    async def written() -> bool:
-        return folder.is_dir() and any(folder.glob("*.eml"))
+        async def written() -> bool:
+            return folder.is_dir() and any(folder.glob("*.eml"))
 
-    await eventually(written)
-    [eml] = list(folder.glob("*.eml"))
-    assert b"Subject: Welcome to Docstore" in eml.read_bytes()
+        await eventually(written)
+        [eml] = list(folder.glob("*.eml"))
+        assert b"Subject: Welcome to Docstore" in eml.read_bytes()
 
 
 async def _until(check: Any) -> None:
