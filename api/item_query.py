@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from documents import ItemFields
+
 MAX_WHERE_CHARS = 4096
 MAX_NESTING = 5
 MAX_CONDITIONS = 50
@@ -25,16 +27,8 @@ LOGICAL = {"$and", "$or"}
 DATE_FIELDS = {"created_at", "updated_at"}
 TOP_FIELDS = {"title", "tags", "version", *DATE_FIELDS}
 SORT_FIELDS = ("created_at", "updated_at", "title")
-SHOWN_FIELDS = (
-    "owner_id",
-    "title",
-    "description",
-    "tags",
-    "data",
-    "created_at",
-    "updated_at",
-    "version",
-)
+# What `fields` may name: the item fields a list shows (`id` always comes along).
+SHOWN_FIELDS = tuple(name for name in ItemFields.model_fields if name != "id")
 
 _DATETIME = TypeAdapter(datetime)
 _PATH_PART = re.compile(r"^[^$.\x00][^.\x00]*$")

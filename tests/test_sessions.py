@@ -1,13 +1,15 @@
 """Refresh tokens (rotation, reuse detection, grace), logout, and the sessions list."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
 from documents import Session
-from tests.conftest import PASSWORD, Account, app_with, make_settings
+from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
 
 AUTH = "/api/v1/auth"
 
@@ -21,6 +23,15 @@ async def log_in(client: httpx2.AsyncClient, agent: str = "test-agent") -> dict[
     assert response.status_code == 200
     body: dict[str, Any] = response.json()
     return body
+
+
+@asynccontextmanager
+async def without_grace(mongodb_url: str, tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
+    """An app whose spent refresh tokens are never honoured again, and alice on it."""
+    settings = make_settings(mongodb_url, tmp_path, refresh_reuse_grace_s=0)
+    async with app_with(settings) as (app, client):
+        await make_account(app, "alice")
+        yield client
 
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
@@ -57,11 +68,7 @@ async def test_refresh_rotates(client: httpx2.AsyncClient, alice: Account) -> No
 async def test_reuse_after_the_grace_window_ends_the_session(
     mongodb_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(mongodb_url, tmp_path, refresh_reuse_grace_s=0)
-    async with app_with(settings) as (app, client):
-        from tests.conftest import make_account
-
-        await make_account(app, "alice")
+    async with without_grace(mongodb_url, tmp_path) as client:
         first = await log_in(client)
         second = (await refresh(client, first["refresh_token"])).json()
         stolen = await refresh(client, first["refresh_token"])  # the spent token, again
@@ -93,11 +100,7 @@ async def test_concurrent_refreshes_rotate_once(client: httpx2.AsyncClient, alic
 async def test_concurrent_refreshes_without_grace_exactly_one_succeeds(
     mongodb_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(mongodb_url, tmp_path, refresh_reuse_grace_s=0)
-    async with app_with(settings) as (app, client):
-        from tests.conftest import make_account
-
-        await make_account(app, "alice")
+    async with without_grace(mongodb_url, tmp_path) as client:
         first = await log_in(client)
         responses = await asyncio.gather(
             *(refresh(client, first["refresh_token"]) for _ in range(5))
