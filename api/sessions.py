@@ -113,9 +113,12 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
     spent = await sessions.find_one({"_id": session_id, "previous_hash": _hash(secret)})
     if spent is None or spent["revoked_at"] is not None:
         raise InvalidRefreshToken()
-    grace = timedelta(seconds=settings.refresh_reuse_grace_s)
+    # Measured from now, not from before the update: a concurrent refresh may have rotated
+    # after this request began, and that must not count as "within the grace window".
+    elapsed = utcnow() - spent["rotated_at"]
+    within_grace = elapsed < timedelta(seconds=settings.refresh_reuse_grace_s)
     replayed = _unseal(spent["replay"], secret) if spent.get("replay") else None
-    if replayed is not None and now - spent["rotated_at"] < grace:
+    if replayed is not None and within_grace:
         return Opened(Session.model_validate(spent), f"{session_id}.{replayed}")
     await end_sessions(spent["user_id"], [session_id])  # reuse: someone else has it too
     raise InvalidRefreshToken()
