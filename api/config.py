@@ -4,7 +4,7 @@ import secrets
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -49,6 +49,25 @@ class Settings(BaseSettings):
     jwt_audience: str = "docstore-api"
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Email: SMTP when SMTP_HOST is set, else .eml files under DATA_DIR/mail (and the log).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    mail_from: str = "Docstore <docstore@localhost>"
+    # Whether this process delivers mail; any number of processes may (leases keep it safe).
+    outbox_worker: bool = True
+    outbox_poll_s: float = Field(default=1.0, gt=0)
+    outbox_lease_s: float = Field(default=60.0, gt=0)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_s: float = Field(default=2.0, gt=0)
+    password_reset_expire_minutes: int = Field(default=60, ge=1)
+    email_verification_expire_hours: int = Field(default=48, ge=1)
+    require_verified_email: bool = False
+    recovery_max_per_email: int = Field(default=3, ge=1)
+    recovery_max_per_client: int = Field(default=20, ge=1)
+    recovery_window_s: int = Field(default=3600, ge=1)
     log_level: str = "INFO"
 
     @model_validator(mode="before")

@@ -9,13 +9,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from api import transports
 from api.config import Environment, Settings
 from api.database import Client, connect
 from api.errors import install_error_handlers
 from api.logs import configure_logging
 from api.middleware import BodyLimit, RequestContext
+from api.outbox import OutboxWorker
 from api.pagination import CursorCodec
-from api.routes import API_PREFIX, auth, health, items, users
+from api.routes import API_PREFIX, auth, health, items, recovery, users
 from api.security import TokenSigner, verify_against_dummy
 from api.services import Services
 
@@ -38,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, users, items):
+    for module in (auth, recovery, users, items):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
@@ -60,10 +62,15 @@ def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
-            app.state.services = await _services(settings, client)
+            services = app.state.services = await _services(settings, client)
             # Warm the dummy hash so the first unknown-user login costs what later ones do.
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
-            yield
+            if settings.outbox_worker:
+                services.outbox.start()
+            try:
+                yield
+            finally:
+                await services.outbox.stop()
 
     return lifespan
 
@@ -83,6 +90,7 @@ async def _services(settings: Settings, client: Client) -> Services:
         ),
         cursors=CursorCodec(secret),
         supports_transactions="setName" in hello or hello.get("msg") == "isdbgrid",
+        outbox=OutboxWorker(settings, transports.build(settings)),
     )
 
 

@@ -9,6 +9,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.config import Settings
+from api.outbox import OutboxWorker
 from api.pagination import CursorCodec
 from api.security import TokenSigner
 
@@ -21,6 +22,11 @@ class Services:
     cursors: CursorCodec
     # A replica set (or the embedded server) can delete a user and their items atomically.
     supports_transactions: bool
+    outbox: OutboxWorker
+
+    def mail_enqueued(self) -> None:
+        """Wake this process's outbox worker: a message was just committed."""
+        self.outbox.wake.set()
 
     async def atomically(
         self, work: Callable[[AsyncClientSession | None], Awaitable[None]]

@@ -1,17 +1,23 @@
 """Beanie documents that double as the API's Pydantic schemas."""
 
+from documents.action_token import ActionToken, Purpose
 from documents.item import Item, ItemCreate, ItemFields, ItemMergePatch
+from documents.outbox import Delivery, OutboxMessage
 from documents.session import Session, SessionPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
-DOCUMENT_MODELS = [User, Item, Session]
+DOCUMENT_MODELS = [User, Item, Session, OutboxMessage, ActionToken]
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "ActionToken",
+    "Delivery",
     "Item",
     "ItemCreate",
     "ItemFields",
     "ItemMergePatch",
+    "OutboxMessage",
+    "Purpose",
     "Session",
     "SessionPublic",
     "User",

@@ -26,7 +26,8 @@ from rich.progress import (
 from api.config import Settings
 from api.database import connect
 from api.security import hash_password
-from documents import User, UserCreate
+from documents import Delivery, OutboxMessage, User, UserCreate
+from documents.base import utcnow
 from documents.user import CASE_INSENSITIVE
 from scripts.export import export, total
 from scripts.records import read_records
@@ -146,6 +147,34 @@ async def _export(
         ):
             task = progress.add_task("export", total=expected)
             return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))
+
+
+@app.command()
+def outbox(
+    retry_dead: Annotated[
+        bool, typer.Option("--retry-dead", help="Queue dead messages for delivery again")
+    ] = False,
+) -> None:
+    """Show the email outbox by status; optionally retry the dead messages."""
+    counts, retried = asyncio.run(_outbox(Settings(), retry_dead))
+    for status in Delivery:
+        out.print(f"{status.value:<8} {counts.get(status.value, 0)}")
+    if retry_dead:
+        out.print(f"Queued {retried} dead messages again.")
+
+
+async def _outbox(settings: Settings, retry_dead: bool) -> tuple[dict[str, int], int]:
+    async with connect(settings):
+        messages = OutboxMessage.get_pymongo_collection()
+        retried = 0
+        if retry_dead:
+            result = await messages.update_many(
+                {"status": Delivery.dead},
+                {"$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()}},
+            )
+            retried = result.modified_count
+        grouped = messages.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        return {doc["_id"]: doc["n"] async for doc in await grouped}, retried
 
 
 def _progress(counter: ProgressColumn) -> Progress:

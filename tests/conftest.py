@@ -1,8 +1,9 @@
 """The database (embedded server or MONGODB_URL), the app in its real lifespan, users, tokens."""
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
 
 from api import embedded
 from api.config import Settings
@@ -44,6 +46,8 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         "bcrypt_rounds": 4,
         "mongodb_timeout_ms": 1500,
         "log_level": "WARNING",
+        # Mail is delivered only where a test is about it (tests/test_email.py).
+        "outbox_worker": False,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -60,7 +64,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield app
-        await services_of(app).client.drop_database(settings.mongodb_db)
+    await drop_database(settings)
 
 
 def services_of(app: FastAPI) -> Services:
@@ -155,4 +159,19 @@ async def app_with(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx2.As
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield app, client
-        await services_of(app).client.drop_database(settings.mongodb_db)
+    await drop_database(settings)
+
+
+async def drop_database(settings: Settings) -> None:
+    """Drop a test's database once its app has shut down (its outbox worker stopped too:
+    dropping under a worker polling every 50 ms could stall on the embedded server)."""
+    async with AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000) as client:
+        await client.drop_database(settings.mongodb_db)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll `check` until it holds (failing after 10 s): for state that another task,
+    thread or process changes, which no event of ours can signal."""
+    async with asyncio.timeout(10):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

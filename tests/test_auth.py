@@ -2,12 +2,23 @@
 
 import base64
 import json
+import statistics
+import time
+from pathlib import Path
 
 import httpx2
 from fastapi import FastAPI
 
 from api.security import TokenSigner
-from tests.conftest import PASSWORD, TEST_SECRET, Account, services_of
+from tests.conftest import (
+    PASSWORD,
+    TEST_SECRET,
+    Account,
+    app_with,
+    make_account,
+    make_settings,
+    services_of,
+)
 
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/auth/me"
@@ -145,3 +156,27 @@ async def test_account_without_a_password_cannot_log_in(
     await alice.user.set({"hashed_password": "!no-password:abc"})
     for password in (PASSWORD, "!no-password:abc", ""):
         assert (await login(client, "alice", password)).status_code in (401, 422)
+
+
+async def test_unknown_user_and_wrong_password_take_the_same_time(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """Timing must not reveal which accounts exist: median of 30 each, interleaved."""
+    settings = make_settings(
+        mongodb_url,
+        tmp_path,
+        login_max_failures_per_account=1000,
+        login_max_failures_per_client=1000,
+    )
+    async with app_with(settings) as (app, client):
+        await make_account(app, "alice")
+        unknown: list[float] = []
+        wrong: list[float] = []
+        for _ in range(30):
+            for name, samples in (("nobody", unknown), ("alice", wrong)):
+                started = time.perf_counter()
+                response = await login(client, name, "Wrong-password-1")
+                samples.append(time.perf_counter() - started)
+                assert response.status_code == 401
+        ratio = statistics.median(unknown) / statistics.median(wrong)
+        assert 0.8 <= ratio <= 1.25, ratio

@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,34 @@ async def test_users_without_passwords_import_locked(admin_cli: Admin, tmp_path:
     user = await admin_cli.db.users.find_one({"username": "nopass"})
     assert user is not None
     assert user["hashed_password"].startswith("!no-password:")
+
+
+async def test_outbox_counts_and_retries_dead_messages(admin_cli: Admin) -> None:
+    now = datetime.now(UTC)
+    base = {
+        "kind": "t",
+        "to": "x@example.com",
+        "subject": "s",
+        "text": "t",
+        "html": "h",
+        "attempts": 8,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    await admin_cli.db.outbox.insert_many(
+        [
+            {**base, "message_id": f"<{i}@docstore>", "status": status}
+            for i, status in enumerate(["dead", "dead", "sent", "pending"])
+        ]
+    )
+    shown = await admin_cli("outbox")
+    assert shown.code == 0, shown.err
+    assert {line.split()[0]: int(line.split()[1]) for line in shown.out.splitlines()} == {
+        "pending": 1,
+        "sending": 0,
+        "sent": 1,
+        "dead": 2,
+    }
+    retried = await admin_cli("outbox", "--retry-dead")
+    assert "Queued 2 dead messages again." in retried.out
+    assert await admin_cli.db.outbox.count_documents({"status": "pending", "attempts": 0}) == 2

@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import sessions, throttle
 from api.deps import CurrentSession, CurrentUser
-from api.errors import InactiveUser, InvalidCredentials, NotFound, problem_responses
+from api.errors import (
+    DomainError,
+    InactiveUser,
+    InvalidCredentials,
+    NotFound,
+    problem_responses,
+)
 from api.pagination import Page
 from api.security import verify_against_dummy, verify_password
 from api.services import AppServices, Services
@@ -19,6 +25,11 @@ from documents.user import CASE_INSENSITIVE
 SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A session's id")]
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class EmailNotVerified(DomainError):
+    status, code, title = 403, "email-not-verified", "Email not verified"
+    detail = "Confirm your email address first (POST /api/v1/auth/verify-email/request)."
 
 
 class LoginResponse(BaseModel):
@@ -51,7 +62,7 @@ async def find_by_login(login: str) -> User | None:
     return await User.find_one({field: login}, collation=CASE_INSENSITIVE)
 
 
-@router.post("/login", responses=problem_responses(400, 401, 429))
+@router.post("/login", responses=problem_responses(400, 401, 403, 429))
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
@@ -76,6 +87,8 @@ async def login(
     await throttle.clear(account)
     if not user.is_active:
         raise InactiveUser()
+    if settings.require_verified_email and not user.email_verified:
+        raise EmailNotVerified()
     user_agent = request.headers.get("user-agent")
     host = request.client.host if request.client else None
     return _pair(services, user, await sessions.open_session(user, settings, user_agent, host))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api import sessions
+from api import emails, outbox, sessions
 from api.deps import CurrentSession, CurrentUser, OptionalUser, SuperUser, TargetUser, UserId
 from api.errors import DomainError, Forbidden, NotFound, problem_responses
 from api.pagination import Page, PageQuery, fetch_page
@@ -29,7 +29,9 @@ class CurrentPasswordRequired(DomainError):
 async def create_user(
     body: UserCreate, caller: OptionalUser, services: AppServices, response: Response
 ) -> UserPublic:
-    """Sign up (when registration is open); superusers may always create users."""
+    """Sign up (when registration is open); superusers may always create users.
+
+    The welcome email is queued in the same transaction as the account."""
     by_superuser = caller is not None and caller.is_superuser
     if not services.settings.registration_open and not by_superuser:
         raise Forbidden("Registration is closed; ask an administrator for an account.")
@@ -37,7 +39,13 @@ async def create_user(
         raise Forbidden("Only superusers may create superusers.")
     hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
     user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
-    await user.insert()
+
+    async def create(session: AsyncClientSession | None) -> None:
+        await user.insert(session=session)
+        await outbox.enqueue(emails.welcome(user, services.settings.public_url), session)
+
+    await services.atomically(create)
+    services.mail_enqueued()
     response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{user.id}"
     return UserPublic.model_validate(user)
 

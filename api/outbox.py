@@ -1,0 +1,121 @@
+"""The delivery worker: claims outbox messages with a lease, sends, retries with backoff.
+
+Several workers (processes, hosts) may run on one database: a message is claimed by
+one atomic update that sets a lease, so no two send it at once; if a worker dies
+mid-send, its lease lapses and another re-claims the message. Delivery is at least
+once, and every attempt carries the same Message-ID.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import PyMongoError
+
+from api.config import Settings
+from api.transports import Transport, to_email
+from documents import Delivery, OutboxMessage
+from documents.base import utcnow
+
+log = logging.getLogger("docstore.outbox")
+
+
+async def enqueue(message: OutboxMessage, session: AsyncClientSession | None = None) -> None:
+    """Store a message to send; inside the caller's transaction when `session` is given."""
+    document = message.model_dump(by_alias=True, exclude={"id", "revision_id"})
+    await OutboxMessage.get_pymongo_collection().insert_one(document, session=session)
+
+
+def new_message(kind: str, to: str, subject: str, text: str, html: str) -> OutboxMessage:
+    message_id = f"<{secrets.token_hex(16)}@docstore>"
+    return OutboxMessage(
+        kind=kind, to=to, subject=subject, text=text, html=html, message_id=message_id
+    )
+
+
+class OutboxWorker:
+    def __init__(self, settings: Settings, transport: Transport) -> None:
+        self.settings, self.transport = settings, transport
+        self.name = f"worker-{secrets.token_hex(4)}"
+        self.wake = asyncio.Event()  # set when this process enqueues, to send without waiting
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.deliver_one():
+                    pass
+            except PyMongoError as error:  # the database is away: try again later
+                log.warning("outbox worker cannot reach the database: %s", error)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.outbox_poll_s)
+
+    async def deliver_one(self) -> bool:
+        """Claim and try one due message; False when none is due."""
+        message = await self._claim()
+        if message is None:
+            return False
+        try:
+            await self.transport.send(to_email(message, self.settings.mail_from))
+        except Exception as error:  # any transport failure is retried later
+            await self._failed(message, error)
+        else:
+            await self._settle(message, {"status": Delivery.sent, "sent_at": utcnow()})
+        return True
+
+    async def _claim(self) -> OutboxMessage | None:
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.outbox_lease_s)
+        claimed = await OutboxMessage.get_pymongo_collection().find_one_and_update(
+            {
+                "$or": [
+                    {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
+                    {"status": Delivery.sending, "lease_until": {"$lt": now}},  # its worker died
+                ]
+            },
+            {
+                "$set": {"status": Delivery.sending, "lease_until": lease, "leased_by": self.name},
+                "$inc": {"attempts": 1},
+            },
+            sort=[("next_attempt_at", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if claimed is None else OutboxMessage.model_validate(claimed)
+
+    async def _failed(self, message: OutboxMessage, error: Exception) -> None:
+        if message.attempts >= self.settings.outbox_max_attempts:
+            log.error("giving up on %s to %s: %s", message.message_id, message.to, error)
+            await self._settle(message, {"status": Delivery.dead, "last_error": str(error)})
+            return
+        # Exponential backoff with full jitter, so many failed messages do not retry in step.
+        delay = self.settings.outbox_backoff_s * 2 ** (message.attempts - 1)
+        retry_at = utcnow() + timedelta(seconds=random.uniform(delay / 2, delay))
+        log.warning(
+            "sending %s failed (attempt %d): %s", message.message_id, message.attempts, error
+        )
+        await self._settle(
+            message,
+            {"status": Delivery.pending, "next_attempt_at": retry_at, "last_error": str(error)},
+        )
+
+    async def _settle(self, message: OutboxMessage, changes: dict[str, Any]) -> None:
+        # Only while we still hold the lease: if it lapsed, another worker owns the message.
+        await OutboxMessage.get_pymongo_collection().update_one(
+            {"_id": message.id, "leased_by": self.name, "status": Delivery.sending},
+            {"$set": {**changes, "lease_until": None}},
+        )

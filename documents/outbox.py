@@ -1,0 +1,42 @@
+"""The email outbox: every message is a document first, written with the change causing it."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+from pymongo import IndexModel
+
+from documents.base import ApiDocument, utcnow
+
+
+class Delivery(StrEnum):
+    pending = "pending"  # waiting for its next attempt (or for a lapsed lease to be re-claimed)
+    sending = "sending"  # claimed by a worker until lease_until
+    sent = "sent"
+    dead = "dead"  # gave up after the last attempt; `docstore-admin outbox --retry-dead`
+
+
+class OutboxMessage(ApiDocument):
+    kind: str
+    to: str
+    subject: str
+    text: str
+    html: str
+    # The Message-ID header: the same on every attempt, so a retry after an uncertain
+    # send can be recognised as a duplicate downstream.
+    message_id: str
+    status: Delivery = Delivery.pending
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    lease_until: datetime | None = None
+    leased_by: str | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+    class Settings:
+        name = "outbox"
+        indexes = [  # noqa: RUF012
+            IndexModel([("status", 1), ("next_attempt_at", 1)]),
+            IndexModel("message_id", unique=True),
+        ]
