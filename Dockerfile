@@ -8,4 +8,6 @@ COPY scripts ./scripts
 RUN pip install --no-cache-dir . && useradd --system --no-create-home docstore
 USER docstore
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "api.main:app_from_env", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-access-log", "--proxy-headers"]
+# One process per container (scale with replicas): api.server closes live sockets with
+# 1001 on shutdown, and the change-stream feed reaches subscribers of every replica.
+CMD ["python", "-m", "api.server", "--host", "0.0.0.0", "--port", "8000"]

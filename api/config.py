@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     recovery_max_per_email: int = Field(default=3, ge=1)
     recovery_max_per_client: int = Field(default=20, ge=1)
     recovery_window_s: int = Field(default=3600, ge=1)
+    # Password recovery answers no sooner than this, account or not: the work done for a
+    # real account (a token and an email, in a transaction) must not show in the timing.
+    recovery_response_floor_ms: int = Field(default=300, ge=0)
+    # Live changes (WS /api/v1/ws/items): unread events a socket may hold before it is
+    # closed with 1013, how many missed changes a resume may replay, and how long a
+    # socket without ?token= has to send its auth message.
+    live_feed: bool = True  # whether this process serves WS /api/v1/ws/items at all
+    live_queue_size: int = Field(default=1000, ge=1)
+    live_replay_max: int = Field(default=10_000, ge=1)
+    live_auth_timeout_s: float = Field(default=5.0, gt=0)
     log_level: str = "INFO"
 
     @model_validator(mode="before")

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from api.errors import Forbidden, NotAuthenticated, NotFound
 from api.routes import API_PREFIX
-from api.security import InvalidToken
+from api.security import AccessClaims, InvalidToken, TokenSigner
 from api.services import AppServices
 from documents import Item, User
 from documents.base import ObjectIdParam
@@ -18,25 +18,35 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_e
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
+async def authenticate(token: str, signer: TokenSigner) -> tuple[User, AccessClaims]:
+    """The user an access token speaks for, if its signature, expiry and login all hold."""
+    try:
+        claims = signer.verify(token)
+        user_id = ObjectId(claims.user_id)
+        ObjectId(claims.session_id)
+    except (InvalidToken, InvalidId, TypeError):
+        raise NotAuthenticated("The access token is invalid or expired.") from None
+    user = await User.find_one({"_id": user_id})
+    if user is None or not still_valid(user, claims):
+        raise NotAuthenticated("The access token is no longer valid.")
+    return user, claims
+
+
+def still_valid(user: User, claims: AccessClaims) -> bool:
+    """One document decides it: the account is active, and this login is still live."""
+    return (
+        user.is_active
+        and user.token_version == claims.token_version
+        and ObjectId(claims.session_id) in user.session_ids
+    )
+
+
 async def optional_user(token: BearerToken, request: Request, services: AppServices) -> User | None:
     """The caller when a token is sent; a bad token is still a 401, never anonymous."""
     if not token:
         return None
-    try:
-        claims = services.signer.verify(token)
-        user_id, session_id = ObjectId(claims.user_id), ObjectId(claims.session_id)
-    except (InvalidToken, InvalidId, TypeError):
-        raise NotAuthenticated("The access token is invalid or expired.") from None
-    # One lookup decides it all: the account is active, and this login is still live.
-    user = await User.find_one({"_id": user_id})
-    if (
-        user is None
-        or not user.is_active
-        or user.token_version != claims.token_version
-        or session_id not in user.session_ids
-    ):
-        raise NotAuthenticated("The access token is no longer valid.")
-    request.state.session_id = session_id
+    user, claims = await authenticate(token, services.signer)
+    request.state.session_id = ObjectId(claims.session_id)
     return user
 
 

@@ -1,6 +1,8 @@
 """The app factory: lifespan (database, indexes), middleware, routers, error handlers."""
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,17 +11,20 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from api import transports
+from api import asyncapi, transports
 from api.config import Environment, Settings
 from api.database import Client, connect
 from api.errors import install_error_handlers
+from api.live import LiveFeed
 from api.logs import configure_logging
 from api.middleware import BodyLimit, RequestContext
 from api.outbox import OutboxWorker
 from api.pagination import CursorCodec
-from api.routes import API_PREFIX, auth, health, items, recovery, users
+from api.routes import API_PREFIX, auth, health, items, live, recovery, users
 from api.security import TokenSigner, verify_against_dummy
 from api.services import Services
+
+log = logging.getLogger("docstore")
 
 DESCRIPTION = """
 A JSON document store on MongoDB. Sign up with `POST /api/v1/users`, then use
@@ -40,10 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, recovery, users, items):
+    for module in (auth, recovery, users, items, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    asyncapi.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -67,9 +73,12 @@ def _lifespan(settings: Settings) -> Any:
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
             if settings.outbox_worker:
                 services.outbox.start()
+            await _start_live_feed(services)
             try:
                 yield
             finally:
+                if services.live is not None:
+                    await services.live.stop()
                 await services.outbox.stop()
 
     return lifespan
@@ -78,6 +87,7 @@ def _lifespan(settings: Settings) -> Any:
 async def _services(settings: Settings, client: Client) -> Services:
     secret = await asyncio.to_thread(lambda: settings.signing_secret)
     hello = await client.admin.command("hello")
+    replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
     return Services(
         settings=settings,
         client=client,
@@ -89,9 +99,28 @@ async def _services(settings: Settings, client: Client) -> Services:
             settings.previous_secret_keys,
         ),
         cursors=CursorCodec(secret),
-        supports_transactions="setName" in hello or hello.get("msg") == "isdbgrid",
+        supports_transactions=replicated,
         outbox=OutboxWorker(settings, transports.build(settings)),
+        # Change streams, like transactions, need a replica set (or mongos).
+        live=LiveFeed(client[settings.mongodb_db], settings.live_queue_size)
+        if replicated and settings.live_feed
+        else None,
     )
+
+
+async def _start_live_feed(services: Services) -> None:
+    if services.live is None:
+        if services.settings.live_feed:
+            log.warning(
+                "this MongoDB has no change streams (a standalone server): "
+                "WS /api/v1/ws/items will refuse connections with 1011"
+            )
+        return
+    await services.live.enable_images()
+    services.live.start()
+    # Wait (briefly) until the stream is open, so no change after startup is missed.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(services.live.ready.wait(), 5)
 
 
 def app_from_env() -> FastAPI:

@@ -6,8 +6,6 @@ mid-send, its lease lapses and another re-claims the message. Delivery is at lea
 once, and every attempt carries the same Message-ID.
 """
 
-import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -18,6 +16,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
+from api.background import Background
 from api.config import Settings
 from api.transports import Transport, to_email
 from documents import Delivery, OutboxMessage
@@ -39,31 +38,20 @@ def new_message(kind: str, to: str, subject: str, text: str, html: str) -> Outbo
     )
 
 
-class OutboxWorker:
+class OutboxWorker(Background):
     def __init__(self, settings: Settings, transport: Transport) -> None:
+        super().__init__(f"worker-{secrets.token_hex(4)}")
         self.settings, self.transport = settings, transport
-        self.name = f"worker-{secrets.token_hex(4)}"
-        self.wake = asyncio.Event()  # set when this process enqueues, to send without waiting
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
+    async def run(self) -> None:
+        while not self.stopping:
             try:
-                while await self.deliver_one():
+                while not self.stopping and await self.deliver_one():
                     pass
             except PyMongoError as error:  # the database is away: try again later
                 log.warning("outbox worker cannot reach the database: %s", error)
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.outbox_poll_s)
+            if not self.stopping:
+                await self.pause(self.settings.outbox_poll_s)  # woken when mail is enqueued
 
     async def deliver_one(self) -> bool:
         """Claim and try one due message; False when none is due."""

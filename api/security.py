@@ -73,6 +73,7 @@ class AccessClaims:
     user_id: str
     token_version: int
     session_id: str
+    expires_at: int  # seconds since the epoch
 
 
 def _key(secret: str) -> OctKey:
@@ -141,4 +142,6 @@ class TokenSigner:
         sub, version, sid = claims.get("sub"), claims.get("ver", 0), claims.get("sid")
         if not isinstance(sub, str) or not isinstance(version, int) or not isinstance(sid, str):
             raise InvalidToken("malformed claims")
-        return AccessClaims(user_id=sub, token_version=version, session_id=sid)
+        return AccessClaims(
+            user_id=sub, token_version=version, session_id=sid, expires_at=int(claims["exp"])
+        )

@@ -9,6 +9,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.config import Settings
+from api.live import LiveFeed
 from api.outbox import OutboxWorker
 from api.pagination import CursorCodec
 from api.security import TokenSigner
@@ -23,6 +24,8 @@ class Services:
     # A replica set (or the embedded server) can delete a user and their items atomically.
     supports_transactions: bool
     outbox: OutboxWorker
+    # This process's change-stream watcher; None when the server has no change streams.
+    live: LiveFeed | None
 
     def mail_enqueued(self) -> None:
         """Wake this process's outbox worker: a message was just committed."""

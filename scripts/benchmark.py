@@ -5,6 +5,7 @@ set). The default run drives both with wrk in interleaved rounds, so drift in th
 machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 `--scale N` seeds N items for one user and times deep pages, filters and search
 one request at a time, then prints the database's plan for the cursor query.
+`--live N` connects N WebSocket subscribers and measures event latency and memory.
 Not part of the test suite.
 """
 
@@ -44,6 +45,7 @@ class Setup:
     user_id: ObjectId
     first_item: str
     mongodb_url: str
+    pids: dict[str, int]  # label -> server process id
 
 
 def main() -> None:
@@ -53,7 +55,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--scale", type=int, metavar="N", help="scale check with N items")
+    parser.add_argument("--live", type=int, metavar="N", help="live feed with N subscribers")
+    parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
     args = parser.parse_args()
+    if args.live:
+        from scripts import bench_live
+
+        with running(1) as setup:
+            bench_live.report(setup, args.live, args.rate, args.seconds * 2)
+        return
     if args.scale:
         from scripts import bench_scale
 
@@ -88,11 +98,13 @@ def running(items: int) -> Iterator[Setup]:
                 "MONGODB_SOCKET_TIMEOUT_MS": "900000",
             }
             # The app first: it creates the indexes while the collection is still empty.
-            app = _serve(["--factory", "api.main:app_from_env"], env)
-            floor = _serve(["scripts.bench_floor:app"], env)
+            app = _serve(["api.server"], env)
+            floor = _serve(["uvicorn", "scripts.bench_floor:app", "--no-access-log"], env)
             try:
                 first = _seed_items(url, user_id, items)
-                yield Setup({"app": app[1], "floor": floor[1]}, token, user_id, first, url)
+                targets = {"app": app[1], "floor": floor[1]}
+                pids = {"app": app[0].pid, "floor": floor[0].pid}
+                yield Setup(targets, token, user_id, first, url, pids)
             finally:
                 for process, _ in (app, floor):
                     process.terminate()
@@ -164,17 +176,7 @@ WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel"
 
 def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = embedded.free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        *target,
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    command = [sys.executable, "-m", *target, "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

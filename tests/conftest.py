@@ -46,8 +46,11 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         "bcrypt_rounds": 4,
         "mongodb_timeout_ms": 1500,
         "log_level": "WARNING",
-        # Mail is delivered only where a test is about it (tests/test_email.py).
+        # Mail is delivered, and changes streamed, only where a test is about them
+        # (tests/test_email.py, tests/test_live.py): each costs every app a background task.
         "outbox_worker": False,
+        "live_feed": False,
+        "recovery_response_floor_ms": 20,  # the timing test sets its own
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

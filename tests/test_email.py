@@ -1,6 +1,8 @@
 """Email through the durable outbox to a real SMTP server: welcome, reset, verification."""
 
 import asyncio
+import statistics
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +111,30 @@ async def test_recovery_does_not_reveal_accounts(
     assert known.json() == unknown.json()
     await smtp.inbox.wait_for(1)
     assert await OutboxMessage.find({"to": "nobody@example.com"}).count() == 0
+
+
+async def test_recovery_takes_as_long_for_unknown_addresses(
+    mongodb_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The real account's token and email must not show: medians of 12 each, interleaved.
+    (On the embedded server that work is already cheap; the floor covers slower servers.)"""
+    limits = {"recovery_max_per_email": 50, "recovery_max_per_client": 50}
+    settings = mail_settings(
+        mongodb_url, tmp_path, smtp.port, recovery_response_floor_ms=200, **limits
+    )
+    async with app_with(settings) as (app, client):
+        await make_account(app, "alice")
+        known: list[float] = []
+        unknown: list[float] = []
+        for _ in range(12):
+            for email, samples in (("alice@example.com", known), ("nobody@example.com", unknown)):
+                started = time.perf_counter()
+                response = await client.post(f"{AUTH}/password-recovery", json={"email": email})
+                samples.append(time.perf_counter() - started)
+                assert response.status_code == 202
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.8 <= ratio <= 1.25, ratio
+    assert min(known + unknown) >= 0.2  # both wait out the floor, whatever work they did
 
 
 @pytest.mark.parametrize("problem", ["forged", "expired", "wrong purpose"])

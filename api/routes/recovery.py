@@ -1,5 +1,7 @@
 """Password recovery and email verification: single-use tokens sent through the outbox."""
 
+import asyncio
+import time
 from datetime import timedelta
 from typing import Annotated
 
@@ -48,17 +50,26 @@ SENT = Accepted(detail="If an account has this address, an email is on its way."
 async def recover_password(
     body: RecoveryRequest, request: Request, services: AppServices
 ) -> Accepted:
-    """Email a single-use reset token. The answer is the same whether or not the account exists."""
+    """Email a single-use reset token. The answer, and its timing, are the same whether or
+    not the account exists."""
+    settings = services.settings
+    answer_at = time.monotonic() + settings.recovery_response_floor_ms / 1000
+    await _recover(body.email, request, services)
+    await asyncio.sleep(answer_at - time.monotonic())
+    return SENT
+
+
+async def _recover(email: str, request: Request, services: AppServices) -> None:
     settings = services.settings
     client = f"recovery-client:{request.client.host if request.client else 'unknown'}"
-    address = f"recovery-email:{body.email.lower()}"
+    address = f"recovery-email:{email.lower()}"
     limits = {address: settings.recovery_max_per_email, client: settings.recovery_max_per_client}
     await throttle.check(limits)
     # Every request counts (not only failures): each one may send an email.
     await throttle.record_failure(list(limits), settings.recovery_window_s)
-    user = await User.find_one({"email": body.email}, collation=CASE_INSENSITIVE)
+    user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
     if user is None or not user.is_active:
-        return SENT
+        return
     lifetime = timedelta(minutes=settings.password_reset_expire_minutes)
 
     async def send(session: AsyncClientSession | None) -> None:
@@ -70,7 +81,6 @@ async def recover_password(
 
     await services.atomically(send)
     services.mail_enqueued()
-    return SENT
 
 
 @router.post("/reset-password", status_code=204, responses=problem_responses(400))
