@@ -90,7 +90,7 @@ async def test_outage_is_503_and_recovers(
     tmp_path: Path, fragile_server: embedded.EmbeddedServer
 ) -> None:
     port = int(fragile_server.url.split(":")[2].split("/")[0])
-    app = create_app(make_settings(fragile_server.url, tmp_path))
+    app = create_app(make_settings(fragile_server.url, tmp_path, mongodb_timeout_ms=1500))
     async with app.router.lifespan_context(app):
         alice = await make_account(app, "alice")
         transport = httpx2.ASGITransport(app=app)

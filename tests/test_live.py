@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from api import embedded
 from api.config import Settings
+from api.main import create_app
 from api.server import Server, config
 from documents import Item
 from documents.base import utcnow
@@ -455,3 +456,19 @@ async def test_a_process_may_serve_no_feed(mongodb_url: str, tmp_path: Path) -> 
         alice = await make_account(app, "alice")
         async with serving(app) as served, connect(served.ws(alice)) as ws:
             assert await close_of(ws) == (1011, "live changes are turned off on this server")
+
+
+async def test_with_the_database_away_sockets_are_told_to_come_back(tmp_path: Path) -> None:
+    server = await asyncio.to_thread(embedded.start, Path(":memory:"))
+    app = create_app(make_settings(server.url, tmp_path, live_feed=True, mongodb_timeout_ms=1500))
+    try:
+        async with app.router.lifespan_context(app):  # its database goes away with the server
+            alice = await make_account(app, "alice")
+            async with serving(app) as served:
+                await asyncio.to_thread(server.stop)
+                async with connect(served.ws(alice)) as ws:
+                    code, reason = await close_of(ws)
+        assert code == 1013
+        assert reason.startswith("the database is unavailable")
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -102,7 +102,7 @@ async def _read_request(websocket: WebSocket, services: Services) -> Request:
     except NotAuthenticated as error:
         raise Refused(error.detail) from None
     except PyMongoError:
-        raise Refused("the database is unavailable; try again", TRY_AGAIN_LATER) from None
+        raise Refused(_DATABASE_AWAY.reason, TRY_AGAIN_LATER) from None
     owner_id: ObjectId | None = user.id
     if "owner_id" in params:
         try:
@@ -172,6 +172,8 @@ async def _send_changes(
             await websocket.send_text(_event(change, subscriber, services))
     except HistoryLost:
         return _RESYNC
+    except PyMongoError:
+        return _DATABASE_AWAY
     return Ending(NORMAL)  # pragma: no cover - the live part never ends by itself
 
 
@@ -187,6 +189,7 @@ def _event(change: Change, subscriber: Subscriber, services: Services) -> str:
 
 
 _RESYNC = Ending(NORMAL, "resync: refetch by REST", {"event": "resync"})
+_DATABASE_AWAY = Ending(TRY_AGAIN_LATER, "the database is unavailable; reconnect with resume_after")
 
 
 async def _receive_until_gone(websocket: WebSocket) -> Ending:
@@ -207,7 +210,10 @@ async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
     while True:
         await subscriber.account_changed.wait()
         subscriber.account_changed.clear()
-        user = await uninterrupted(User.find_one({"_id": request.user.id}))
+        try:
+            user = await uninterrupted(User.find_one({"_id": request.user.id}))
+        except PyMongoError:
+            return _DATABASE_AWAY
         if user is None or not still_valid(user, request.claims):
             return Ending(POLICY, "access token revoked")
         if request.owner_id != user.id and not user.is_superuser:
