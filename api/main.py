@@ -17,6 +17,7 @@ from api.database import Client, connect
 from api.errors import install_error_handlers
 from api.live import LiveFeed
 from api.logs import configure_logging
+from api.metrics import Metrics
 from api.middleware import BodyLimit, RequestContext
 from api.outbox import OutboxWorker
 from api.pagination import CursorCodec
@@ -60,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     hsts = settings.environment is Environment.production
-    app.add_middleware(RequestContext, hsts=hsts)
+    app.state.metrics = Metrics()
+    app.add_middleware(RequestContext, hsts=hsts, metrics=app.state.metrics)
     return app
 
 

@@ -1,7 +1,7 @@
 """Pure ASGI middleware (cheaper per request than BaseHTTPMiddleware).
 
 - `RequestContext`: a request id echoed in `X-Request-ID`, security headers on
-  every response, and one structured access-log line per request.
+  every response, one structured access-log line and the metrics of each request.
 - `BodyLimit`: refuses bodies over the configured size with 413, whether or
   not the client announced the length.
 """
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
+from api.metrics import Metrics
 
 access_log = logging.getLogger("docstore.access")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -39,8 +40,8 @@ _DOCS_PREFIXES = ("/docs", "/redoc", "/static-offline-docs")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
-        self.app, self.hsts = app, hsts
+    def __init__(self, app: ASGIApp, hsts: bool = False, metrics: Metrics | None = None) -> None:
+        self.app, self.hsts, self.metrics = app, hsts, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,13 +64,16 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
             access_log.info(
                 "%s %s %s",
                 scope["method"],
                 scope["path"],
                 status,
-                extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2)},
+                extra={"status": status, "ms": round(elapsed * 1000, 2)},
             )
+            if self.metrics is not None:
+                self.metrics.observe(scope, status, elapsed)
             request_id_var.reset(token)
 
 

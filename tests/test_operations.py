@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx2
 
 from api.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import Account, create_item, make_settings
 
 
 async def test_welcome_and_health(client: httpx2.AsyncClient) -> None:
@@ -85,3 +85,24 @@ async def test_cors_from_settings(mongodb_url: str, tmp_path: Path) -> None:
             assert allowed.headers["access-control-allow-origin"] == "https://app.example"
             other = await client.get("/health", headers={"Origin": "https://evil.example"})
             assert "access-control-allow-origin" not in other.headers
+
+
+async def test_metrics_count_requests_by_route_and_status(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    created = await create_item(client, alice)
+    await client.get(f"/api/v1/items/{created['id']}", headers=alice.headers)
+    await client.get(f"/api/v1/items/{'0' * 24}", headers=alice.headers)
+    await client.get("/no/such/path/12345")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    by_id = 'method="GET",route="/api/v1/items/{item_id}"'
+    assert f'docstore_http_requests_total{{{by_id},status="200"}} 1.0' in text
+    assert f'docstore_http_requests_total{{{by_id},status="404"}} 1.0' in text
+    assert 'route="unmatched",status="404"} 1.0' in text  # raw paths never become labels
+    assert "12345" not in text
+    assert 'docstore_outbox_messages{status="pending"}' in text
+    assert "docstore_live_subscribers 0.0" in text
+    assert "process_resident_memory_bytes" in text

@@ -3,7 +3,7 @@
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
@@ -38,3 +38,15 @@ async def ready(request: Request, services: AppServices) -> Any:
         headers = {"Retry-After": "5"}
         return problem(request, 503, "Not ready", detail, "not-ready", headers)
     return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request, services: AppServices) -> Response:
+    """Prometheus metrics of this process: requests by route and status, latency, live
+    subscribers, outbox messages by status, process memory and CPU."""
+    body, content_type = await request.app.state.metrics.exposition(services)
+    return Response(body, media_type=content_type)
