@@ -10,7 +10,7 @@ task, and waits for it; only a task that does not finish in time is cancelled.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 log = logging.getLogger("docstore")
@@ -50,14 +50,17 @@ class Background:
         self._task = None
 
 
-async def uninterrupted(awaitable: Awaitable[T]) -> T:
+async def uninterrupted(
+    awaitable: Awaitable[T], abandoned: Callable[[T], Awaitable[object]] | None = None
+) -> T:
     """Await a database call that a cancellation must not cut off mid-reply (see above):
-    when the caller is cancelled, the call still finishes first, then the caller stops."""
+    when the caller is cancelled, the call still finishes first, then the caller stops.
+    `abandoned` cleans up what the call produced for a caller no longer there."""
     call = asyncio.ensure_future(awaitable)
     try:
         return await asyncio.shield(call)
     except asyncio.CancelledError:
         await asyncio.wait([call])
-        if not call.cancelled():
-            call.exception()  # retrieved: it no longer matters
+        if not call.cancelled() and call.exception() is None and abandoned is not None:
+            await abandoned(call.result())
         raise

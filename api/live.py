@@ -279,7 +279,9 @@ class LiveFeed(Background):
 
     async def _replay(self, start: Position, limit: int) -> AsyncIterator[Change]:
         try:
-            async with await self._open(start, max_await_ms=100) as stream:
+            opening = self._open(start, max_await_ms=100)
+            stream = await uninterrupted(opening, abandoned=lambda opened: opened.close())
+            async with stream:
                 count = 0
                 while (raw := await uninterrupted(stream.try_next())) is not None:
                     count += 1
