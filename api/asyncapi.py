@@ -24,9 +24,10 @@ as the first message within a few seconds. Each message carries a `cursor`; reco
 with `?resume_after=<cursor>` to get what you missed, exactly once.
 
 Close codes: 1008 bad, expired or revoked token, or a bad parameter (the reason says
-which); 1011 the database has no change streams; 1013 you read too slowly (reconnect
-and resume); 1001 the server is shutting down; 1000 after a `resync` message (your
-cursor is too old: refetch by REST, then reconnect without `resume_after`).
+which); 1011 the database has no change streams (or the feed is turned off); 1013 you
+read too slowly, or the database is unavailable (reconnect and resume); 1001 the server
+is shutting down; 1000 after a `resync` message (your cursor is too old: refetch by
+REST, then reconnect without `resume_after`).
 """
 
 
