@@ -1,6 +1,5 @@
 """Issuing and consuming the single-use tokens sent by email (stored only as hashes)."""
 
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -8,6 +7,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.errors import DomainError
+from api.security import digest
 from documents import ActionToken, Purpose, User
 from documents.base import utcnow
 
@@ -17,10 +17,6 @@ class InvalidActionToken(DomainError):
     detail = "The token is invalid, expired or already used; ask for a new one."
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def issue(
     user: User, purpose: Purpose, lifetime: timedelta, session: AsyncClientSession | None
 ) -> str:
@@ -28,7 +24,7 @@ async def issue(
     record = ActionToken(
         user_id=user.id,
         purpose=purpose,
-        token_hash=_hash(token),
+        token_hash=digest(token),
         email=user.email,
         expires_at=utcnow() + lifetime,
     )
@@ -41,7 +37,7 @@ async def consume(token: str, purpose: Purpose) -> ActionToken:
     now = utcnow()
     used = await ActionToken.get_pymongo_collection().find_one_and_update(
         {
-            "token_hash": _hash(token),
+            "token_hash": digest(token),
             "purpose": purpose,
             "used_at": None,
             "expires_at": {"$gt": now},

@@ -1,5 +1,6 @@
 """Dependencies that validate: who is calling, and what they may touch."""
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from bson import ObjectId
@@ -18,36 +19,50 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_e
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-async def authenticate(token: str, signer: TokenSigner) -> tuple[User, AccessClaims]:
-    """The user an access token speaks for, if its signature, expiry and login all hold."""
+@dataclass(frozen=True)
+class Login:
+    """What an accepted access token speaks for: its user, and its session as an id."""
+
+    user: User
+    claims: AccessClaims
+    session_id: ObjectId
+
+    def still_valid(self, user: User) -> bool:
+        """One document decides it: the account is active, and this login is still live."""
+        return (
+            user.is_active
+            and user.token_version == self.claims.token_version
+            and self.session_id in user.session_ids
+        )
+
+
+async def authenticate(token: str, signer: TokenSigner) -> Login:
+    """The login an access token belongs to, if its signature, expiry and session all hold."""
     try:
         claims = signer.verify(token)
-        user_id = ObjectId(claims.user_id)
-        ObjectId(claims.session_id)
+        user_id, session_id = ObjectId(claims.user_id), ObjectId(claims.session_id)
     except (InvalidToken, InvalidId, TypeError):
         raise NotAuthenticated("The access token is invalid or expired.") from None
     user = await User.find_one({"_id": user_id})
-    if user is None or not still_valid(user, claims):
-        raise NotAuthenticated("The access token is no longer valid.")
-    return user, claims
+    if user is not None:
+        login = Login(user, claims, session_id)
+        if login.still_valid(user):
+            return login
+    raise NotAuthenticated("The access token is no longer valid.")
 
 
-def still_valid(user: User, claims: AccessClaims) -> bool:
-    """One document decides it: the account is active, and this login is still live."""
-    return (
-        user.is_active
-        and user.token_version == claims.token_version
-        and ObjectId(claims.session_id) in user.session_ids
-    )
+def client_address(request: Request) -> str | None:
+    """The caller's address (as the proxy headers tell it, when Uvicorn trusts them)."""
+    return request.client.host if request.client else None
 
 
 async def optional_user(token: BearerToken, request: Request, services: AppServices) -> User | None:
     """The caller when a token is sent; a bad token is still a 401, never anonymous."""
     if not token:
         return None
-    user, claims = await authenticate(token, services.signer)
-    request.state.session_id = ObjectId(claims.session_id)
-    return user
+    login = await authenticate(token, services.signer)
+    request.state.session_id = login.session_id
+    return login.user
 
 
 async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:

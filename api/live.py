@@ -12,6 +12,7 @@ its queue, skipping what the replay already delivered (the seam).
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import weakref
@@ -26,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from api.background import Background, uninterrupted
+from api.pagination import CursorCodec
 from documents import Item, ItemFields, User
 
 log = logging.getLogger("docstore.live")
@@ -75,7 +77,7 @@ class Position:
 
 @dataclass
 class Change:
-    """One item change, ready to render for any subscriber's projection."""
+    """One item change, ready to send to any subscriber."""
 
     event: str  # created | updated | deleted
     item_id: ObjectId
@@ -83,22 +85,30 @@ class Change:
     tags: frozenset[str]
     document: dict[str, Any] | None  # the stored item (None for deleted)
     position: Position
-    _rendered: dict[tuple[str, ...] | None, dict[str, Any]] = field(default_factory=dict)
+    _messages: dict[tuple[str, ...] | None, str] = field(default_factory=dict)
 
-    def render(self, fields: tuple[str, ...] | None) -> dict[str, Any]:
-        """The item as the REST API shows it (or only `fields`); each shape rendered once."""
+    def message(self, fields: tuple[str, ...] | None, cursors: CursorCodec) -> str:
+        """The event as sent, rendered once per projection however many receive it."""
+        if fields not in self._messages:
+            event = {
+                "event": self.event,
+                "item": self._item(fields),
+                "cursor": cursors.encode(self.position.encode()),
+            }
+            self._messages[fields] = json.dumps(event, separators=(",", ":"))
+        return self._messages[fields]
+
+    def _item(self, fields: tuple[str, ...] | None) -> dict[str, Any]:
+        """The item as the REST API shows it (or only `fields`)."""
         if self.document is None:
             return {"id": str(self.item_id)}
-        if fields not in self._rendered:
-            if fields is None:
-                shown = Item.model_validate(self.document).model_dump(mode="json", by_alias=True)
-            else:
-                picked = {k: v for k, v in self.document.items() if k in fields or k == "_id"}
-                shown = ItemFields.model_validate(picked).model_dump(
-                    mode="json", exclude_unset=True
-                )
-            self._rendered[fields] = shown
-        return self._rendered[fields]
+        if fields is None:
+            shown: dict[str, Any] = Item.model_validate(self.document).model_dump(
+                mode="json", by_alias=True
+            )
+            return shown
+        picked = {k: v for k, v in self.document.items() if k in fields or k == "_id"}
+        return ItemFields.model_validate(picked).model_dump(mode="json", exclude_unset=True)
 
 
 def _change_of(raw: dict[str, Any]) -> Change | None:
@@ -126,8 +136,9 @@ def _change_of(raw: dict[str, Any]) -> Change | None:
 
 @dataclass(eq=False)
 class Subscriber:
-    """One connection's view of the feed: what it wants, and its bounded queue."""
+    """One connection's view of the feed: its socket, what it wants, its bounded queue."""
 
+    socket: Any  # closed by the feed when the server shuts down
     user_id: ObjectId
     owner_id: ObjectId | None  # only this owner's items; None: all (superusers)
     tags: frozenset[str]
@@ -162,7 +173,6 @@ class LiveFeed(Background):
         self.database, self.queue_size = database, queue_size
         self.pipeline = _pipeline(Item.get_collection_name(), User.get_collection_name())
         self.subscribers: set[Subscriber] = set()
-        self.connections: set[Any] = set()  # open sockets, closed on shutdown
         self.ready = asyncio.Event()  # set once the watcher's stream is open
         _feeds.add(self)
 
@@ -173,24 +183,24 @@ class LiveFeed(Background):
         )
 
     async def stop(self, grace_s: float = 15.0) -> None:
-        await self.close_connections(1001)
+        await self.close_sockets(1001)
         await super().stop(grace_s)
 
-    async def close_connections(self, code: int) -> None:
-        sockets, self.connections = list(self.connections), set()
-        for socket in sockets:
+    async def close_sockets(self, code: int) -> None:
+        for subscriber in list(self.subscribers):
             with contextlib.suppress(Exception):
-                await socket.close(code, "server shutting down")
+                await subscriber.socket.close(code, "server shutting down")
 
     def subscribe(
         self,
+        socket: Any,
         user_id: ObjectId,
         owner_id: ObjectId | None,
         tags: Iterable[str],
         fields: tuple[str, ...] | None,
     ) -> Subscriber:
         subscriber = Subscriber(
-            user_id, owner_id, frozenset(tags), fields, asyncio.Queue(self.queue_size)
+            socket, user_id, owner_id, frozenset(tags), fields, asyncio.Queue(self.queue_size)
         )
         self.subscribers.add(subscriber)
         return subscriber
@@ -301,4 +311,4 @@ class LiveFeed(Background):
 async def close_all(code: int = 1001) -> None:
     """Close every live socket of this process (graceful shutdown, before the server's own)."""
     for feed in list(_feeds):
-        await feed.close_connections(code)
+        await feed.close_sockets(code)

@@ -5,8 +5,7 @@ labelled by route template, never by raw path, so ids and unknown URLs cannot
 multiply the series; the gauges are read when scraped.
 """
 
-import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -14,7 +13,7 @@ from pymongo.errors import PyMongoError
 from starlette.routing import compile_path
 from starlette.types import Scope
 
-from documents import Delivery, OutboxMessage
+from api import outbox
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -24,7 +23,7 @@ UNMATCHED = "unmatched"
 
 class Metrics:
     def __init__(self) -> None:
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._templates: dict[int, str] = {}  # id of a matched route -> its full template
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
@@ -61,25 +60,27 @@ class Metrics:
         route = scope.get("route")
         if route is None:
             return UNMATCHED
-        if self._templates is None:
-            # Routers are included lazily, so a matched route knows only its own part of
-            # the path; the OpenAPI description has the whole templates, in routing order.
-            paths = scope["app"].openapi()["paths"]
-            self._templates = [(compile_path(path)[0], path) for path in paths]
-        for pattern, template in self._templates:
-            if pattern.match(scope["path"]):
-                return template
+        # Keyed by identity (routes define __eq__, so they are not hashable); they live as
+        # long as the app, so an id is never reused for another route.
+        template = self._templates.get(id(route))
+        if template is None:  # first request of this route: look its template up once
+            template = self._templates[id(route)] = self._full_template(scope, route)
+        return template
+
+    def _full_template(self, scope: Scope, route: Any) -> str:
+        # Routers are included lazily, so a matched route knows only its own part of the
+        # path; the OpenAPI description has the whole templates, in routing order.
+        for path in scope["app"].openapi()["paths"]:
+            if compile_path(path)[0].match(scope["path"]):
+                return str(path)
         return str(getattr(route, "path", UNMATCHED))  # routes left out of the description
 
     async def exposition(self, services: "Services") -> tuple[bytes, str]:
         live = services.live
         self.live_subscribers.set(len(live.subscribers) if live is not None else 0)
         try:
-            for status in Delivery:
-                collection = OutboxMessage.get_pymongo_collection()
-                self.outbox.labels(status.value).set(
-                    await collection.count_documents({"status": status.value})
-                )
+            for status, count in (await outbox.counts()).items():
+                self.outbox.labels(status).set(count)
         except PyMongoError:  # scraping must not fail with the database: leave the last values
             pass
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

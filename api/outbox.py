@@ -31,6 +31,15 @@ async def enqueue(message: OutboxMessage, session: AsyncClientSession | None = N
     await OutboxMessage.get_pymongo_collection().insert_one(document, session=session)
 
 
+async def counts() -> dict[str, int]:
+    """How many messages are in each delivery status (every status named, zero or not)."""
+    grouped = await OutboxMessage.get_pymongo_collection().aggregate(
+        [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    )
+    found = {doc["_id"]: doc["n"] async for doc in grouped}
+    return {status.value: found.get(status.value, 0) for status in Delivery}
+
+
 def new_message(kind: str, to: str, subject: str, text: str, html: str) -> OutboxMessage:
     message_id = f"<{secrets.token_hex(16)}@docstore>"
     return OutboxMessage(

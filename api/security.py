@@ -59,6 +59,12 @@ def _verify(password: str, hashed: str) -> bool:
         return False
 
 
+def digest(secret: str) -> str:
+    """How a high-entropy token is stored (refresh tokens, emailed tokens): SHA-256, hex.
+    Random 256-bit secrets need no slow hash; passwords do (bcrypt, above)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 @functools.cache
 def _dummy_hash(rounds: int) -> str:
     return _hash(secrets.token_urlsafe(16), rounds)

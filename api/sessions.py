@@ -26,6 +26,7 @@ from pymongo import ReturnDocument
 
 from api.config import Settings
 from api.errors import NotAuthenticated
+from api.security import digest
 from documents import Session, User
 from documents.base import utcnow
 from documents.user import MAX_SESSIONS
@@ -40,10 +41,6 @@ class InvalidRefreshToken(NotAuthenticated):
 class Opened:
     session: Session
     refresh_token: str
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _replay_key(secret: str) -> bytes:
@@ -70,7 +67,7 @@ async def open_session(
     secret, now = secrets.token_urlsafe(32), utcnow()
     session = Session(
         user_id=user.id,
-        refresh_hash=_hash(secret),
+        refresh_hash=digest(secret),
         user_agent=(user_agent or "")[:300] or None,
         client=client,
         created_at=now,
@@ -93,14 +90,14 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
     rotated = await sessions.find_one_and_update(
         {
             "_id": session_id,
-            "refresh_hash": _hash(secret),
+            "refresh_hash": digest(secret),
             "revoked_at": None,
             "expires_at": {"$gt": now},
         },
         {
             "$set": {
-                "refresh_hash": _hash(new_secret),
-                "previous_hash": _hash(secret),
+                "refresh_hash": digest(new_secret),
+                "previous_hash": digest(secret),
                 "replay": _seal(new_secret, secret),
                 "rotated_at": now,
                 "last_used_at": now,
@@ -110,7 +107,7 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
     )
     if rotated is not None:
         return Opened(Session.model_validate(rotated), f"{session_id}.{new_secret}")
-    spent = await sessions.find_one({"_id": session_id, "previous_hash": _hash(secret)})
+    spent = await sessions.find_one({"_id": session_id, "previous_hash": digest(secret)})
     if spent is None or spent["revoked_at"] is not None:
         raise InvalidRefreshToken()
     # Measured from now, not from before the update: a concurrent refresh may have rotated

@@ -25,8 +25,13 @@ Description = Annotated[str, StringConstraints(max_length=5000)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 
 
+def tag_key(tag: str) -> str:
+    """A tag as stored and matched: trimmed, lower case."""
+    return tag.strip().lower()
+
+
 def normalise_tags(tags: list[str]) -> list[str]:
-    unique = list(dict.fromkeys(tag.lower() for tag in tags))
+    unique = list(dict.fromkeys(tag_key(tag) for tag in tags))
     if len(unique) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} distinct tags")
     return unique

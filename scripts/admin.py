@@ -25,6 +25,7 @@ from rich.progress import (
 
 from api.config import Settings
 from api.database import connect
+from api.outbox import counts as outbox_counts
 from api.security import hash_password
 from documents import Delivery, OutboxMessage, User, UserCreate
 from documents.base import utcnow
@@ -157,8 +158,8 @@ def outbox(
 ) -> None:
     """Show the email outbox by status; optionally retry the dead messages."""
     counts, retried = asyncio.run(_outbox(Settings(), retry_dead))
-    for status in Delivery:
-        out.print(f"{status.value:<8} {counts.get(status.value, 0)}")
+    for status, count in counts.items():
+        out.print(f"{status:<8} {count}")
     if retry_dead:
         out.print(f"Queued {retried} dead messages again.")
 
@@ -173,8 +174,7 @@ async def _outbox(settings: Settings, retry_dead: bool) -> tuple[dict[str, int],
                 {"$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()}},
             )
             retried = result.modified_count
-        grouped = messages.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
-        return {doc["_id"]: doc["n"] async for doc in await grouped}, retried
+        return await outbox_counts(), retried
 
 
 def _progress(counter: ProgressColumn) -> Progress:

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -172,6 +173,25 @@ async def drop_database(settings: Settings) -> None:
     dropping under a worker polling every 50 ms could stall on the embedded server)."""
     async with AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000) as client:
         await client.drop_database(settings.mongodb_db)
+
+
+async def interleaved_timings(
+    tries: int,
+    send: Callable[[str], Awaitable[httpx2.Response]],
+    first: str,
+    second: str,
+    status: int,
+) -> tuple[list[float], list[float]]:
+    """Seconds each of `tries` requests took for `first` and for `second`, sent in turns so
+    drift in the machine hits both alike; every answer must be `status`."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(tries):
+        for argument, samples in zip((first, second), timings, strict=True):
+            started = time.perf_counter()
+            response = await send(argument)
+            samples.append(time.perf_counter() - started)
+            assert response.status_code == status
+    return timings
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:

@@ -7,7 +7,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import sessions, throttle
-from api.deps import CurrentSession, CurrentUser
+from api.deps import CurrentSession, CurrentUser, client_address
 from api.errors import (
     DomainError,
     InactiveUser,
@@ -72,7 +72,7 @@ async def login(
     settings = services.settings
     user = await find_by_login(form.username)
     account = f"account:{user.id if user else form.username.lower()}"
-    client = f"client:{request.client.host if request.client else 'unknown'}"
+    client = f"client:{client_address(request) or 'unknown'}"
     await throttle.check(
         {
             account: settings.login_max_failures_per_account,
@@ -90,8 +90,8 @@ async def login(
     if settings.require_verified_email and not user.email_verified:
         raise EmailNotVerified()
     user_agent = request.headers.get("user-agent")
-    host = request.client.host if request.client else None
-    return _pair(services, user, await sessions.open_session(user, settings, user_agent, host))
+    opened = await sessions.open_session(user, settings, user_agent, client_address(request))
+    return _pair(services, user, opened)
 
 
 @router.post("/refresh", responses=problem_responses(401))

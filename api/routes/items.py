@@ -15,6 +15,7 @@ from api.routes import API_PREFIX
 from api.services import AppServices
 from documents import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.base import ObjectIdParam
+from documents.item import tag_key
 from documents.search import search_filter
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -95,7 +96,7 @@ def _filters(
         except ValueError as error:
             raise InvalidQuery(str(error)) from None
     if tags:
-        filters.append({"tags": {"$all": [tag.strip().lower() for tag in tags]}})
+        filters.append({"tags": {"$all": [tag_key(tag) for tag in tags]}})
     for bound, op in ((created_after, "$gt"), (created_before, "$lt")):
         if bound is not None:
             if bound.tzinfo is None:

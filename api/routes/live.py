@@ -20,14 +20,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pymongo.errors import PyMongoError
 
 from api.background import uninterrupted
-from api.deps import authenticate, still_valid
+from api.deps import Login, authenticate
 from api.errors import NotAuthenticated
 from api.item_query import InvalidQuery, parse_fields
-from api.live import Change, HistoryLost, LiveFeed, Position, Subscriber
+from api.live import HistoryLost, LiveFeed, Position, Subscriber
 from api.pagination import InvalidCursor
-from api.security import AccessClaims
 from api.services import Services
 from documents import User
+from documents.item import tag_key
 
 router = APIRouter(tags=["live"])
 
@@ -51,8 +51,7 @@ class Refused(Exception):
 
 @dataclass
 class Request:
-    user: User
-    claims: AccessClaims
+    login: Login
     owner_id: ObjectId | None
     tags: list[str]
     fields: tuple[str, ...] | None
@@ -73,22 +72,20 @@ async def live_items(websocket: WebSocket) -> None:
     except Refused as refused:
         await _end(websocket, refused.ending)
         return
-    user_id = request.user.id
+    user_id = request.login.user.id
     assert user_id is not None
-    subscriber = feed.subscribe(user_id, request.owner_id, request.tags, request.fields)
-    feed.connections.add(websocket)
+    subscriber = feed.subscribe(websocket, user_id, request.owner_id, request.tags, request.fields)
     try:
         ending = await _first_of(
             _send_changes(websocket, services, feed, subscriber, request.resume_after),
             _receive_until_gone(websocket),
-            _expiry(request.claims),
+            _expiry(request.login),
             _account_watch(subscriber, request),
             _overflow(subscriber),
             _resync(subscriber),
         )
     finally:
         feed.unsubscribe(subscriber)
-        feed.connections.discard(websocket)
     await _end(websocket, ending)
 
 
@@ -98,11 +95,12 @@ async def _read_request(websocket: WebSocket, services: Services) -> Request:
         websocket, services.settings.live_auth_timeout_s
     )
     try:
-        user, claims = await authenticate(token, services.signer)
+        login = await authenticate(token, services.signer)
     except NotAuthenticated as error:
         raise Refused(error.detail) from None
     except PyMongoError:
         raise Refused(_DATABASE_AWAY.reason, TRY_AGAIN_LATER) from None
+    user = login.user
     owner_id: ObjectId | None = user.id
     if "owner_id" in params:
         try:
@@ -123,8 +121,8 @@ async def _read_request(websocket: WebSocket, services: Services) -> Request:
             resume_after = Position.decode(services.cursors.decode(params["resume_after"]))
         except (InvalidCursor, ValueError):
             raise Refused("resume_after is not a cursor this feed issued") from None
-    tags = [tag.strip().lower() for tag in params.getlist("tag")]
-    return Request(user, claims, owner_id, tags, fields, resume_after)
+    tags = [tag_key(tag) for tag in params.getlist("tag")]
+    return Request(login, owner_id, tags, fields, resume_after)
 
 
 async def _auth_message(websocket: WebSocket, timeout_s: float) -> str:
@@ -169,23 +167,12 @@ async def _send_changes(
         async for change in feed.changes(
             subscriber, resume_after, services.settings.live_replay_max
         ):
-            await websocket.send_text(_event(change, subscriber, services))
+            await websocket.send_text(change.message(subscriber.fields, services.cursors))
     except HistoryLost:
         return _RESYNC
     except PyMongoError:
         return _DATABASE_AWAY
     return Ending(NORMAL)  # pragma: no cover - the live part never ends by itself
-
-
-def _event(change: Change, subscriber: Subscriber, services: Services) -> str:
-    return json.dumps(
-        {
-            "event": change.event,
-            "item": change.render(subscriber.fields),
-            "cursor": services.cursors.encode(change.position.encode()),
-        },
-        separators=(",", ":"),
-    )
 
 
 _RESYNC = Ending(NORMAL, "resync: refetch by REST", {"event": "resync"})
@@ -200,8 +187,8 @@ async def _receive_until_gone(websocket: WebSocket) -> Ending:
             return Ending(None)
 
 
-async def _expiry(claims: AccessClaims) -> Ending:
-    await asyncio.sleep(max(0.0, claims.expires_at - time.time()))
+async def _expiry(login: Login) -> Ending:
+    await asyncio.sleep(max(0.0, login.claims.expires_at - time.time()))
     return Ending(POLICY, "access token expired: reconnect with a fresh one and resume_after")
 
 
@@ -211,10 +198,10 @@ async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
         await subscriber.account_changed.wait()
         subscriber.account_changed.clear()
         try:
-            user = await uninterrupted(User.find_one({"_id": request.user.id}))
+            user = await uninterrupted(User.find_one({"_id": request.login.user.id}))
         except PyMongoError:
             return _DATABASE_AWAY
-        if user is None or not still_valid(user, request.claims):
+        if user is None or not request.login.still_valid(user):
             return Ending(POLICY, "access token revoked")
         if request.owner_id != user.id and not user.is_superuser:
             return Ending(POLICY, "no longer allowed to watch these items")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api import action_tokens, emails, outbox, sessions, throttle
-from api.deps import CurrentUser
+from api.deps import CurrentUser, client_address
 from api.errors import problem_responses
 from api.security import hash_password
 from api.services import AppServices
@@ -61,7 +61,7 @@ async def recover_password(
 
 async def _recover(email: str, request: Request, services: AppServices) -> None:
     settings = services.settings
-    client = f"recovery-client:{request.client.host if request.client else 'unknown'}"
+    client = f"recovery-client:{client_address(request) or 'unknown'}"
     address = f"recovery-email:{email.lower()}"
     limits = {address: settings.recovery_max_per_email, client: settings.recovery_max_per_client}
     await throttle.check(limits)
