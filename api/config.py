@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+API_PREFIX = "/api/v1"  # where the versioned API is mounted
 MIN_SECRET_LENGTH = 32
 WEAK_SECRETS = {"changethis", "secret", "changeme", "password", "development"}
 

@@ -11,19 +11,24 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from api import asyncapi, transports
-from api.config import Environment, Settings
-from api.database import Client, connect
-from api.errors import install_error_handlers
-from api.live import LiveFeed
-from api.logs import configure_logging
-from api.metrics import Metrics
-from api.middleware import BodyLimit, RequestContext
-from api.outbox import OutboxWorker
-from api.pagination import CursorCodec
-from api.routes import API_PREFIX, auth, health, items, live, recovery, users
-from api.security import TokenSigner, verify_against_dummy
-from api.services import Services
+from api.accounts import auth, recovery, users
+from api.accounts.passwords import verify_against_dummy
+from api.accounts.tokens import TokenSigner
+from api.config import API_PREFIX, Environment, Settings
+from api.core.database import Client, connect
+from api.core.errors import install_error_handlers
+from api.core.logs import configure_logging
+from api.core.metrics import Metrics
+from api.core.middleware import BodyLimit, RequestContext
+from api.core.pagination import CursorCodec
+from api.core.services import Services
+from api.items import routes as items
+from api.live import asyncapi, feed
+from api.live import routes as live
+from api.live.feed import LiveFeed
+from api.mail import outbox, transports
+from api.mail.outbox import OutboxWorker
+from api.operations import routes as operations
 
 log = logging.getLogger("docstore")
 
@@ -49,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, recovery, users, items, live):
         api.include_router(module.router)
     app.include_router(api)
-    app.include_router(health.router)
+    app.include_router(operations.router)
     asyncapi.install(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -61,8 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     hsts = settings.environment is Environment.production
-    app.state.metrics = Metrics()
-    app.add_middleware(RequestContext, hsts=hsts, metrics=app.state.metrics)
+    metrics = app.state.metrics = Metrics()
+    app.state.live = None  # until the lifespan opens a feed (and when it cannot)
+    feed.instrument(metrics, lambda: app.state.live)
+    outbox.instrument(metrics)
+    app.add_middleware(RequestContext, hsts=hsts, metrics=metrics)
     return app
 
 
@@ -70,59 +78,55 @@ def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
-            services = app.state.services = await _services(settings, client)
+            secret = await asyncio.to_thread(lambda: settings.signing_secret)
+            hello = await client.admin.command("hello")
+            replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
+            app.state.services = Services(settings, client, CursorCodec(secret), replicated)
+            app.state.signer = _signer(settings, secret)
+            outbox_worker = app.state.outbox = OutboxWorker(settings, transports.build(settings))
             # Warm the dummy hash so the first unknown-user login costs what later ones do.
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
             if settings.outbox_worker:
-                services.outbox.start()
-            await _start_live_feed(services)
+                outbox_worker.start()
+            live_feed = app.state.live = await _start_live_feed(settings, client, replicated)
             try:
                 yield
             finally:
-                if services.live is not None:
-                    await services.live.stop()
-                await services.outbox.stop()
+                if live_feed is not None:
+                    await live_feed.stop()
+                await outbox_worker.stop()
 
     return lifespan
 
 
-async def _services(settings: Settings, client: Client) -> Services:
-    secret = await asyncio.to_thread(lambda: settings.signing_secret)
-    hello = await client.admin.command("hello")
-    replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
-    return Services(
-        settings=settings,
-        client=client,
-        signer=TokenSigner(
-            secret,
-            settings.jwt_issuer,
-            settings.jwt_audience,
-            settings.access_token_expire_minutes * 60,
-            settings.previous_secret_keys,
-        ),
-        cursors=CursorCodec(secret),
-        supports_transactions=replicated,
-        outbox=OutboxWorker(settings, transports.build(settings)),
-        # Change streams, like transactions, need a replica set (or mongos).
-        live=LiveFeed(client[settings.mongodb_db], settings.live_queue_size)
-        if replicated and settings.live_feed
-        else None,
+def _signer(settings: Settings, secret: str) -> TokenSigner:
+    return TokenSigner(
+        secret,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.access_token_expire_minutes * 60,
+        settings.previous_secret_keys,
     )
 
 
-async def _start_live_feed(services: Services) -> None:
-    if services.live is None:
-        if services.settings.live_feed:
-            log.warning(
-                "this MongoDB has no change streams (a standalone server): "
-                "WS /api/v1/ws/items will refuse connections with 1011"
-            )
-        return
-    await services.live.enable_images()
-    services.live.start()
+async def _start_live_feed(settings: Settings, client: Client, replicated: bool) -> LiveFeed | None:
+    """This process's change-stream watcher, listening; None when the feed is off or the
+    server has none (change streams, like transactions, need a replica set or mongos)."""
+    if not settings.live_feed:
+        return None
+    if not replicated:
+        log.warning(
+            "this MongoDB has no change streams (a standalone server): "
+            "WS /api/v1/ws/items will refuse connections with 1011"
+        )
+        return None
+    live_feed = LiveFeed(client[settings.mongodb_db], settings.live_queue_size)
+    await live_feed.enable_images()
+    live_feed.start()
     # Wait (briefly) until the stream is open, so no change after startup is missed.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(services.live.ready.wait(), 5)
+        await asyncio.wait_for(live_feed.ready.wait(), 5)
+    return live_feed
 
 
 def app_from_env() -> FastAPI:

@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 import uvicorn
 
-from api import live
+from api.live import feed
 
 APP = "api.main:app_from_env"
 
 
 class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await live.close_all(1001)
+        await feed.close_all(1001)
         await super().shutdown(sockets)
 
 

@@ -2,11 +2,12 @@
 
 from documents.action_token import ActionToken, Purpose
 from documents.item import Item, ItemCreate, ItemFields, ItemMergePatch
+from documents.login_attempts import LoginAttempts
 from documents.outbox import Delivery, OutboxMessage
 from documents.session import Session, SessionPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
-DOCUMENT_MODELS = [User, Item, Session, OutboxMessage, ActionToken]
+DOCUMENT_MODELS = [User, Item, Session, OutboxMessage, ActionToken, LoginAttempts]
 
 __all__ = [
     "DOCUMENT_MODELS",
@@ -16,6 +17,7 @@ __all__ = [
     "ItemCreate",
     "ItemFields",
     "ItemMergePatch",
+    "LoginAttempts",
     "OutboxMessage",
     "Purpose",
     "Session",

@@ -15,12 +15,14 @@ import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
-from api import embedded
+from api.accounts.passwords import hash_password
+from api.accounts.sessions import open_session
+from api.accounts.tokens import TokenSigner
 from api.config import Settings
+from api.core import embedded
+from api.core.services import Services
+from api.live.feed import LiveFeed
 from api.main import create_app
-from api.security import hash_password
-from api.services import Services
-from api.sessions import open_session
 from documents import User
 
 PASSWORD = "Correct-horse-1"
@@ -78,6 +80,16 @@ def services_of(app: FastAPI) -> Services:
     return services
 
 
+def signer_of(app: FastAPI) -> TokenSigner:
+    signer: TokenSigner = app.state.signer
+    return signer
+
+
+def feed_of(app: FastAPI) -> LiveFeed | None:
+    feed: LiveFeed | None = app.state.live
+    return feed
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
     transport = httpx2.ASGITransport(app=app)
@@ -112,7 +124,7 @@ async def make_account(app: FastAPI, name: str, *, superuser: bool = False) -> A
     )
     await user.insert()
     opened = await open_session(user, services_of(app).settings, "tests", "127.0.0.1")
-    token = services_of(app).signer.issue(str(user.id), 0, str(opened.session.id))
+    token = signer_of(app).issue(str(user.id), 0, str(opened.session.id))
     user.session_ids = [opened.session.id]  # type: ignore[list-item]
     return Account(user, token, opened.refresh_token, str(opened.session.id))
 

@@ -1,0 +1,51 @@
+"""Issuing and consuming the single-use tokens sent by email (stored only as hashes)."""
+
+import secrets
+from datetime import timedelta
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.accounts.passwords import digest
+from api.core.errors import DomainError
+from documents import ActionToken, Purpose, User
+from documents.base import utcnow
+
+
+class InvalidActionToken(DomainError):
+    code, title = "invalid-token", "Invalid token"
+    detail = "The token is invalid, expired or already used; ask for a new one."
+
+
+async def issue(
+    user: User, purpose: Purpose, lifetime: timedelta, session: AsyncClientSession | None
+) -> str:
+    token = secrets.token_urlsafe(32)
+    record = ActionToken(
+        user_id=user.id,
+        purpose=purpose,
+        token_hash=digest(token),
+        email=user.email,
+        expires_at=utcnow() + lifetime,
+    )
+    await record.insert(session=session)
+    return token
+
+
+async def consume(token: str, purpose: Purpose) -> ActionToken:
+    """Mark the token used (once, atomically) and return it; 400 when it cannot be."""
+    now = utcnow()
+    used = await ActionToken.get_pymongo_collection().find_one_and_update(
+        {
+            "token_hash": digest(token),
+            "purpose": purpose,
+            "used_at": None,
+            "expires_at": {"$gt": now},
+        },
+        {"$set": {"used_at": now}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if used is None:
+        raise InvalidActionToken()
+    record: ActionToken = ActionToken.model_validate(used)
+    return record

@@ -1,0 +1,147 @@
+"""Sign in (OAuth2 password grant), refresh, log out, and see your logins."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.accounts import sessions, throttle
+from api.accounts.deps import AppSigner, CurrentSession, CurrentUser, client_address
+from api.accounts.passwords import verify_against_dummy, verify_password
+from api.accounts.tokens import TokenSigner
+from api.core.errors import DomainError, NotAuthenticated, NotFound, problem_responses
+from api.core.pagination import Page
+from api.core.services import AppServices
+from documents import Session, SessionPublic, User, UserPublic
+from documents.base import ObjectIdParam, utcnow
+from documents.user import CASE_INSENSITIVE
+
+SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A session's id")]
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class InvalidCredentials(NotAuthenticated):
+    code, title = "invalid-credentials", "Invalid credentials"
+    detail = "Incorrect username or password."
+
+
+class InactiveUser(DomainError):
+    code, title, detail = "inactive-user", "Inactive user", "This account is deactivated."
+
+
+class EmailNotVerified(DomainError):
+    status, code, title = 403, "email-not-verified", "Email not verified"
+    detail = "Confirm your email address first (POST /api/v1/auth/verify-email/request)."
+
+
+class LoginResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    refresh_token: str = Field(description="Opaque; single use: POST it to /auth/refresh")
+    user: UserPublic
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+def _pair(signer: TokenSigner, user: User, opened: sessions.Opened) -> LoginResponse:
+    access = signer.issue(str(user.id), user.token_version, str(opened.session.id))
+    return LoginResponse(
+        access_token=access,
+        expires_in=signer.lifetime_s,
+        refresh_token=opened.refresh_token,
+        user=UserPublic.model_validate(user),
+    )
+
+
+async def find_by_login(login: str) -> User | None:
+    """`login` is an email or a username, matched case-insensitively."""
+    field = "email" if "@" in login else "username"
+    return await User.find_one({field: login}, collation=CASE_INSENSITIVE)
+
+
+@router.post("/login", responses=problem_responses(400, 401, 403, 429))
+async def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    services: AppServices,
+    signer: AppSigner,
+) -> LoginResponse:
+    """OAuth2 password grant: `username` is the email or the username."""
+    settings = services.settings
+    user = await find_by_login(form.username)
+    account = f"account:{user.id if user else form.username.lower()}"
+    client = f"client:{client_address(request) or 'unknown'}"
+    await throttle.check(
+        {
+            account: settings.login_max_failures_per_account,
+            client: settings.login_max_failures_per_client,
+        }
+    )
+    if user is None:
+        await verify_against_dummy(form.password, settings.bcrypt_rounds)
+    if user is None or not await verify_password(form.password, user.hashed_password):
+        await throttle.record_failure([account, client], settings.login_failure_window_s)
+        raise InvalidCredentials()
+    await throttle.clear(account)
+    if not user.is_active:
+        raise InactiveUser()
+    if settings.require_verified_email and not user.email_verified:
+        raise EmailNotVerified()
+    user_agent = request.headers.get("user-agent")
+    opened = await sessions.open_session(user, settings, user_agent, client_address(request))
+    return _pair(signer, user, opened)
+
+
+@router.post("/refresh", responses=problem_responses(401))
+async def refresh(body: RefreshRequest, services: AppServices, signer: AppSigner) -> LoginResponse:
+    """A new access token and the next refresh token; the one sent is spent."""
+    opened = await sessions.rotate(body.refresh_token, services.settings)
+    user = await User.find_one({"_id": opened.session.user_id})
+    if user is None or not user.is_active or opened.session.id not in user.session_ids:
+        raise sessions.InvalidRefreshToken()
+    return _pair(signer, user, opened)
+
+
+@router.post("/logout", status_code=204, responses=problem_responses(401))
+async def logout(user: CurrentUser, session_id: CurrentSession) -> None:
+    """End this login: its access and refresh tokens stop working at once."""
+    await sessions.end_sessions(user.id, [session_id])
+
+
+@router.post("/logout-all", status_code=204, responses=problem_responses(401))
+async def logout_all(user: CurrentUser) -> None:
+    """End every login of this account, this one included."""
+    await sessions.end_sessions(user.id)
+
+
+@router.get("/sessions", responses=problem_responses(401))
+async def list_sessions(user: CurrentUser, session_id: CurrentSession) -> Page[SessionPublic]:
+    """Your live logins, newest first."""
+    found = Session.find(
+        {"_id": {"$in": user.session_ids}, "revoked_at": None, "expires_at": {"$gt": utcnow()}}
+    ).sort("-created_at")
+    items = [
+        SessionPublic.model_validate(s).model_copy(update={"current": s.id == session_id})
+        for s in await found.to_list()
+    ]
+    return Page[SessionPublic](items=items, next_cursor=None)
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(401, 404))
+async def revoke_session(target: SessionId, user: CurrentUser) -> None:
+    """End one of your logins."""
+    if target not in user.session_ids:
+        raise NotFound("session")
+    await sessions.end_sessions(user.id, [target])
+
+
+@router.get("/me", responses=problem_responses(401))
+async def read_me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)

@@ -1,0 +1,127 @@
+"""Password recovery and email verification: single-use tokens sent through the outbox."""
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.accounts import action_tokens, sessions, throttle
+from api.accounts.deps import CurrentUser, client_address
+from api.accounts.passwords import hash_password
+from api.core.errors import problem_responses
+from api.core.services import AppServices
+from api.mail import messages, outbox
+from api.mail.outbox import MailWorker
+from documents import Purpose, User
+from documents.base import utcnow
+from documents.user import CASE_INSENSITIVE, Password
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+Token = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RecoveryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: EmailStr
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+    new_password: Password
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Token
+
+
+class Accepted(BaseModel):
+    detail: str
+
+
+SENT = Accepted(detail="If an account has this address, an email is on its way.")
+
+
+@router.post("/password-recovery", status_code=202, responses=problem_responses(429))
+async def recover_password(
+    body: RecoveryRequest, request: Request, services: AppServices, mail: MailWorker
+) -> Accepted:
+    """Email a single-use reset token. The answer, and its timing, are the same whether or
+    not the account exists."""
+    settings = services.settings
+    answer_at = time.monotonic() + settings.recovery_response_floor_ms / 1000
+    await _recover(body.email, request, services, mail)
+    await asyncio.sleep(answer_at - time.monotonic())
+    return SENT
+
+
+async def _recover(email: str, request: Request, services: AppServices, mail: MailWorker) -> None:
+    settings = services.settings
+    client = f"recovery-client:{client_address(request) or 'unknown'}"
+    address = f"recovery-email:{email.lower()}"
+    limits = {address: settings.recovery_max_per_email, client: settings.recovery_max_per_client}
+    await throttle.check(limits)
+    # Every request counts (not only failures): each one may send an email.
+    await throttle.record_failure(list(limits), settings.recovery_window_s)
+    user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
+    if user is None or not user.is_active:
+        return
+    lifetime = timedelta(minutes=settings.password_reset_expire_minutes)
+
+    async def send(session: AsyncClientSession | None) -> None:
+        token = await action_tokens.issue(user, Purpose.reset_password, lifetime, session)
+        message = messages.password_reset(
+            user, settings.public_url, token, settings.password_reset_expire_minutes
+        )
+        await outbox.enqueue(message, session)
+
+    await services.atomically(send)
+    mail.nudge()
+
+
+@router.post("/reset-password", status_code=204, responses=problem_responses(400))
+async def reset_password(body: PasswordReset, services: AppServices) -> None:
+    """Set a new password with an emailed token; every login of the account ends."""
+    record = await action_tokens.consume(body.token, Purpose.reset_password)
+    hashed = await hash_password(body.new_password, services.settings.bcrypt_rounds)
+    await User.get_pymongo_collection().update_one(
+        {"_id": record.user_id},
+        {"$set": {"hashed_password": hashed, "updated_at": utcnow()}, "$inc": {"token_version": 1}},
+    )
+    await sessions.end_sessions(record.user_id)
+
+
+@router.post("/verify-email/request", status_code=202, responses=problem_responses(401))
+async def request_verification(
+    user: CurrentUser, services: AppServices, mail: MailWorker
+) -> Accepted:
+    """Email a single-use token confirming your current address."""
+    hours = services.settings.email_verification_expire_hours
+
+    async def send(session: AsyncClientSession | None) -> None:
+        token = await action_tokens.issue(
+            user, Purpose.verify_email, timedelta(hours=hours), session
+        )
+        await outbox.enqueue(
+            messages.verify_email(user, services.settings.public_url, token, hours), session
+        )
+
+    await services.atomically(send)
+    mail.nudge()
+    return Accepted(detail=f"A confirmation email is on its way to {user.email}.")
+
+
+@router.post("/verify-email", status_code=204, responses=problem_responses(400))
+async def verify_email(body: Verification) -> None:
+    """Confirm the address the token was sent to (not a newer one the account changed to)."""
+    record = await action_tokens.consume(body.token, Purpose.verify_email)
+    await User.get_pymongo_collection().update_one(
+        {"_id": record.user_id, "email": record.email},
+        {"$set": {"email_verified": True, "updated_at": utcnow()}},
+    )

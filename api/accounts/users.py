@@ -1,0 +1,152 @@
+"""Accounts: open sign-up, self-or-superuser reads and changes, superuser lists and deletes."""
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.accounts import sessions
+from api.accounts.deps import (
+    CurrentSession,
+    CurrentUser,
+    OptionalUser,
+    SuperUser,
+    TargetUser,
+    UserId,
+)
+from api.accounts.passwords import hash_password, verify_password
+from api.config import API_PREFIX
+from api.core.errors import DomainError, Forbidden, NotFound, problem_responses
+from api.core.pagination import Page, PageQuery, fetch_page
+from api.core.services import AppServices
+from api.mail import messages, outbox
+from api.mail.outbox import MailWorker
+from documents import Item, Session, User, UserCreate, UserPublic, UserUpdate
+from documents.base import utcnow
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+class CurrentPasswordRequired(DomainError):
+    code, title = "current-password-required", "Current password required"
+    detail = "Changing your own password requires the correct current_password."
+
+
+@router.post("", status_code=201, responses=problem_responses(401, 403, 409))
+async def create_user(
+    body: UserCreate,
+    caller: OptionalUser,
+    services: AppServices,
+    mail: MailWorker,
+    response: Response,
+) -> UserPublic:
+    """Sign up (when registration is open); superusers may always create users.
+
+    The welcome email is queued in the same transaction as the account."""
+    by_superuser = caller is not None and caller.is_superuser
+    if not services.settings.registration_open and not by_superuser:
+        raise Forbidden("Registration is closed; ask an administrator for an account.")
+    if body.is_superuser and not by_superuser:
+        raise Forbidden("Only superusers may create superusers.")
+    hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
+    user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
+
+    async def create(session: AsyncClientSession | None) -> None:
+        await user.insert(session=session)
+        await outbox.enqueue(messages.welcome(user, services.settings.public_url), session)
+
+    await services.atomically(create)
+    mail.nudge()
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{user.id}"
+    return UserPublic.model_validate(user)
+
+
+@router.get("", responses=problem_responses(401, 403))
+async def list_users(
+    _: SuperUser,
+    page: PageQuery,
+    services: AppServices,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Part of email/username/name")
+    ] = None,
+    is_active: bool | None = None,
+) -> Page[UserPublic]:
+    query: dict[str, Any] = {}
+    if q:
+        pattern = {"$regex": re.escape(q), "$options": "i"}
+        query["$or"] = [{"email": pattern}, {"username": pattern}, {"full_name": pattern}]
+    if is_active is not None:
+        query["is_active"] = is_active
+    users = User.get_pymongo_collection()
+    rows, next_cursor, total = await fetch_page(users, query, [("_id", 1)], page, services.cursors)
+    items = [UserPublic.model_validate(row) for row in rows]
+    return Page[UserPublic](items=items, next_cursor=next_cursor, total=total)
+
+
+@router.get("/{user_id}", responses=problem_responses(401, 403, 404))
+async def read_user(user: TargetUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409))
+async def update_user(
+    body: UserUpdate,
+    target: TargetUser,
+    caller: CurrentUser,
+    caller_session: CurrentSession,
+    services: AppServices,
+) -> UserPublic:
+    """Change an account. Only superusers change `is_active` / `is_superuser`.
+
+    Changing your own password ends your other logins; a superuser setting someone's
+    password, or deactivating them, ends all of theirs.
+    """
+    changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
+    if changes.keys() & {"is_active", "is_superuser"} and not caller.is_superuser:
+        raise Forbidden("Only superusers may change is_active or is_superuser.")
+    own = target.id == caller.id
+    end_all = changes.get("is_active") is False
+    end_others = False
+    if body.password is not None:
+        if own and not (
+            body.current_password
+            and await verify_password(body.current_password, target.hashed_password)
+        ):
+            raise CurrentPasswordRequired()
+        changes["hashed_password"] = await hash_password(
+            body.password, services.settings.bcrypt_rounds
+        )
+        end_others, end_all = own, end_all or not own
+    if "email" in changes and changes["email"].lower() != target.email.lower():
+        changes["email_verified"] = False
+    update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}}
+    if end_all:
+        update["$inc"] = {"token_version": 1}  # every access token of theirs, at once
+    stored = await User.get_pymongo_collection().find_one_and_update(
+        {"_id": target.id}, update, return_document=ReturnDocument.AFTER
+    )
+    if stored is None:
+        raise NotFound("user")
+    if end_all:
+        await sessions.end_sessions(target.id)
+    elif end_others:
+        others = [sid for sid in stored.get("session_ids", []) if sid != caller_session]
+        await sessions.end_sessions(target.id, others)
+    return UserPublic.model_validate(User.model_validate(stored))
+
+
+@router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))
+async def delete_user(user_id: UserId, _: SuperUser, services: AppServices) -> None:
+    """Delete a user, their items and sessions (atomically where the server has transactions)."""
+
+    async def remove(session: AsyncClientSession | None) -> None:
+        # Items first: without a transaction, a crash between the two leaves no orphans.
+        await Item.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
+        await Session.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
+        result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
+        if result.deleted_count == 0:
+            raise NotFound("user")
+
+    await services.atomically(remove)

@@ -1,0 +1,1 @@
+"""Infrastructure every feature uses: database, errors, middleware, logs, metrics."""

@@ -1,0 +1,203 @@
+"""Domain errors and their one mapping to RFC 9457 problem details."""
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from bson.errors import BSONError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.status import HTTP_503_SERVICE_UNAVAILABLE
+
+log = logging.getLogger("docstore.errors")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = "5"
+
+
+class DomainError(Exception):
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+    detail = "The request cannot be processed."
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail:
+            self.detail = detail
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not-found", "Not found"
+
+    def __init__(self, resource: str) -> None:
+        super().__init__(f"{resource.capitalize()} not found.")
+
+
+class NotAuthenticated(DomainError):
+    status, code, title = 401, "not-authenticated", "Not authenticated"
+    detail = "A valid bearer access token is required."
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "forbidden", "Forbidden"
+    detail = "You are not allowed to do this."
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    errors: list[ValidationIssue]
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Not authenticated (`WWW-Authenticate: Bearer`)",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict with an existing resource",
+    412: "The item changed since it was read (If-Match)",
+    413: "Request body too large",
+    422: "Validation failed",
+    429: "Too many attempts (`Retry-After`)",
+    503: "Database unavailable (`Retry-After`)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` for a route: its errors, plus those every route can give."""
+    everywhere = (400, 413, 422, 503)
+    return {
+        status: {
+            "model": ValidationProblem if status == 422 else Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_JSON: {}},
+        }
+        for status in sorted({*statuses, *everywhere})
+    }
+
+
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": f"urn:docstore:problem:{code}" if code else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _http_title(exc.status_code)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else f"{title}."
+    return problem(request, exc.status_code, title, detail, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    if any(issue["type"] == "json_invalid" for issue in issues):
+        detail = "The request body is not valid JSON."
+        return problem(request, 400, "Malformed JSON", detail, "malformed-json", errors=issues)
+    first = issues[0] if issues else {"loc": [], "msg": "invalid input"}
+    where = ".".join(str(part) for part in first["loc"])
+    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return problem(request, 422, "Validation failed", detail, "validation", errors=issues)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    # Pydantic prefixes our validators' messages with "Value error, "; the client needs the rest.
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PyMongoError)
+    if not isinstance(exc, ConnectionFailure) and not exc.timeout:
+        return await _unexpected(request, exc)
+    log.warning("database unavailable: %s", exc)
+    detail = "The database is unavailable; try again shortly."
+    headers = {"Retry-After": RETRY_AFTER_S}
+    status = HTTP_503_SERVICE_UNAVAILABLE
+    return problem(request, status, "Service unavailable", detail, "database-unavailable", headers)
+
+
+async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DuplicateKeyError)
+    field = next(iter((exc.details or {}).get("keyPattern", {})), "value")
+    detail = f"A record with this {field} already exists."
+    return problem(request, 409, "Conflict", detail, "conflict")
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    # Input the validators let through but BSON cannot hold (e.g. lone surrogates).
+    detail = "The request holds a value that cannot be stored."
+    return problem(request, 400, "Unstorable value", detail, "unstorable-value")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    detail = "An unexpected error occurred; it has been logged."
+    return problem(request, 500, "Internal server error", detail, "internal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Unreachable, or a reply slower than the socket timeout: both are a 503.
+    app.add_exception_handler(PyMongoError, _database_unavailable)
+    app.add_exception_handler(DuplicateKeyError, _duplicate)
+    for unstorable in (BSONError, UnicodeEncodeError, OverflowError):
+        app.add_exception_handler(unstorable, _unstorable)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _http_title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

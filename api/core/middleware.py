@@ -1,0 +1,143 @@
+"""Pure ASGI middleware (cheaper per request than BaseHTTPMiddleware).
+
+- `RequestContext`: a request id echoed in `X-Request-ID`, security headers on
+  every response, one structured access-log line and the metrics of each request.
+- `BodyLimit`: refuses bodies over the configured size with 413, whether or
+  not the client announced the length.
+"""
+
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.core.errors import problem
+from api.core.metrics import Metrics
+
+access_log = logging.getLogger("docstore.access")
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_API_HEADERS = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+]
+# The docs pages run the bundled Swagger UI / ReDoc scripts, served by the app itself.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
+_DOCS_PREFIXES = ("/docs", "/redoc", "/static-offline-docs")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, hsts: bool = False, metrics: Metrics | None = None) -> None:
+        self.app, self.hsts, self.metrics = app, hsts, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started, status = time.perf_counter(), 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                for name, value in _security_headers(scope["path"], self.hsts):
+                    headers.setdefault(name, value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            elapsed = time.perf_counter() - started
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "ms": round(elapsed * 1000, 2)},
+            )
+            if self.metrics is not None:
+                self.metrics.observe(scope, status, elapsed)
+            request_id_var.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _VALID_REQUEST_ID.match(text) else None
+    return None
+
+
+def _security_headers(path: str, hsts: bool) -> list[tuple[str, str]]:
+    headers = list(_API_HEADERS)
+    if path.startswith(_DOCS_PREFIXES):
+        headers[-1] = ("content-security-policy", _DOCS_CSP)
+    if hsts:
+        headers.append(("strict-transport-security", "max-age=63072000; includeSubDomains"))
+    return headers
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _declared_length(scope) > self.max_bytes:
+            await _too_large(scope, send, self.max_bytes)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, _too_large_detail(self.max_bytes))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _too_large_detail(max_bytes: int) -> str:
+    return f"The request body exceeds the limit of {max_bytes} bytes."
+
+
+async def _too_large(scope: Scope, send: Send, max_bytes: int) -> None:
+    response = problem(
+        Request(scope), 413, "Content too large", _too_large_detail(max_bytes), "body-too-large"
+    )
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,1 @@
+"""Items: the documents, their query language, writes and conditional requests."""

@@ -1,0 +1,155 @@
+"""Items: each user's JSON documents, scoped to their owner (superusers see all)."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+
+from api.accounts.deps import CurrentUser
+from api.config import API_PREFIX
+from api.core.errors import DomainError, Forbidden, problem_responses
+from api.core.pagination import Page, PageQuery, fetch_page
+from api.core.services import AppServices
+from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
+from api.items.deps import OwnedItem
+from api.items.query import InvalidQuery, compile_where, parse_fields, parse_sort
+from api.items.writes import delete_item, insert_item, patched, write_content
+from documents import Item, ItemCreate, ItemFields, ItemMergePatch
+from documents.base import ObjectIdParam
+from documents.item import tag_key
+from documents.search import search_filter
+
+router = APIRouter(prefix="/items", tags=["items"])
+
+MERGE_PATCH = {
+    "requestBody": {
+        "content": {
+            "application/merge-patch+json": {
+                "schema": {"$ref": "#/components/schemas/ItemMergePatch"}
+            }
+        }
+    }
+}
+
+
+@router.post("", status_code=201, responses=problem_responses(401))
+async def create_item(body: ItemCreate, user: CurrentUser, response: Response) -> Item:
+    assert user.id is not None
+    item = await insert_item(user.id, body)
+    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{item.id}"
+    response.headers["ETag"] = etag(item.version)
+    return item
+
+
+@router.get("", response_model_exclude_unset=True, responses=problem_responses(401, 403))
+async def list_items(
+    user: CurrentUser,
+    page: PageQuery,
+    services: AppServices,
+    where: Annotated[str | None, Query(description="MongoDB-style filter (JSON)")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Words to find")] = None,
+    tag: Annotated[list[str] | None, Query(description="Items with all these tags")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    sort: Annotated[str, Query(description="created_at, updated_at, title; - descends")] = (
+        "-created_at"
+    ),
+    fields: Annotated[str | None, Query(description="Comma-separated fields to return")] = None,
+    owner_id: Annotated[
+        ObjectIdParam | None, Query(description="Superusers: only this owner's items")
+    ] = None,
+) -> Page[ItemFields]:
+    """Your items (superusers: everyone's), filtered, sorted and paged by cursor."""
+    scope: dict[str, Any] = {"owner_id": user.id}
+    if user.is_superuser:
+        scope = {"owner_id": owner_id} if owner_id else {}
+    elif owner_id not in (None, user.id):
+        raise Forbidden("Only superusers may list other users' items.")
+    try:
+        filters = _filters(where, q, tag, created_after, created_before)
+        order = parse_sort(sort)
+        projection = parse_fields(fields) if fields else None
+    except InvalidQuery as error:
+        raise BadQuery(str(error)) from None
+    # The scope is ANDed last and outside the client's filter: no filter can widen it.
+    query = {"$and": [*filters, scope]} if filters else scope
+    collection = Item.get_pymongo_collection()
+    rows, next_cursor, total = await fetch_page(
+        collection, query, order, page, services.cursors, projection
+    )
+    if projection is not None:
+        rows = [{k: v for k, v in row.items() if k in projection or k == "_id"} for row in rows]
+    items = [ItemFields.model_validate(row) for row in rows]
+    return Page[ItemFields](items=items, next_cursor=next_cursor, total=total)
+
+
+def _filters(
+    where: str | None,
+    q: str | None,
+    tags: list[str] | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> list[dict[str, Any]]:
+    filters = [compile_where(where)] if where else []
+    if q is not None:
+        try:
+            filters.append(search_filter(q))
+        except ValueError as error:
+            raise InvalidQuery(str(error)) from None
+    if tags:
+        filters.append({"tags": {"$all": [tag_key(tag) for tag in tags]}})
+    for bound, op in ((created_after, "$gt"), (created_before, "$lt")):
+        if bound is not None:
+            if bound.tzinfo is None:
+                raise InvalidQuery("created_after/created_before need a time zone (e.g. Z)")
+            filters.append({"created_at": {op: bound}})
+    return filters
+
+
+class BadQuery(DomainError):
+    status, code, title = 422, "invalid-query", "Invalid query"
+
+
+@router.get(
+    "/{item_id}",
+    response_model=Item,
+    responses={**problem_responses(401, 404), 304: {"description": "Not modified (If-None-Match)"}},
+)
+async def read_item(item: OwnedItem, response: Response, if_none_match: IfNoneMatch = None) -> Any:
+    if if_none_match and matches(if_none_match, item.version):
+        return Response(status_code=304, headers={"ETag": etag(item.version)})
+    response.headers["ETag"] = etag(item.version)
+    return item
+
+
+@router.patch(
+    "/{item_id}",
+    response_model=Item,
+    responses=problem_responses(401, 404, 409, 412),
+    openapi_extra=MERGE_PATCH,
+)
+async def update_item(
+    patch: Annotated[ItemMergePatch, Body()],
+    item: OwnedItem,
+    response: Response,
+    if_match: IfMatch = None,
+) -> Item:
+    """JSON Merge Patch (`application/merge-patch+json` or `application/json`)."""
+    updated = await write_content(item, lambda current: patched(current, patch), if_match)
+    response.headers["ETag"] = etag(updated.version)
+    return updated
+
+
+@router.put("/{item_id}", responses=problem_responses(401, 404, 409, 412))
+async def replace_item(
+    body: ItemCreate, item: OwnedItem, response: Response, if_match: IfMatch = None
+) -> Item:
+    """Replace the content; the id, owner and created_at stay."""
+    updated = await write_content(item, lambda _: body, if_match)
+    response.headers["ETag"] = etag(updated.version)
+    return updated
+
+
+@router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 412))
+async def remove_item(item: OwnedItem, if_match: IfMatch = None) -> None:
+    await delete_item(item, if_match)

@@ -1,0 +1,109 @@
+"""Every write of an item's content: one atomic database operation each, nothing lost.
+
+Updates are compare-and-swap on `version`: the new content is computed from the
+version read, and written only if that is still the stored version. With If-Match
+a mismatch is a 412; without it, we re-read and re-apply (a merge patch onto the
+newer item), so concurrent writers never overwrite each other silently.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from beanie import PydanticObjectId
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from pymongo import ReturnDocument
+
+from api.core.errors import Conflict, NotFound
+from api.items.conditional import PreconditionFailed, expected_version
+from documents import Item, ItemCreate, ItemMergePatch
+from documents.base import utcnow
+from documents.item import merge_patch
+from documents.search import search_terms
+
+MAX_ATTEMPTS = 20
+CONTENT = {"title", "description", "tags", "data"}
+
+
+def stored_content(content: ItemCreate) -> dict[str, Any]:
+    """The content fields as stored, with the search terms derived from them."""
+    fields = content.model_dump(include=CONTENT)
+    terms = search_terms(content.title, content.description, content.tags)
+    return {**fields, "search_terms": terms}
+
+
+async def insert_item(owner_id: PydanticObjectId, content: ItemCreate) -> Item:
+    now = utcnow()
+    doc = {"owner_id": owner_id, **stored_content(content)}
+    doc |= {"created_at": now, "updated_at": now, "version": 1}
+    result = await Item.get_pymongo_collection().insert_one(doc)
+    return _item({**doc, "_id": result.inserted_id})
+
+
+def validated(content: dict[str, Any]) -> ItemCreate:
+    try:
+        return ItemCreate.model_validate(content)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**issue, "loc": ("body", *issue["loc"])} for issue in error.errors()]
+        ) from None
+
+
+def patched(item: Item, patch: ItemMergePatch) -> ItemCreate:
+    content: dict[str, Any] = item.model_dump(include=CONTENT)
+    sent = patch.model_dump(exclude_unset=True)
+    if "data" in sent:
+        content["data"] = merge_patch(item.data, sent.pop("data")) or {}
+    if "tags" in sent and sent["tags"] is None:
+        sent["tags"] = []
+    return validated({**content, **sent})
+
+
+async def write_content(
+    item: Item, change: Callable[[Item], ItemCreate], if_match: str | None
+) -> Item:
+    """Apply `change` to the item as stored, atomically; bumps `version` and `updated_at`."""
+    current: Item | None = item
+    for _ in range(MAX_ATTEMPTS):
+        assert current is not None
+        expected_version(if_match, current.version)
+        content = change(current)
+        if content.model_dump() == current.model_dump(include=CONTENT):
+            return current  # nothing changes: no write, no new version
+        stored = await Item.get_pymongo_collection().find_one_and_update(
+            {"_id": current.id, "version": current.version},
+            {
+                "$set": {**stored_content(content), "updated_at": _later(current)},
+                "$inc": {"version": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if stored is not None:
+            return _item(stored)
+        if if_match is not None:
+            raise PreconditionFailed()
+        current = await Item.find_one({"_id": item.id})
+        if current is None:
+            raise NotFound("item")
+    raise Conflict("The item is changing too fast to update; try again.")
+
+
+async def delete_item(item: Item, if_match: str | None) -> None:
+    expected = expected_version(if_match, item.version)
+    condition = {} if expected is None else {"version": expected}
+    result = await Item.get_pymongo_collection().delete_one({"_id": item.id, **condition})
+    if result.deleted_count == 0:
+        if expected is not None and await Item.find_one({"_id": item.id}) is not None:
+            raise PreconditionFailed()
+        raise NotFound("item")
+
+
+def _later(item: Item) -> datetime:
+    # Never earlier than the last write, even if clocks of two hosts disagree.
+    return max(utcnow(), item.updated_at)
+
+
+def _item(doc: dict[str, Any]) -> Item:
+    item: Item = Item.model_validate(doc)
+    return item

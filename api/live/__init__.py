@@ -1,0 +1,1 @@
+"""Live changes: the change-stream feed and its WebSocket route."""

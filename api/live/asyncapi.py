@@ -1,0 +1,163 @@
+"""Documents the live feed: an AsyncAPI 3 document at /asyncapi.json, and the WebSocket
+route in the OpenAPI description (FastAPI leaves WebSocket routes out)."""
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+
+from api.config import API_PREFIX
+from documents import Item
+
+PATH = f"{API_PREFIX}/ws/items"
+REF = "#/components/schemas/{model}"
+
+SUMMARY = "Live changes to your items (WebSocket)"
+DESCRIPTION = """
+Upgrade to a WebSocket to receive your items' changes as they commit, in commit order,
+from MongoDB change streams (any worker, host or admin script's write arrives).
+Superusers receive everyone's, or one owner's with `owner_id`.
+
+Authenticate with `?token=<access token>`, or send `{"type": "auth", "token": "..."}`
+as the first message within a few seconds. Each message carries a `cursor`; reconnect
+with `?resume_after=<cursor>` to get what you missed, exactly once.
+
+Close codes: 1008 bad, expired or revoked token, or a bad parameter (the reason says
+which); 1011 the database has no change streams (or the feed is turned off); 1013 you
+read too slowly, or the database is unavailable (reconnect and resume); 1001 the server
+is shutting down; 1000 after a `resync` message (your cursor is too old: refetch by
+REST, then reconnect without `resume_after`).
+"""
+
+
+class AuthMessage(BaseModel):
+    """The first message, when the token is not in the URL."""
+
+    type: Literal["auth"]
+    token: str
+
+
+class ItemChange(BaseModel):
+    """A change to an item; `item` is the item as the REST API returns it (or the
+    requested `fields`), and `{"id": ...}` for `deleted`."""
+
+    event: Literal["created", "updated", "deleted"]
+    item: Item | dict[str, str]
+    cursor: str = Field(description="Opaque; pass as resume_after to continue after this")
+
+
+class Resync(BaseModel):
+    """Your resume_after is older than the server's change history: refetch by REST."""
+
+    event: Literal["resync"]
+
+
+QUERY: dict[str, Any] = {
+    "token": ("string", "Access token (or send an auth message first)"),
+    "resume_after": ("string", "A cursor from an earlier message: replay what came after it"),
+    "owner_id": ("string", "Superusers: only this owner's items"),
+    "tag": ("string", "Only items with this tag (repeat: all must match)"),
+    "fields": ("string", "Comma-separated item fields to send (id always comes)"),
+}
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in (AuthMessage, ItemChange, Resync):
+        schema = model.model_json_schema(ref_template=REF, mode="serialization", by_alias=True)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def asyncapi_document(public_url: str) -> dict[str, Any]:
+    url = urlsplit(public_url)
+    message = {
+        name: {"name": name, "payload": {"$ref": REF.format(model=name)}}
+        for name in ("AuthMessage", "ItemChange", "Resync")
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "Docstore live changes", "version": "0.1.0", "description": DESCRIPTION},
+        "servers": {
+            "api": {
+                "host": url.netloc,
+                "protocol": "wss" if url.scheme == "https" else "ws",
+            }
+        },
+        "channels": {
+            "items": {
+                "address": PATH,
+                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in message},
+                "bindings": {
+                    "ws": {
+                        "method": "GET",
+                        "query": {
+                            "type": "object",
+                            "properties": {
+                                name: {"type": kind, "description": text}
+                                for name, (kind, text) in QUERY.items()
+                            },
+                        },
+                    }
+                },
+            }
+        },
+        "operations": {
+            "sendItemChanges": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/items"},
+                "messages": [
+                    {"$ref": "#/channels/items/messages/ItemChange"},
+                    {"$ref": "#/channels/items/messages/Resync"},
+                ],
+            },
+            "receiveAuth": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/items"},
+                "messages": [{"$ref": "#/channels/items/messages/AuthMessage"}],
+            },
+        },
+        "components": {"messages": message, "schemas": _schemas()},
+    }
+
+
+def _websocket_path() -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": ["live"],
+            "summary": SUMMARY,
+            "description": DESCRIPTION + "\nMessages: see /asyncapi.json.",
+            "operationId": "live_items",
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": kind},
+                    "description": text,
+                }
+                for name, (kind, text) in QUERY.items()
+            ],
+            "responses": {"101": {"description": "Switching Protocols: the WebSocket opens"}},
+        }
+    }
+
+
+def install(app: FastAPI) -> None:
+    """Serve /asyncapi.json and add the WebSocket route to the OpenAPI description."""
+
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            default()["paths"][PATH] = _websocket_path()  # default() caches what it builds
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/asyncapi.json", tags=["live"], include_in_schema=False)
+    async def asyncapi(request: Request) -> dict[str, Any]:
+        return asyncapi_document(request.app.state.services.settings.public_url)

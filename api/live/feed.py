@@ -1,0 +1,328 @@
+"""The live feed: one MongoDB change stream per process, fanned out to WebSocket subscribers.
+
+A single watcher task reads the database's change stream (item changes, and account
+changes so sockets of a logged-out user can be closed) and offers each change to every
+subscriber through a bounded queue. A subscriber that cannot keep up is marked
+overflowed instead of growing memory; its connection closes it with 1013.
+
+Resuming: a subscriber that names a position subscribes first, then replays the
+stream from that position on its own cursor until it has caught up, and finally reads
+its queue, skipping what the replay already delivered (the seam).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from bson.timestamp import Timestamp
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure, PyMongoError
+
+from api.core.background import Background, uninterrupted
+from api.core.metrics import Metrics
+from api.core.pagination import CursorCodec
+from documents import Item, ItemFields, User
+
+log = logging.getLogger("docstore.live")
+
+HISTORY_LOST = 286  # ChangeStreamHistoryLost: the position left the oplog
+WATCH_AWAIT_MS = 500  # longest a getMore waits for changes; bounds how long stop() takes
+ITEM_OPERATIONS = {"insert": "created", "update": "updated", "replace": "updated"}
+
+
+def _pipeline(items: str, users: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {
+                        "ns.coll": items,
+                        "operationType": {"$in": [*ITEM_OPERATIONS, "delete"]},
+                    },
+                    {"ns.coll": users, "operationType": {"$in": ["update", "replace", "delete"]}},
+                ]
+            }
+        }
+    ]
+
+
+class HistoryLost(Exception):
+    """The requested position is older than the server's change history."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a change sits in the stream: the server's resume token and commit time."""
+
+    token: str
+    time: Timestamp
+
+    def encode(self) -> list[Any]:
+        return [self.token, self.time]
+
+    @classmethod
+    def decode(cls, parts: list[Any]) -> "Position":
+        token, time = parts
+        if not isinstance(token, str) or not isinstance(time, Timestamp):
+            raise ValueError("not a live-feed position")
+        return cls(token, time)
+
+
+@dataclass
+class Change:
+    """One item change, ready to send to any subscriber."""
+
+    event: str  # created | updated | deleted
+    item_id: ObjectId
+    owner_id: ObjectId
+    tags: frozenset[str]
+    document: dict[str, Any] | None  # the stored item (None for deleted)
+    position: Position
+    _messages: dict[tuple[str, ...] | None, str] = field(default_factory=dict)
+
+    def message(self, fields: tuple[str, ...] | None, cursors: CursorCodec) -> str:
+        """The event as sent, rendered once per projection however many receive it."""
+        if fields not in self._messages:
+            event = {
+                "event": self.event,
+                "item": self._item(fields),
+                "cursor": cursors.encode(self.position.encode()),
+            }
+            self._messages[fields] = json.dumps(event, separators=(",", ":"))
+        return self._messages[fields]
+
+    def _item(self, fields: tuple[str, ...] | None) -> dict[str, Any]:
+        """The item as the REST API shows it (or only `fields`)."""
+        if self.document is None:
+            return {"id": str(self.item_id)}
+        if fields is None:
+            shown: dict[str, Any] = Item.model_validate(self.document).model_dump(
+                mode="json", by_alias=True
+            )
+            return shown
+        picked = {k: v for k, v in self.document.items() if k in fields or k == "_id"}
+        return ItemFields.model_validate(picked).model_dump(mode="json", exclude_unset=True)
+
+
+def _change_of(raw: dict[str, Any]) -> Change | None:
+    """The change an item event describes, or None when it cannot be routed."""
+    operation = raw["operationType"]
+    position = Position(raw["_id"]["_data"], raw["clusterTime"])
+    if operation == "delete":
+        before = raw.get("fullDocumentBeforeChange")
+        if before is None:  # no pre-image: the owner is unknown, so nobody may see it
+            log.warning("a deleted item without a pre-image cannot be routed")
+            return None
+        return Change(
+            "deleted", before["_id"], before["owner_id"], frozenset(before.get("tags", ())),
+            None, position,
+        )  # fmt: skip
+    document = raw.get("fullDocument")
+    if document is None:  # deleted since (its own event follows)
+        return None
+    document.pop("search_terms", None)
+    return Change(
+        ITEM_OPERATIONS[operation], document["_id"], document["owner_id"],
+        frozenset(document.get("tags", ())), document, position,
+    )  # fmt: skip
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One connection's view of the feed: its socket, what it wants, its bounded queue."""
+
+    socket: Any  # closed by the feed when the server shuts down
+    user_id: ObjectId
+    owner_id: ObjectId | None  # only this owner's items; None: all (superusers)
+    tags: frozenset[str]
+    fields: tuple[str, ...] | None
+    queue: asyncio.Queue[Change]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    account_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    resync: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, change: Change) -> bool:
+        if self.owner_id is not None and change.owner_id != self.owner_id:
+            return False
+        return self.tags <= change.tags
+
+    def offer(self, change: Change) -> None:
+        if self.overflowed.is_set() or not self.wants(change):
+            return
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.overflowed.set()  # the connection closes it; nothing more is queued
+
+
+_feeds: "weakref.WeakSet[LiveFeed]" = weakref.WeakSet()
+
+
+class LiveFeed(Background):
+    """This process's change-stream watcher and its subscribers."""
+
+    def __init__(self, database: AsyncDatabase[dict[str, Any]], queue_size: int) -> None:
+        super().__init__("live-feed")
+        self.database, self.queue_size = database, queue_size
+        self.pipeline = _pipeline(Item.get_collection_name(), User.get_collection_name())
+        self.subscribers: set[Subscriber] = set()
+        self.ready = asyncio.Event()  # set once the watcher's stream is open
+        _feeds.add(self)
+
+    async def enable_images(self) -> None:
+        """Ask the server to keep pre- and post-images of items (idempotent)."""
+        await self.database.command(
+            "collMod", Item.get_collection_name(), changeStreamPreAndPostImages={"enabled": True}
+        )
+
+    async def stop(self, grace_s: float = 15.0) -> None:
+        await self.close_sockets(1001)
+        await super().stop(grace_s)
+
+    async def close_sockets(self, code: int) -> None:
+        for subscriber in list(self.subscribers):
+            with contextlib.suppress(Exception):
+                await subscriber.socket.close(code, "server shutting down")
+
+    def subscribe(
+        self,
+        socket: Any,
+        user_id: ObjectId,
+        owner_id: ObjectId | None,
+        tags: Iterable[str],
+        fields: tuple[str, ...] | None,
+    ) -> Subscriber:
+        subscriber = Subscriber(
+            socket, user_id, owner_id, frozenset(tags), fields, asyncio.Queue(self.queue_size)
+        )
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def _open(
+        self, after: Position | None, max_await_ms: int | None = None
+    ) -> AsyncChangeStream[dict[str, Any]]:
+        # Post- and pre-images: an update carries the item as it became, a delete the
+        # item as it was (its owner routes the event, its tags filter it).
+        return await self.database.watch(
+            self.pipeline,
+            full_document="whenAvailable",
+            full_document_before_change="whenAvailable",
+            resume_after={"_data": after.token} if after else None,
+            max_await_time_ms=max_await_ms,
+        )
+
+    async def run(self) -> None:
+        """Read the stream until stopped; reopen it after errors, with backoff."""
+        position: Position | None = None
+        delay = 0.1
+        while not self.stopping:
+            try:
+                async with await self._open(position, max_await_ms=WATCH_AWAIT_MS) as stream:
+                    self.ready.set()
+                    delay = 0.1
+                    # try_next, not `async for`: between getMores the loop sees `stopping`.
+                    while not self.stopping and stream.alive:
+                        raw = await stream.try_next()
+                        if raw is not None:
+                            position = Position(raw["_id"]["_data"], raw["clusterTime"])
+                            self._dispatch(raw)
+            except OperationFailure as error:
+                if error.code == HISTORY_LOST:  # we were away too long: everyone refetches
+                    log.error("live feed lost its place in the change stream; resync")
+                    position = None
+                    for subscriber in self.subscribers:
+                        subscriber.resync.set()
+                else:
+                    log.warning("live feed stream failed: %s", error)
+            except PyMongoError as error:
+                log.warning("live feed stream failed: %s", error)
+            if not self.stopping:
+                await self.pause(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, raw: dict[str, Any]) -> None:
+        if raw["ns"]["coll"] == User.get_collection_name():
+            user_id = raw["documentKey"]["_id"]
+            for subscriber in self.subscribers:
+                if subscriber.user_id == user_id:
+                    subscriber.account_changed.set()
+            return
+        change = _change_of(raw)
+        if change is None:
+            return
+        for subscriber in self.subscribers:
+            subscriber.offer(change)
+
+    async def changes(
+        self, subscriber: Subscriber, resume_after: Position | None, replay_max: int
+    ) -> AsyncIterator[Change]:
+        """The subscriber's changes: replayed from `resume_after` first, then live."""
+        replayed: set[str] = set()
+        last = resume_after
+        if resume_after is not None:
+            async for change in self._replay(resume_after, replay_max):
+                replayed.add(change.position.token)
+                last = change.position
+                if subscriber.wants(change):
+                    yield change
+        while True:
+            change = await subscriber.queue.get()
+            # The seam: the queue may repeat what the replay sent, or (when this process's
+            # watcher runs behind another's) changes from before the resume point.
+            if last is not None and (
+                change.position.token in replayed
+                or change.position.token == last.token
+                or change.position.time < last.time
+            ):
+                continue
+            yield change
+
+    async def _replay(self, start: Position, limit: int) -> AsyncIterator[Change]:
+        try:
+            opening = self._open(start, max_await_ms=100)
+            stream = await uninterrupted(opening, abandoned=lambda opened: opened.close())
+            async with stream:
+                count = 0
+                while (raw := await uninterrupted(stream.try_next())) is not None:
+                    count += 1
+                    if count > limit:
+                        raise HistoryLost()  # too far behind to replay: refetch instead
+                    if raw["ns"]["coll"] == User.get_collection_name():
+                        continue
+                    change = _change_of(raw)
+                    if change is not None:
+                        yield change
+        except OperationFailure as error:
+            if error.code == HISTORY_LOST:
+                raise HistoryLost() from None
+            raise
+
+
+async def close_all(code: int = 1001) -> None:
+    """Close every live socket of this process (graceful shutdown, before the server's own)."""
+    for feed in list(_feeds):
+        await feed.close_sockets(code)
+
+
+def instrument(metrics: Metrics, current: Callable[[], LiveFeed | None]) -> None:
+    """`docstore_live_subscribers`: the open subscriptions of `current()`, read when scraped."""
+    gauge = metrics.gauge(
+        "docstore_live_subscribers", "Open WebSocket subscriptions to live changes"
+    )
+
+    async def refresh() -> None:
+        feed = current()
+        gauge.set(len(feed.subscribers) if feed is not None else 0)
+
+    metrics.on_scrape(refresh)

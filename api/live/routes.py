@@ -1,0 +1,228 @@
+"""`WS /api/v1/ws/items`: the caller's item changes, live and resumable.
+
+Every refusal happens after the handshake, as a close code with a reason a client
+can act on: 1008 for the client's own mistakes (token, parameters, permissions),
+1011 when the database has no change streams, 1013 for a consumer too slow to keep
+up, 1001 when the server shuts down. See /asyncapi.json for the messages.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pymongo.errors import PyMongoError
+
+from api.accounts.deps import Login, authenticate, token_signer
+from api.accounts.tokens import TokenSigner
+from api.core.background import uninterrupted
+from api.core.errors import NotAuthenticated
+from api.core.pagination import InvalidCursor
+from api.core.services import Services
+from api.items.query import InvalidQuery, parse_fields
+from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber
+from documents import User
+from documents.item import tag_key
+
+router = APIRouter(tags=["live"])
+
+POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
+
+
+@dataclass
+class Ending:
+    """How a connection ends: a close code and reason, maybe one last message first."""
+
+    code: int | None  # None: the client already went away
+    reason: str = ""
+    message: dict[str, Any] | None = None
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, code: int = POLICY) -> None:
+        super().__init__(reason)
+        self.ending = Ending(code, reason)
+
+
+@dataclass
+class Request:
+    login: Login
+    owner_id: ObjectId | None
+    tags: list[str]
+    fields: tuple[str, ...] | None
+    resume_after: Position | None
+
+
+@router.websocket("/ws/items")
+async def live_items(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    try:
+        feed: LiveFeed | None = websocket.app.state.live
+        if feed is None:
+            if not services.settings.live_feed:
+                raise Refused("live changes are turned off on this server", UNAVAILABLE)
+            raise Refused("live changes need MongoDB change streams (a replica set)", UNAVAILABLE)
+        request = await _read_request(websocket, services, token_signer(websocket))
+    except Refused as refused:
+        await _end(websocket, refused.ending)
+        return
+    user_id = request.login.user.id
+    assert user_id is not None
+    subscriber = feed.subscribe(websocket, user_id, request.owner_id, request.tags, request.fields)
+    try:
+        ending = await _first_of(
+            _send_changes(websocket, services, feed, subscriber, request.resume_after),
+            _receive_until_gone(websocket),
+            _expiry(request.login),
+            _account_watch(subscriber, request),
+            _overflow(subscriber),
+            _resync(subscriber),
+        )
+    finally:
+        feed.unsubscribe(subscriber)
+    await _end(websocket, ending)
+
+
+async def _read_request(websocket: WebSocket, services: Services, signer: TokenSigner) -> Request:
+    params = websocket.query_params
+    token = params.get("token") or await _auth_message(
+        websocket, services.settings.live_auth_timeout_s
+    )
+    try:
+        login = await authenticate(token, signer)
+    except NotAuthenticated as error:
+        raise Refused(error.detail) from None
+    except PyMongoError:
+        raise Refused(_DATABASE_AWAY.reason, TRY_AGAIN_LATER) from None
+    user = login.user
+    owner_id: ObjectId | None = user.id
+    if "owner_id" in params:
+        try:
+            owner_id = ObjectId(params["owner_id"])
+        except (InvalidId, TypeError):
+            raise Refused("owner_id must be a 24-character hexadecimal id") from None
+        if owner_id != user.id and not user.is_superuser:
+            raise Refused("only superusers may watch other users' items")
+    elif user.is_superuser:
+        owner_id = None
+    try:
+        fields = tuple(parse_fields(params["fields"])) if "fields" in params else None
+    except InvalidQuery as error:
+        raise Refused(str(error)) from None
+    resume_after = None
+    if "resume_after" in params:
+        try:
+            resume_after = Position.decode(services.cursors.decode(params["resume_after"]))
+        except (InvalidCursor, ValueError):
+            raise Refused("resume_after is not a cursor this feed issued") from None
+    tags = [tag_key(tag) for tag in params.getlist("tag")]
+    return Request(login, owner_id, tags, fields, resume_after)
+
+
+async def _auth_message(websocket: WebSocket, timeout_s: float) -> str:
+    """The token from a first `{"type": "auth", "token": ...}` message."""
+    try:
+        text = await asyncio.wait_for(websocket.receive_text(), timeout_s)
+        message = json.loads(text)
+    except TimeoutError:
+        raise Refused(f"send a token within {timeout_s:g} s") from None
+    except (ValueError, KeyError, RuntimeError, WebSocketDisconnect):
+        raise Refused('the first message must be {"type": "auth", "token": "..."}') from None
+    token = message.get("token") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or message.get("type") != "auth" or not isinstance(token, str):
+        raise Refused('the first message must be {"type": "auth", "token": "..."}')
+    return token
+
+
+async def _first_of(*jobs: Awaitable[Ending]) -> Ending:
+    """Run the connection's jobs until one says how it ends; cancel the rest."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finished = next(iter(done))
+    try:
+        return finished.result()
+    except Exception:  # the socket failed under us (the client vanished mid-send)
+        return Ending(None)
+
+
+async def _send_changes(
+    websocket: WebSocket,
+    services: Services,
+    feed: LiveFeed,
+    subscriber: Subscriber,
+    resume_after: Position | None,
+) -> Ending:
+    try:
+        async for change in feed.changes(
+            subscriber, resume_after, services.settings.live_replay_max
+        ):
+            await websocket.send_text(change.message(subscriber.fields, services.cursors))
+    except HistoryLost:
+        return _RESYNC
+    except PyMongoError:
+        return _DATABASE_AWAY
+    return Ending(NORMAL)  # pragma: no cover - the live part never ends by itself
+
+
+_RESYNC = Ending(NORMAL, "resync: refetch by REST", {"event": "resync"})
+_DATABASE_AWAY = Ending(TRY_AGAIN_LATER, "the database is unavailable; reconnect with resume_after")
+
+
+async def _receive_until_gone(websocket: WebSocket) -> Ending:
+    """Read (and ignore) what the client sends, to notice when it goes away."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return Ending(None)
+
+
+async def _expiry(login: Login) -> Ending:
+    await asyncio.sleep(max(0.0, login.claims.expires_at - time.time()))
+    return Ending(POLICY, "access token expired: reconnect with a fresh one and resume_after")
+
+
+async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
+    """Re-check the account whenever it changes: logout, password change, deactivation."""
+    while True:
+        await subscriber.account_changed.wait()
+        subscriber.account_changed.clear()
+        try:
+            user = await uninterrupted(User.find_one({"_id": request.login.user.id}))
+        except PyMongoError:
+            return _DATABASE_AWAY
+        if user is None or not request.login.still_valid(user):
+            return Ending(POLICY, "access token revoked")
+        if request.owner_id != user.id and not user.is_superuser:
+            return Ending(POLICY, "no longer allowed to watch these items")
+
+
+async def _overflow(subscriber: Subscriber) -> Ending:
+    await subscriber.overflowed.wait()
+    unread = subscriber.queue.maxsize
+    return Ending(TRY_AGAIN_LATER, f"too slow: more than {unread} changes unread")
+
+
+async def _resync(subscriber: Subscriber) -> Ending:
+    await subscriber.resync.wait()
+    return _RESYNC
+
+
+async def _end(websocket: WebSocket, ending: Ending) -> None:
+    if ending.code is None:
+        return
+    with contextlib.suppress(Exception):  # the client may be gone already
+        if ending.message is not None:
+            await websocket.send_text(json.dumps(ending.message))
+        await websocket.close(ending.code, ending.reason)

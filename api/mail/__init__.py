@@ -1,0 +1,1 @@
+"""Email: the durable outbox, its transports and the message texts."""

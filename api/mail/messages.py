@@ -1,0 +1,53 @@
+"""The messages Docstore sends, as outbox documents (plain text and HTML)."""
+
+from html import escape
+
+from api.mail.outbox import new_message
+from documents import OutboxMessage, User
+
+
+def _html(paragraphs: list[str], link: str | None = None) -> str:
+    body = "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
+    if link:
+        body += f'<p><a href="{escape(link, quote=True)}">{escape(link)}</a></p>'
+    return f"<!doctype html><html><body>{body}</body></html>"
+
+
+def welcome(user: User, public_url: str) -> OutboxMessage:
+    lines = [
+        f"Hello {user.full_name or user.username},",
+        f"your Docstore account {user.username} is ready. The API and its docs: {public_url}/docs",
+    ]
+    return new_message(
+        "welcome", user.email, "Welcome to Docstore", "\n\n".join(lines), _html(lines)
+    )
+
+
+def _with_token(
+    kind: str, user: User, subject: str, intro: str, link: str, token: str
+) -> OutboxMessage:
+    lines = [
+        f"Hello {user.full_name or user.username},",
+        intro,
+        f"Open {link} , or send this token to the API: {token}",
+        "If you did not ask for this, ignore this message.",
+    ]
+    return new_message(kind, user.email, subject, "\n\n".join(lines), _html(lines, link))
+
+
+def password_reset(user: User, public_url: str, token: str, minutes: int) -> OutboxMessage:
+    link = f"{public_url}/reset-password?token={token}"
+    intro = (
+        "someone asked to reset your Docstore password. "
+        f"This link works once, for {minutes} minutes:"
+    )
+    return _with_token("password-reset", user, "Reset your Docstore password", intro, link, token)
+
+
+def verify_email(user: User, public_url: str, token: str, hours: int) -> OutboxMessage:
+    link = f"{public_url}/verify-email?token={token}"
+    intro = (
+        f"please confirm that {user.email} is your address. "
+        f"This link works once, for {hours} hours:"
+    )
+    return _with_token("verify-email", user, "Confirm your email for Docstore", intro, link, token)

@@ -1,0 +1,1 @@
+"""Operations: welcome, liveness, readiness and metrics."""

@@ -1,0 +1,52 @@
+"""Welcome, liveness and readiness."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from pymongo.errors import PyMongoError
+
+from api.core.errors import problem, problem_responses
+from api.core.services import AppServices
+
+router = APIRouter(tags=["operations"])
+
+
+class Status(BaseModel):
+    status: str
+
+
+@router.get("/")
+async def welcome() -> dict[str, Any]:
+    return {"name": "Docstore", "api": "/api/v1", "docs": "/docs", "redoc": "/redoc"}
+
+
+@router.get("/health")
+async def health() -> Status:
+    """Liveness: the process answers."""
+    return Status(status="ok")
+
+
+@router.get("/ready", response_model=Status, responses=problem_responses(503))
+async def ready(request: Request, services: AppServices) -> Any:
+    """Readiness: the database answers a ping."""
+    try:
+        await services.client.admin.command("ping")
+    except PyMongoError:
+        detail = "The database does not answer."
+        headers = {"Retry-After": "5"}
+        return problem(request, 503, "Not ready", detail, "not-ready", headers)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process: requests by route and status, latency, live
+    subscribers, outbox messages by status, process memory and CPU."""
+    body, content_type = await request.app.state.metrics.exposition()
+    return Response(body, media_type=content_type)

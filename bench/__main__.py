@@ -1,0 +1,46 @@
+"""scripts/bench: the app against the raw floor, side by side, on one database.
+
+Both run as single Uvicorn workers on the embedded database (or MONGODB_URL when
+set). The default run drives both with wrk in interleaved rounds, so drift in the
+machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
+`--scale N` seeds N items for one user and times deep pages, filters and search
+one request at a time, then prints the database's plan for the cursor query.
+`--live N` connects N WebSocket subscribers and measures event latency and memory.
+Not part of the test suite.
+"""
+
+import argparse
+import shutil
+import sys
+
+from bench import live, load, scale
+from bench.harness import running
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="per round and target")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--scale", type=int, metavar="N", help="scale check with N items")
+    parser.add_argument("--live", type=int, metavar="N", help="live feed with N subscribers")
+    parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
+    args = parser.parse_args()
+    if args.live:
+        with running(1) as setup:
+            live.report(setup, args.live, args.rate, args.seconds * 2)
+        return
+    if args.scale:
+        with running(args.scale) as setup:
+            scale.report(setup, args.scale)
+        return
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")
+    with running(args.items) as setup:
+        load.report(wrk, setup, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
+
+Same database, same token check (joserfc, pinned alg, claims), same owner-scoped
+queries, plain JSON out: what any framework on this stack cannot go below.
+"""
+
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.accounts.tokens import InvalidToken, TokenSigner
+
+
+def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, ObjectId):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat().replace("+00:00", "Z")
+        out["id" if key == "_id" else key] = value
+    return out
+
+
+class Floor:
+    """The two endpoints, on one database and one signer."""
+
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], signer: TokenSigner) -> None:
+        self.db, self.signer = db, signer
+
+    async def _caller(self, request: Request) -> dict[str, Any] | None:
+        try:
+            claims = self.signer.verify(request.headers.get("authorization", "")[7:])
+        except InvalidToken:
+            return None
+        user = await self.db.users.find_one({"_id": ObjectId(claims.user_id)})
+        if (
+            user is None
+            or not user["is_active"]
+            or user["token_version"] != claims.token_version
+            or ObjectId(claims.session_id) not in user["session_ids"]
+        ):
+            return None
+        return user
+
+    async def read_item(self, request: Request) -> Response:
+        user = await self._caller(request)
+        if user is None:
+            return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        item = await self.db.items.find_one(
+            {"_id": ObjectId(request.path_params["item_id"]), "owner_id": user["_id"]}
+        )
+        if item is None:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        return JSONResponse(_plain(item))
+
+    async def list_items(self, request: Request) -> Response:
+        user = await self._caller(request)
+        if user is None:
+            return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        params = request.query_params
+        query: dict[str, Any] = {"owner_id": user["_id"]}
+        if "after" in params:  # the keyset position, raw: "<epoch ms>,<id>"
+            millis, last_id = params["after"].split(",")
+            at, oid = datetime.fromtimestamp(int(millis) / 1000, UTC), ObjectId(last_id)
+            query |= {"created_at": {"$lte": at}}
+            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": oid}}]
+        if "n_gte" in params:
+            query["data.n"] = {"$gte": int(params["n_gte"])}
+        if "q" in params:
+            query["search_terms"] = {"$regex": f"^{re.escape(params['q'])}"}
+        found = self.db.items.find(query, {"search_terms": 0})
+        found = found.sort([("created_at", -1), ("_id", -1)]).limit(int(params.get("limit", 20)))
+        items = [_plain(doc) async for doc in found]
+        return JSONResponse({"items": items, "next_cursor": None})
+
+
+def create_app() -> Starlette:
+    """Uvicorn factory (`--factory bench.floor:create_app`): reads MONGODB_URL, MONGODB_DB
+    and SECRET_KEY when called, so importing this module needs no environment."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        os.environ["MONGODB_URL"], tz_aware=True
+    )
+    signer = TokenSigner(os.environ["SECRET_KEY"], "docstore", "docstore-api", 3600)
+    floor = Floor(client[os.environ["MONGODB_DB"]], signer)
+    return Starlette(
+        routes=[
+            Route("/api/v1/items/{item_id}", floor.read_item),
+            Route("/api/v1/items", floor.list_items),
+        ]
+    )

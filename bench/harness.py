@@ -1,0 +1,156 @@
+"""What every benchmark mode shares: a database, the app and the floor serving it, a user
+with a token and items to read (`running`)."""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx2
+from bson import ObjectId
+from pymongo import MongoClient
+
+from api.accounts.tokens import TokenSigner
+from api.core import embedded
+from documents.search import search_terms
+
+SECRET = "bench-secret-" + "b" * 40
+DB = "bench"
+
+
+@dataclass
+class Setup:
+    targets: dict[str, str]  # label -> base URL
+    token: str
+    user_id: ObjectId
+    first_item: str
+    mongodb_url: str
+    pids: dict[str, int]  # label -> server process id
+
+
+@contextmanager
+def running(items: int) -> Iterator[Setup]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        url = os.environ.get("MONGODB_URL")
+        if url is None:
+            server = embedded.start(Path(tmp) / "db")
+            url = server.url
+        try:
+            token, user_id = _seed_user(url)
+            env = {
+                **os.environ,
+                "MONGODB_URL": url,
+                "MONGODB_DB": DB,
+                "SECRET_KEY": SECRET,
+                "LOG_LEVEL": "WARNING",
+                "DATA_DIR": tmp,
+                # A scale check may wait far longer for the embedded server than a request should.
+                "MONGODB_SOCKET_TIMEOUT_MS": "900000",
+            }
+            # The app first: it creates the indexes while the collection is still empty.
+            app = _serve(["api.server"], env)
+            floor = _serve(
+                ["uvicorn", "--factory", "bench.floor:create_app", "--no-access-log"], env
+            )
+            try:
+                first = _seed_items(url, user_id, items)
+                targets = {"app": app[1], "floor": floor[1]}
+                pids = {"app": app[0].pid, "floor": floor[0].pid}
+                yield Setup(targets, token, user_id, first, url, pids)
+            finally:
+                for process, _ in (app, floor):
+                    process.terminate()
+                    process.wait()
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def _seed_user(url: str) -> tuple[str, ObjectId]:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    with client:
+        client.drop_database(DB)
+        user_id, session_id = ObjectId(), ObjectId()
+        now = datetime.now(UTC).replace(microsecond=0)
+        client[DB].users.insert_one(
+            {
+                "_id": user_id,
+                "email": "bench@example.com",
+                "username": "bench",
+                "full_name": None,
+                "hashed_password": bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode(),
+                "is_active": True,
+                "is_superuser": False,
+                "email_verified": False,
+                "token_version": 0,
+                "session_ids": [session_id],
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    signer = TokenSigner(SECRET, "docstore", "docstore-api", 3600)
+    return signer.issue(str(user_id), 0, str(session_id)), user_id
+
+
+def _seed_items(url: str, user_id: ObjectId, count: int) -> str:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = None
+    started = time.monotonic()
+    with client:
+        for start in range(0, count, 5000):
+            batch = [_item(user_id, i, now) for i in range(start, min(start + 5000, count))]
+            client[DB].items.insert_many(batch)
+            first = first or str(batch[0]["_id"])
+    print(f"seeded {count} items in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    assert first is not None
+    return first
+
+
+def _item(owner: ObjectId, i: int, now: datetime) -> dict[str, Any]:
+    title, tags = f"item {i} {WORDS[i % len(WORDS)]}", ["bench", f"t{i % 10}"]
+    return {
+        "_id": ObjectId(),
+        "owner_id": owner,
+        "title": title,
+        "description": "d",
+        "tags": tags,
+        "data": {"n": i, "nested": {"ok": True}},
+        "search_terms": search_terms(title, "d", tags),
+        "created_at": now - timedelta(seconds=i),
+        "updated_at": now,
+        "version": 1,
+    }
+
+
+WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel"]
+
+
+def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = embedded.free_port()
+    command = [sys.executable, "-m", *target, "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx2.get(f"{base}/api/v1/items?limit=1", timeout=60)
+            return process, base
+        except httpx2.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    sys.exit(f"{target} did not start")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,105 @@
+"""Live feed check (scripts/bench --live N): N WebSocket subscribers, one steady writer.
+
+Prints the app's RSS before and after connecting the subscribers (KB per idle
+subscriber), and the delivery latency of each event, from the item's `created_at`
+(stamped by the app just before its insert commits) to its receipt by a subscriber,
+p50/p99 over every (event, subscriber) pair. The floor is one raw PyMongo change
+stream in this process reading the same writes: what the database itself costs.
+The subscribers run in this process too, so their own work is part of the figure.
+"""
+
+import asyncio
+import json
+import statistics
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx2
+from pymongo import AsyncMongoClient
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.harness import Setup
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")  # pragma: no cover
+
+
+def report(setup: Setup, subscribers: int, rate: float, seconds: float) -> None:
+    asyncio.run(_report(setup, subscribers, rate, seconds))
+
+
+async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -> None:
+    base, pid = setup.targets["app"], setup.pids["app"]
+    ws_url = base.replace("http", "ws") + f"/api/v1/ws/items?token={setup.token}"
+    before = rss_kb(pid)
+    sockets: list[ClientConnection] = []
+    for start in range(0, subscribers, 50):  # connect in waves, as clients would
+        batch = [connect(ws_url, ping_interval=None) for _ in range(start, start + 50)]
+        sockets += await asyncio.gather(*batch[: subscribers - start])
+    await asyncio.sleep(2)
+    after = rss_kb(pid)
+    per = (after - before) / subscribers
+    print(f"RSS: {before / 1024:.1f} MiB idle, {after / 1024:.1f} MiB with {subscribers}")
+    print(f"     {per:.1f} KB per idle subscriber (target < 100)")
+
+    total = int(rate * seconds)
+    app_latencies: list[float] = []
+    floor_latencies: list[float] = []
+    readers = [asyncio.create_task(_read(ws, total, app_latencies)) for ws in sockets]
+    floor = asyncio.create_task(_floor(setup.mongodb_url, total, floor_latencies))
+    await asyncio.sleep(0.5)  # the floor's stream is open
+    await _write(base, setup.token, total, rate)
+    await asyncio.wait([*readers, floor], timeout=30)
+    for ws in sockets:
+        await ws.close()
+    delivered = len(app_latencies)
+    print(f"writes: {total} at {rate:g}/s; events delivered: {delivered} of {total * subscribers}")
+    for label, values in (("app", app_latencies), ("floor", floor_latencies)):
+        if values:
+            p50, p99 = _percentile(values, 50), _percentile(values, 99)
+            print(f"{label:>5}: latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    if app_latencies and floor_latencies:
+        app99, floor99 = _percentile(app_latencies, 99), _percentile(floor_latencies, 99)
+        print(f"app/floor p99: {app99 / floor99:.2f} (target app p99 < 250 ms)")
+
+
+async def _write(base: str, token: str, total: int, rate: float) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
+        started = time.monotonic()
+        for n in range(total):
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            response = await client.post("/api/v1/items", json={"title": f"live {n}"})
+            response.raise_for_status()
+
+
+def _latency_ms(item: dict[str, Any]) -> float:
+    created = datetime.fromisoformat(item["created_at"])
+    return (time.time() - created.timestamp()) * 1000
+
+
+async def _read(ws: ClientConnection, total: int, latencies: list[float]) -> None:
+    for _ in range(total):
+        event = json.loads(await ws.recv())
+        latencies.append(_latency_ms(event["item"]))
+
+
+async def _floor(url: str, total: int, latencies: list[float]) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+    async with client:
+        pipeline = [{"$match": {"operationType": "insert"}}]
+        async with await client["bench"].items.watch(pipeline) as stream:
+            for _ in range(total):
+                change = await stream.next()
+                created = change["fullDocument"]["created_at"]
+                latencies.append((time.time() - created.timestamp()) * 1000)
+
+
+def _percentile(values: list[float], pct: int) -> float:
+    return statistics.quantiles(values, n=100)[pct - 1] if len(values) > 1 else values[0]

@@ -1,0 +1,1 @@
+"""Admin commands (`docstore-admin`): create-superuser, seed, export, outbox."""

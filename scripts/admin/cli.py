@@ -1,0 +1,189 @@
+"""Admin commands: `docstore-admin create-superuser`, `docstore-admin seed FILE...`.
+
+They use MONGODB_URL, or the embedded server of DATA_DIR (attaching to it when
+`scripts/serve` already runs it).
+"""
+
+import asyncio
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from api.accounts.passwords import hash_password
+from api.config import Settings
+from api.core.database import connect
+from api.mail.outbox import counts as outbox_counts
+from documents import Delivery, OutboxMessage, User, UserCreate
+from documents.base import utcnow
+from documents.user import CASE_INSENSITIVE
+from scripts.admin.export import export, total
+from scripts.admin.records import read_records
+from scripts.admin.seeding import Report, Seeder
+
+app = typer.Typer(help="Docstore admin commands.", no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command("create-superuser")
+def create_superuser(
+    email: Annotated[
+        str, typer.Option(prompt=True, help="Email (an existing account is promoted)")
+    ],
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create a superuser, or promote the existing account with this email."""
+    try:
+        body = UserCreate(email=email, username=username, password=password, is_superuser=True)
+    except ValidationError as error:
+        for issue in error.errors():
+            err.print(f"{'.'.join(map(str, issue['loc']))}: {issue['msg']}")
+        raise typer.Exit(2) from None
+    message = asyncio.run(_create_superuser(Settings(), body))
+    out.print(message)
+
+
+async def _create_superuser(settings: Settings, body: UserCreate) -> str:
+    async with connect(settings):
+        users = User.get_pymongo_collection()
+        promoted = await users.find_one_and_update(
+            {"email": body.email}, {"$set": {"is_superuser": True}}, collation=CASE_INSENSITIVE
+        )
+        if promoted is not None:
+            return f"Promoted {promoted['email']} to superuser (password unchanged)."
+        hashed = await hash_password(body.password, settings.bcrypt_rounds)
+        user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
+        await user.insert()
+        return f"Created superuser {user.email} ({user.id})."
+
+
+@app.command()
+def seed(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; write nothing")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Write nothing unless every record is valid")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+) -> None:
+    """Import users and items from JSON arrays or NDJSON; safe to re-run."""
+    report = asyncio.run(_seed(Settings(), files, dry_run, strict, batch_size))
+    for line in report.error_lines():
+        err.print(line, markup=False, highlight=False)
+    verb = "would write" if dry_run else "wrote"
+    out.print(
+        f"{report.valid} valid records; {verb} {report.written['user']} users and "
+        f"{report.written['item']} items; {len(report.errors)} errors."
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+async def _seed(
+    settings: Settings, files: list[Path], dry_run: bool, strict: bool, batch_size: int
+) -> Report:
+    async with connect(settings):
+        if strict and not dry_run:
+            check = await _run_seeder(settings, files, True, batch_size)
+            if check.errors:
+                return check
+        return await _run_seeder(settings, files, dry_run, batch_size)
+
+
+async def _run_seeder(
+    settings: Settings, files: list[Path], dry_run: bool, batch_size: int
+) -> Report:
+    seeder = Seeder(settings.bcrypt_rounds, dry_run, batch_size)
+    with _progress(DownloadColumn()) as progress:
+        for path in files:
+            task = progress.add_task(path.name, total=path.stat().st_size)
+            for raw in read_records(path):
+                await seeder.add(raw)
+                progress.advance(task, raw.size)
+        await seeder.flush()
+    return seeder.report
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout)")
+    ] = None,
+    users: Annotated[bool, typer.Option(help="Export users")] = True,
+    items: Annotated[bool, typer.Option(help="Export items")] = True,
+    with_hashes: Annotated[
+        bool, typer.Option("--with-hashes", help="Include password hashes (needed to log in)")
+    ] = False,
+) -> None:
+    """Write users and items as NDJSON that `seed` re-imports as they were."""
+    counts = asyncio.run(_export(Settings(), output, users, items, with_hashes))
+    err.print(f"Exported {counts['user']} users and {counts['item']} items.")
+
+
+async def _export(
+    settings: Settings, output: Path | None, users: bool, items: bool, with_hashes: bool
+) -> dict[str, int]:
+    async with connect(settings):
+        expected = await total(users, items)
+        with (
+            _progress(MofNCompleteColumn()) as progress,
+            output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as out,
+        ):
+            task = progress.add_task("export", total=expected)
+            return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))
+
+
+@app.command()
+def outbox(
+    retry_dead: Annotated[
+        bool, typer.Option("--retry-dead", help="Queue dead messages for delivery again")
+    ] = False,
+) -> None:
+    """Show the email outbox by status; optionally retry the dead messages."""
+    counts, retried = asyncio.run(_outbox(Settings(), retry_dead))
+    for status, count in counts.items():
+        out.print(f"{status:<8} {count}")
+    if retry_dead:
+        out.print(f"Queued {retried} dead messages again.")
+
+
+async def _outbox(settings: Settings, retry_dead: bool) -> tuple[dict[str, int], int]:
+    async with connect(settings):
+        messages = OutboxMessage.get_pymongo_collection()
+        retried = 0
+        if retry_dead:
+            result = await messages.update_many(
+                {"status": Delivery.dead},
+                {"$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()}},
+            )
+            retried = result.modified_count
+        return await outbox_counts(), retried
+
+
+def _progress(counter: ProgressColumn) -> Progress:
+    """A progress bar on stderr, shown only on a terminal (never in logs or pipes)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        counter,
+        TimeRemainingColumn(),
+        console=err,
+        disable=not sys.stderr.isatty(),
+    )

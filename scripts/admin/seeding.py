@@ -1,0 +1,233 @@
+"""Seed users and items: validated by the API's own models, upserted on natural keys in batches.
+
+Natural keys: a user's email (case-insensitive); an item's given `id`, else its owner and title.
+Re-running the same file therefore changes nothing.
+"""
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from api.accounts.passwords import hash_password
+from api.items.writes import stored_content
+from documents import Item, ItemCreate, User, UserCreate
+from documents.base import ObjectIdParam, utcnow
+from documents.user import CASE_INSENSITIVE, Password
+from scripts.admin.records import RawRecord
+
+# Marks a stored hash that no password matches (bcrypt refuses it outright).
+NO_PASSWORD = "!no-password:"
+BCRYPT_HASH = r"^(\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}|!no-password:[\w-]+)$"
+
+
+class UserRecord(UserCreate):
+    """A user line. Without a password or hash (an export without --with-hashes), a new
+    account gets none that works: it must be reset before anyone can log in."""
+
+    kind: Literal["user"]
+    id: ObjectIdParam | None = None
+    password: Password | None = None  # type: ignore[assignment]
+    hashed_password: str | None = Field(default=None, pattern=BCRYPT_HASH)
+    is_active: bool = True
+    email_verified: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Self:
+        if self.password is not None and self.hashed_password is not None:
+            raise ValueError("give password or hashed_password, not both")
+        return self
+
+
+class ItemRecord(ItemCreate):
+    kind: Literal["item"]
+    owner: str = Field(min_length=1, description="The owner's email or username")
+    id: ObjectIdParam | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = Field(default=1, ge=1)
+
+
+SeedRecord = TypeAdapter[UserRecord | ItemRecord](
+    Annotated[UserRecord | ItemRecord, Field(discriminator="kind")]
+)
+
+
+@dataclass
+class Report:
+    valid: int = 0
+    written: dict[str, int] = field(default_factory=lambda: {"user": 0, "item": 0})
+    errors: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def error_lines(self) -> list[str]:
+        """`file:line: reason`, in file order (batches find some errors later than others)."""
+        return [f"{source}:{line}: {reason}" for source, line, reason in sorted(self.errors)]
+
+
+class Seeder:
+    def __init__(self, bcrypt_rounds: int, dry_run: bool, batch_size: int = 500) -> None:
+        self.rounds, self.dry_run, self.batch_size = bcrypt_rounds, dry_run, batch_size
+        self.report = Report()
+        self._users: list[tuple[RawRecord, UserRecord]] = []
+        self._items: list[tuple[RawRecord, ItemRecord]] = []
+        self._pending_owners: set[str] = set()  # users a dry run would have created
+
+    async def add(self, raw: RawRecord) -> None:
+        if raw.error:
+            self._fail(raw, raw.error)
+            return
+        try:
+            record = SeedRecord.validate_python(raw.value)
+        except ValidationError as error:
+            self._fail(raw, _describe(error))
+            return
+        self.report.valid += 1
+        if isinstance(record, UserRecord):
+            self._users.append((raw, record))
+        else:
+            self._items.append((raw, record))
+        if len(self._users) + len(self._items) >= self.batch_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        # Users first: items in the same batch may belong to them.
+        users, self._users = self._users, []
+        items, self._items = self._items, []
+        await self._write_users(users)
+        await self._write_items(items)
+
+    def _fail(self, raw: RawRecord, reason: str) -> None:
+        self.report.errors.append((raw.source, raw.line, reason))
+
+    async def _write_users(self, batch: list[tuple[RawRecord, UserRecord]]) -> None:
+        if not batch:
+            return
+        if self.dry_run:
+            for _, record in batch:
+                self._pending_owners.update({record.email.lower(), record.username.lower()})
+            return
+        existing = await _existing_emails([record.email for _, record in batch])
+        hashes = await asyncio.gather(*(self._hash_for(r, existing) for _, r in batch))
+        operations = [
+            UpdateOne(
+                {"email": record.email},
+                {
+                    "$set": record.model_dump(
+                        include={"username", "full_name", "is_active", "is_superuser"}
+                    ),
+                    "$setOnInsert": _new_user_fields(record, hashed),
+                },
+                upsert=True,
+                collation=CASE_INSENSITIVE,
+            )
+            for (_, record), hashed in zip(batch, hashes, strict=True)
+        ]
+        await self._bulk(User, operations, [raw for raw, _ in batch], "user")
+
+    async def _hash_for(self, record: UserRecord, existing: set[str]) -> str:
+        # Only new accounts get a hash: re-runs must not re-hash (bcrypt is slow on purpose).
+        if record.hashed_password:
+            return record.hashed_password
+        if record.password is None or record.email.lower() in existing:
+            return NO_PASSWORD + secrets.token_urlsafe(16)  # unused for existing accounts
+        return await hash_password(record.password, self.rounds)
+
+    async def _write_items(self, batch: list[tuple[RawRecord, ItemRecord]]) -> None:
+        if not batch:
+            return
+        owners = await _owner_ids({record.owner for _, record in batch})
+        operations, sources = [], []
+        now = utcnow()
+        for raw, record in batch:
+            owner_id = owners.get(record.owner.lower())
+            if owner_id is None:
+                if record.owner.lower() not in self._pending_owners:
+                    self._fail(raw, f"unknown owner {record.owner!r}")
+                continue
+            key: dict[str, Any] = {"owner_id": owner_id}
+            key.update({"_id": record.id} if record.id else {"title": record.title})
+            created = record.created_at or now
+            operations.append(
+                UpdateOne(
+                    key,
+                    {
+                        "$set": stored_content(record),
+                        "$setOnInsert": {
+                            "created_at": created,
+                            "updated_at": record.updated_at or created,
+                            "version": record.version,
+                        },
+                    },
+                    upsert=True,
+                )
+            )
+            sources.append(raw)
+        if not self.dry_run:
+            await self._bulk(Item, operations, sources, "item")
+
+    async def _bulk(
+        self, model: type[User | Item], operations: list[Any], sources: list[RawRecord], kind: str
+    ) -> None:
+        if not operations:
+            return
+        try:
+            result = await model.get_pymongo_collection().bulk_write(operations, ordered=False)
+            self.report.written[kind] += result.upserted_count + result.modified_count
+        except BulkWriteError as error:
+            details = error.details
+            self.report.written[kind] += details.get("nUpserted", 0) + details.get("nModified", 0)
+            for failure in details.get("writeErrors", []):
+                reason = "duplicate of an existing record" if failure.get("code") == 11000 else ""
+                self._fail(
+                    sources[failure["index"]], reason or failure.get("errmsg", "write failed")
+                )
+
+
+async def _existing_emails(emails: list[str]) -> set[str]:
+    found = User.get_pymongo_collection().find(
+        {"email": {"$in": emails}}, {"email": 1}, collation=CASE_INSENSITIVE
+    )
+    return {doc["email"].lower() async for doc in found}
+
+
+async def _owner_ids(refs: Iterable[str]) -> dict[str, Any]:
+    refs = list(refs)
+    found = User.get_pymongo_collection().find(
+        {"$or": [{"email": {"$in": refs}}, {"username": {"$in": refs}}]},
+        {"email": 1, "username": 1},
+        collation=CASE_INSENSITIVE,
+    )
+    owners: dict[str, Any] = {}
+    async for doc in found:
+        owners[doc["email"].lower()] = doc["_id"]
+        owners[doc["username"].lower()] = doc["_id"]
+    return owners
+
+
+def _new_user_fields(record: UserRecord, hashed: str) -> dict[str, Any]:
+    now = utcnow()
+    created = record.created_at or now
+    fields = {
+        "hashed_password": hashed,
+        "email_verified": record.email_verified,
+        "token_version": 0,
+        "created_at": created,
+        "updated_at": record.updated_at or created,
+    }
+    return {**fields, "_id": record.id} if record.id else fields
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for issue in error.errors():
+        where = ".".join(str(p) for p in issue["loc"] if p not in ("user", "item"))
+        parts.append(f"{where}: {issue['msg']}" if where else issue["msg"])
+    return "; ".join(parts)

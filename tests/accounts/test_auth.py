@@ -1,0 +1,177 @@
+"""POST /auth/login and GET /auth/me."""
+
+import base64
+import json
+import statistics
+from pathlib import Path
+
+import httpx2
+from fastapi import FastAPI
+
+from api.accounts.tokens import TokenSigner
+from tests.conftest import (
+    PASSWORD,
+    TEST_SECRET,
+    Account,
+    app_with,
+    interleaved_timings,
+    make_account,
+    make_settings,
+    signer_of,
+)
+
+LOGIN = "/api/v1/auth/login"
+ME = "/api/v1/auth/me"
+
+
+async def login(
+    client: httpx2.AsyncClient, username: str, password: str = PASSWORD
+) -> httpx2.Response:
+    return await client.post(LOGIN, data={"username": username, "password": password})
+
+
+async def test_login_by_username_or_email_case_insensitively(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    for name in ("alice", "ALICE", "alice@example.com", "Alice@Example.COM"):
+        response = await login(client, name)
+        assert response.status_code == 200, name
+        body = response.json()
+        assert body["token_type"] == "bearer"
+        assert body["expires_in"] == 30 * 60
+        assert body["user"]["id"] == alice.id
+        assert "hashed_password" not in body["user"]
+        me = await client.get(ME, headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert me.status_code == 200
+        assert me.json()["username"] == "alice"
+
+
+async def test_access_token_claims_and_header(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    token = (await login(client, "alice")).json()["access_token"]
+    header_part, payload_part, _ = token.split(".")
+    header, claims = _segment(header_part), _segment(payload_part)
+    assert header["alg"] == "HS256"
+    assert header["kid"] == signer_of(app).kid
+    assert {"sub", "exp", "iat", "jti", "iss", "aud"} <= claims.keys()
+    assert claims["sub"] == alice.id
+    assert claims["exp"] - claims["iat"] == 30 * 60
+
+
+def _segment(part: str) -> dict[str, object]:
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_401(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    wrong = await login(client, "alice", "Wrong-password-1")
+    unknown = await login(client, "nobody", "Wrong-password-1")
+    for response in (wrong, unknown):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"] == "application/problem+json"
+    assert wrong.json()["detail"] == unknown.json()["detail"]
+    assert wrong.json()["type"] == unknown.json()["type"]
+
+
+async def test_inactive_user_cannot_log_in(client: httpx2.AsyncClient, alice: Account) -> None:
+    await alice.user.set({"is_active": False})
+    response = await login(client, "alice")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "This account is deactivated."
+
+
+async def test_inactive_user_with_wrong_password_learns_nothing(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    await alice.user.set({"is_active": False})
+    assert (await login(client, "alice", "Wrong-password-1")).status_code == 401
+
+
+async def test_login_form_fields_are_required(client: httpx2.AsyncClient) -> None:
+    response = await client.post(LOGIN, data={"username": "alice"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "password"]
+    assert (await client.post(LOGIN, json={"username": "a", "password": "b"})).status_code == 422
+
+
+async def test_overlong_password_is_refused_not_truncated(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    # bcrypt looks at 72 bytes only; the 73rd must still matter.
+    assert (await login(client, "alice", PASSWORD + "x" * 80)).status_code == 401
+
+
+async def test_me_requires_a_token(client: httpx2.AsyncClient) -> None:
+    response = await client.get(ME)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["status"] == 401
+
+
+async def test_bad_tokens_are_401(app: FastAPI, client: httpx2.AsyncClient, alice: Account) -> None:
+    signer = signer_of(app)
+    expired = TokenSigner(TEST_SECRET, signer.issuer, signer.audience, -60).issue(
+        alice.id, 0, alice.session_id
+    )
+    other_key = TokenSigner("another-secret-" + "y" * 40, signer.issuer, signer.audience, 60)
+    wrong_audience = TokenSigner(TEST_SECRET, signer.issuer, "someone-else", 60)
+    not_an_id = signer.issue("not-an-object-id", 0, alice.session_id)
+    unknown_user = signer.issue("0123456789abcdef01234567", 0, alice.session_id)
+    tampered = alice.token[:-4] + ("AAAA" if not alice.token.endswith("AAAA") else "BBBB")
+    none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + alice.token.split(".")[1] + "."
+    for token in (
+        "garbage",
+        expired,
+        other_key.issue(alice.id, 0, alice.session_id),
+        wrong_audience.issue(alice.id, 0, alice.session_id),
+        not_an_id,
+        unknown_user,
+        tampered,
+        none_alg,
+    ):
+        response = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_deactivated_users_token_stops_working(
+    client: httpx2.AsyncClient, alice: Account, admin: Account
+) -> None:
+    assert (await client.get(ME, headers=alice.headers)).status_code == 200
+    response = await client.patch(
+        f"/api/v1/users/{alice.id}", json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status_code == 200
+    assert (await client.get(ME, headers=alice.headers)).status_code == 401
+
+
+async def test_account_without_a_password_cannot_log_in(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    # What `seed` stores for a user imported without password or hash.
+    await alice.user.set({"hashed_password": "!no-password:abc"})
+    for password in (PASSWORD, "!no-password:abc", ""):
+        assert (await login(client, "alice", password)).status_code in (401, 422)
+
+
+async def test_unknown_user_and_wrong_password_take_the_same_time(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """Timing must not reveal which accounts exist: median of 30 each, interleaved."""
+    settings = make_settings(
+        mongodb_url,
+        tmp_path,
+        login_max_failures_per_account=1000,
+        login_max_failures_per_client=1000,
+    )
+    async with app_with(settings) as (app, client):
+        await make_account(app, "alice")
+        unknown, wrong = await interleaved_timings(
+            30, lambda name: login(client, name, "Wrong-password-1"), "nobody", "alice", 401
+        )
+        ratio = statistics.median(unknown) / statistics.median(wrong)
+        assert 0.8 <= ratio <= 1.25, ratio

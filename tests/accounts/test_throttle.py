@@ -1,0 +1,68 @@
+"""Brute-force protection: failed logins per account and per client, kept in MongoDB."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2
+
+from documents import LoginAttempts
+from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
+
+LOGIN = "/api/v1/auth/login"
+
+
+async def attempt(client: httpx2.AsyncClient, username: str, password: str) -> httpx2.Response:
+    return await client.post(LOGIN, data={"username": username, "password": password})
+
+
+async def test_account_is_throttled_after_repeated_failures(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    for _ in range(5):
+        assert (await attempt(client, "alice", "Wrong-pass-1")).status_code == 401
+    # Even the right password is refused now, and by email too: it is the same account.
+    for login in ("alice", "ALICE@example.com"):
+        throttled = await attempt(client, login, PASSWORD)
+        assert throttled.status_code == 429
+        assert throttled.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 900
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": f"account:{alice.id}"})
+    assert stored is not None
+    assert stored["failures"] == 5
+
+
+async def test_success_resets_the_account_counter(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    for _ in range(4):
+        await attempt(client, "alice", "Wrong-pass-1")
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 200
+    for _ in range(4):
+        assert (await attempt(client, "alice", "Wrong-pass-1")).status_code == 401
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 200
+
+
+async def test_unknown_accounts_are_throttled_like_real_ones(client: httpx2.AsyncClient) -> None:
+    statuses = [(await attempt(client, "ghost", "Wrong-pass-1")).status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+
+
+async def test_client_is_throttled_across_accounts(mongodb_url: str, tmp_path: Path) -> None:
+    settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_client=3)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        for name in ("a1", "a2", "a3"):
+            assert (await attempt(client, name, "Wrong-pass-1")).status_code == 401
+        assert (await attempt(client, alice.user.username, PASSWORD)).status_code == 429
+
+
+async def test_window_expiry_lets_the_account_try_again(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    for _ in range(5):
+        await attempt(client, "alice", "Wrong-pass-1")
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 429
+    # Move the window into the past instead of sleeping through it.
+    past = datetime(2000, 1, 1, tzinfo=UTC)
+    await LoginAttempts.get_pymongo_collection().update_many({}, {"$set": {"window_ends": past}})
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 200

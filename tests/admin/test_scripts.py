@@ -1,0 +1,283 @@
+"""The admin commands, run as a user runs them: as a separate process on the database."""
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "seed.ndjson"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Admin:
+    env: dict[str, str]
+    db: AsyncDatabase[dict[str, Any]]
+
+    async def __call__(self, *args: str | Path, stdin: str | None = None) -> Run:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "scripts.admin",
+            *map(str, args),
+            env=self.env,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate(stdin.encode() if stdin else None)
+        assert process.returncode is not None
+        return Run(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+async def admin_cli(mongodb_url: str, tmp_path: Path) -> AsyncIterator[Admin]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    env = {
+        **os.environ,
+        "MONGODB_URL": mongodb_url,
+        "MONGODB_DB": name,
+        "DATA_DIR": str(tmp_path),
+        "BCRYPT_ROUNDS": "4",
+        "COLUMNS": "200",
+    }
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
+    yield Admin(env, client[name])
+    await client.drop_database(name)
+    await client.close()
+
+
+async def test_seed_example_is_idempotent(admin_cli: Admin) -> None:
+    first = await admin_cli("seed", EXAMPLE)
+    assert first.code == 0, first.err
+    assert "6 valid records; wrote 2 users and 4 items; 0 errors." in first.out
+    snapshot = await _snapshot(admin_cli.db)
+    second = await admin_cli("seed", EXAMPLE)
+    assert second.code == 0
+    assert "wrote 0 users and 0 items" in second.out
+    assert await _snapshot(admin_cli.db) == snapshot
+    ada = await admin_cli.db.users.find_one({"username": "ada"})
+    assert ada is not None
+    assert ada["hashed_password"].startswith("$2b$04$")
+    assert await admin_cli.db.items.count_documents({"owner_id": ada["_id"]}) == 2
+
+
+async def _snapshot(db: AsyncDatabase[dict[str, Any]]) -> list[Any]:
+    return [doc async for doc in db.users.find().sort("_id")] + [
+        doc async for doc in db.items.find().sort("_id")
+    ]
+
+
+BAD_LINES = [
+    {"kind": "user", "email": "ok@example.com", "username": "okay", "password": "Good-pass-1"},
+    {"kind": "user", "email": "broken", "username": "b", "password": "x"},
+    "{not json",
+    {"kind": "item", "owner": "okay", "title": "fine", "data": {"a": 1}},
+    {"kind": "item", "owner": "ghost", "title": "orphan"},
+    {"kind": "item", "owner": "okay", "title": "bad data", "data": {"$set": 1}},
+    {"kind": "gadget"},
+    {"kind": "user", "email": "dupe@example.com", "username": "OKAY", "password": "Good-pass-1"},
+]
+
+
+def _write_ndjson(path: Path, lines: list[Any]) -> Path:
+    path.write_text(
+        "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    )
+    return path
+
+
+async def test_seed_reports_each_bad_line_and_keeps_going(admin_cli: Admin, tmp_path: Path) -> None:
+    source = _write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES)
+    run = await admin_cli("seed", source)
+    assert run.code == 1
+    errors = [line for line in run.err.splitlines() if line.startswith(str(source))]
+    assert [line.split(":")[1] for line in errors] == ["2", "3", "5", "6", "7", "8"]
+    assert "invalid JSON" in errors[1]
+    assert "unknown owner 'ghost'" in errors[2]
+    assert "'$set'" in errors[3]
+    assert "duplicate" in errors[5]
+    assert await admin_cli.db.users.count_documents({}) == 1
+    assert await admin_cli.db.items.count_documents({}) == 1
+
+
+async def test_strict_seed_writes_nothing_when_any_line_is_bad(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    source = _write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES[:3])
+    run = await admin_cli("seed", "--strict", source)
+    assert run.code == 1
+    assert await admin_cli.db.users.count_documents({}) == 0
+
+
+async def test_dry_run_validates_without_writing(admin_cli: Admin, tmp_path: Path) -> None:
+    run = await admin_cli("seed", "--dry-run", EXAMPLE)
+    assert run.code == 0, run.err
+    assert "6 valid records; would write" in run.out
+    assert await admin_cli.db.users.count_documents({}) == 0
+    bad = await admin_cli("seed", "--dry-run", _write_ndjson(tmp_path / "b.ndjson", BAD_LINES))
+    assert bad.code == 1
+    assert f"{tmp_path / 'b.ndjson'}:5: unknown owner 'ghost'" in bad.err
+
+
+async def test_seed_json_array_reports_line_numbers(admin_cli: Admin, tmp_path: Path) -> None:
+    source = tmp_path / "seed.json"
+    source.write_text(
+        "[\n"
+        '  {"kind": "user", "email": "j@example.com", "username": "jay",\n'
+        '   "password": "Jay-pass-1"},\n'
+        '  {"kind": "item", "owner": "jay",\n   "title": ""},\n'
+        '  {"kind": "item", "owner": "jay", "title": "ok", "tags": ["A"]}\n'
+        "]\n"
+    )
+    run = await admin_cli("seed", source, "--batch-size", "1")
+    assert run.code == 1
+    assert f"{source}:4: title:" in run.err
+    item = await admin_cli.db.items.find_one({"title": "ok"})
+    assert item is not None
+    assert item["tags"] == ["a"]
+
+
+async def test_create_superuser_and_promote(admin_cli: Admin) -> None:
+    created = await admin_cli(
+        "create-superuser",
+        "--email",
+        "root@example.com",
+        "--username",
+        "root",
+        "--password",
+        "Root-pass-1",
+    )
+    assert created.code == 0, created.err
+    assert "Created superuser root@example.com" in created.out
+    root = await admin_cli.db.users.find_one({"username": "root"})
+    assert root is not None
+    assert root["is_superuser"] is True
+
+    await admin_cli("seed", EXAMPLE)
+    promoted = await admin_cli(
+        "create-superuser",
+        "--email",
+        "ADA@example.com",
+        "--username",
+        "ada",
+        "--password",
+        "Whatever-1",
+    )
+    assert promoted.code == 0
+    assert "Promoted ada@example.com" in promoted.out
+    ada = await admin_cli.db.users.find_one({"username": "ada"})
+    assert ada is not None
+    assert ada["is_superuser"] is True
+
+
+async def test_create_superuser_prompts_for_what_is_missing(admin_cli: Admin) -> None:
+    run = await admin_cli(
+        "create-superuser",
+        "--email",
+        "p@example.com",
+        "--username",
+        "prompted",
+        stdin="Prompt-pass-1\nPrompt-pass-1\n",
+    )
+    assert run.code == 0, run.err
+    assert await admin_cli.db.users.count_documents({"username": "prompted"}) == 1
+
+
+async def test_create_superuser_validates_like_the_api(admin_cli: Admin) -> None:
+    run = await admin_cli(
+        "create-superuser", "--email", "p@example.com", "--username", "p", "--password", "weak"
+    )
+    assert run.code == 2
+    assert "username" in run.err
+    assert "password" in run.err
+    assert await admin_cli.db.users.count_documents({}) == 0
+
+
+async def test_export_round_trips_through_seed(
+    admin_cli: Admin, tmp_path: Path, mongodb_url: str
+) -> None:
+    assert (await admin_cli("seed", EXAMPLE)).code == 0
+    dump = tmp_path / "dump.ndjson"
+    exported = await admin_cli("export", "--with-hashes", "--output", dump)
+    assert exported.code == 0, exported.err
+    assert "Exported 2 users and 4 items." in exported.err
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["user"] * 2 + ["item"] * 4
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    other = Admin({**admin_cli.env, "MONGODB_DB": name}, admin_cli.db.client[name])
+    try:
+        imported = await other("seed", dump)
+        assert imported.code == 0, imported.err
+        assert await _snapshot(other.db) == await _snapshot(admin_cli.db)
+    finally:
+        await admin_cli.db.client.drop_database(name)
+
+
+async def test_export_leaves_hashes_out_by_default(admin_cli: Admin) -> None:
+    await admin_cli("seed", EXAMPLE)
+    run = await admin_cli("export", "--no-items")
+    assert run.code == 0
+    users = [json.loads(line) for line in run.out.splitlines()]
+    assert [user["username"] for user in users] == ["ada", "grace"]
+    assert all("hashed_password" not in user for user in users)
+
+
+async def test_users_without_passwords_import_locked(admin_cli: Admin, tmp_path: Path) -> None:
+    source = _write_ndjson(
+        tmp_path / "u.ndjson", [{"kind": "user", "email": "n@example.com", "username": "nopass"}]
+    )
+    assert (await admin_cli("seed", source)).code == 0
+    user = await admin_cli.db.users.find_one({"username": "nopass"})
+    assert user is not None
+    assert user["hashed_password"].startswith("!no-password:")
+
+
+async def test_outbox_counts_and_retries_dead_messages(admin_cli: Admin) -> None:
+    now = datetime.now(UTC)
+    base = {
+        "kind": "t",
+        "to": "x@example.com",
+        "subject": "s",
+        "text": "t",
+        "html": "h",
+        "attempts": 8,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    await admin_cli.db.outbox.insert_many(
+        [
+            {**base, "message_id": f"<{i}@docstore>", "status": status}
+            for i, status in enumerate(["dead", "dead", "sent", "pending"])
+        ]
+    )
+    shown = await admin_cli("outbox")
+    assert shown.code == 0, shown.err
+    assert {line.split()[0]: int(line.split()[1]) for line in shown.out.splitlines()} == {
+        "pending": 1,
+        "sending": 0,
+        "sent": 1,
+        "dead": 2,
+    }
+    retried = await admin_cli("outbox", "--retry-dead")
+    assert "Queued 2 dead messages again." in retried.out
+    assert await admin_cli.db.outbox.count_documents({"status": "pending", "attempts": 0}) == 2

@@ -1,0 +1,302 @@
+"""Email through the durable outbox to a real SMTP server: welcome, reset, verification."""
+
+import asyncio
+import statistics
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from fastapi import FastAPI
+
+from api.config import Settings
+from documents import ActionToken, Delivery, OutboxMessage, User
+from tests.conftest import (
+    PASSWORD,
+    app_with,
+    eventually,
+    interleaved_timings,
+    make_account,
+    make_settings,
+)
+from tests.mail.smtp import SmtpServer, text_of, token_in
+
+AUTH = "/api/v1/auth"
+NEW_USER = {"email": "carol@example.com", "username": "carol", "password": "Secret-pass-1"}
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def mail_settings(mongodb_url: str, tmp_path: Path, port: int, **overrides: Any) -> Settings:
+    return make_settings(
+        mongodb_url,
+        tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        outbox_worker=True,
+        outbox_poll_s=0.05,
+        outbox_backoff_s=0.05,
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def mailing(
+    mongodb_url: str, tmp_path: Path, smtp: SmtpServer
+) -> AsyncIterator[tuple[FastAPI, httpx2.AsyncClient]]:
+    async with app_with(mail_settings(mongodb_url, tmp_path, smtp.port)) as running:
+        yield running
+
+
+async def test_sign_up_sends_a_welcome_email(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    _, client = mailing
+    assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
+    [message] = await smtp.inbox.wait_for(1)
+    assert message["To"] == "carol@example.com"
+    assert message["Subject"] == "Welcome to Docstore"
+    assert message["Message-ID"].endswith("@docstore>")
+    assert "carol" in text_of(message)
+    assert message.get_body(preferencelist=("html",)) is not None  # type: ignore[attr-defined]
+    # The worker marks it sent just after the server took it.
+    await _until(lambda m: m is not None and m.status == Delivery.sent)
+    stored = await OutboxMessage.find_one({"to": "carol@example.com"})
+    assert stored is not None
+    assert stored.attempts == 1
+    assert stored.message_id == message["Message-ID"]
+
+
+async def test_password_reset_end_to_end(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    asked = await client.post(f"{AUTH}/password-recovery", json={"email": "ALICE@example.com"})
+    assert asked.status_code == 202
+    [message] = await smtp.inbox.wait_for(1)
+    token = token_in(message)
+    assert f"reset-password?token={token}" in text_of(message)
+    stored = await ActionToken.find_one({"user_id": alice.user.id})
+    assert stored is not None
+    assert token not in stored.model_dump_json()  # only its hash is kept
+    new = "Recovered-pass-9"
+    reset = await client.post(f"{AUTH}/reset-password", json={"token": token, "new_password": new})
+    assert reset.status_code == 204
+    login = f"{AUTH}/login"
+    assert (
+        await client.post(login, data={"username": "alice", "password": PASSWORD})
+    ).status_code == 401
+    assert (
+        await client.post(login, data={"username": "alice", "password": new})
+    ).status_code == 200
+    assert (
+        await client.get(f"{AUTH}/me", headers=alice.headers)
+    ).status_code == 401  # sessions ended
+    again = await client.post(f"{AUTH}/reset-password", json={"token": token, "new_password": new})
+    assert again.status_code == 400
+
+
+async def test_recovery_does_not_reveal_accounts(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    app, client = mailing
+    await make_account(app, "alice")
+    known = await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    unknown = await client.post(f"{AUTH}/password-recovery", json={"email": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 202
+    assert known.json() == unknown.json()
+    await smtp.inbox.wait_for(1)
+    assert await OutboxMessage.find({"to": "nobody@example.com"}).count() == 0
+
+
+async def test_recovery_takes_as_long_for_unknown_addresses(
+    mongodb_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The real account's token and email must not show: medians of 12 each, interleaved.
+    (On the embedded server that work is already cheap; the floor covers slower servers.)"""
+    limits = {"recovery_max_per_email": 50, "recovery_max_per_client": 50}
+    settings = mail_settings(
+        mongodb_url, tmp_path, smtp.port, recovery_response_floor_ms=200, **limits
+    )
+    async with app_with(settings) as (app, client):
+        await make_account(app, "alice")
+        known, unknown = await interleaved_timings(
+            12,
+            lambda email: client.post(f"{AUTH}/password-recovery", json={"email": email}),
+            "alice@example.com",
+            "nobody@example.com",
+            202,
+        )
+    ratio = statistics.median(unknown) / statistics.median(known)
+    assert 0.8 <= ratio <= 1.25, ratio
+    assert min(known + unknown) >= 0.2  # both wait out the floor, whatever work they did
+
+
+@pytest.mark.parametrize("problem", ["forged", "expired", "wrong purpose"])
+async def test_bad_reset_tokens(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer, problem: str
+) -> None:
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    token = "forged-token"
+    if problem != "forged":
+        await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+        token = token_in((await smtp.inbox.wait_for(1))[0])
+    if problem == "expired":
+        past = datetime.now(UTC) - timedelta(minutes=1)
+        await ActionToken.get_pymongo_collection().update_many({}, {"$set": {"expires_at": past}})
+    url = f"{AUTH}/verify-email" if problem == "wrong purpose" else f"{AUTH}/reset-password"
+    body = (
+        {"token": token}
+        if problem == "wrong purpose"
+        else {"token": token, "new_password": "New-pass-12"}
+    )
+    response = await client.post(url, json=body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    stored = await User.get(alice.user.id)
+    assert stored is not None
+    assert stored.email_verified is False
+
+
+async def test_recovery_is_throttled_per_address(
+    mailing: tuple[FastAPI, httpx2.AsyncClient],
+) -> None:
+    _, client = mailing
+    statuses = [
+        (
+            await client.post(f"{AUTH}/password-recovery", json={"email": "x@example.com"})
+        ).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [202, 202, 202, 429]
+
+
+async def test_email_verification(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    asked = await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
+    assert asked.status_code == 202
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    assert (await client.post(f"{AUTH}/verify-email", json={"token": token})).status_code == 204
+    assert (await client.get(f"{AUTH}/me", headers=alice.headers)).json()["email_verified"] is True
+    assert (await client.post(f"{AUTH}/verify-email", json={"token": token})).status_code == 400
+    assert (await client.post(f"{AUTH}/verify-email/request")).status_code == 401
+
+
+async def test_verifying_an_old_address_does_not_verify_a_new_one(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    changed = await client.patch(
+        f"/api/v1/users/{alice.id}", json={"email": "new@example.com"}, headers=alice.headers
+    )
+    assert changed.json()["email_verified"] is False
+    await client.post(f"{AUTH}/verify-email", json={"token": token})
+    assert (await client.get(f"{AUTH}/me", headers=alice.headers)).json()["email_verified"] is False
+
+
+async def test_login_can_require_a_verified_email(
+    mongodb_url: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = mail_settings(mongodb_url, tmp_path, smtp.port, require_verified_email=True)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        login = {"username": "alice", "password": PASSWORD}
+        refused = await client.post(f"{AUTH}/login", data=login)
+        assert refused.status_code == 403
+        await alice.user.set({"email_verified": True})
+        assert (await client.post(f"{AUTH}/login", data=login)).status_code == 200
+
+
+async def test_smtp_down_then_up_delivers_after_retries(mongodb_url: str, tmp_path: Path) -> None:
+    later = SmtpServer()  # its port, nobody listening yet
+    async with app_with(mail_settings(mongodb_url, tmp_path, later.port)) as (_, client):
+        assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
+        await _until(lambda m: m is not None and m.attempts >= 2 and m.last_error is not None)
+        later.start()
+        try:
+            [message] = await later.inbox.wait_for(1)
+            assert message["To"] == "carol@example.com"
+            await _until(lambda m: m is not None and m.status == Delivery.sent)
+        finally:
+            later.stop()
+
+
+async def test_gives_up_after_the_last_attempt(mongodb_url: str, tmp_path: Path) -> None:
+    nobody = SmtpServer()
+    settings = mail_settings(mongodb_url, tmp_path, nobody.port, outbox_max_attempts=2)
+    async with app_with(settings) as (_, client):
+        await client.post("/api/v1/users", json=NEW_USER)
+        await _until(lambda m: m is not None and m.status == Delivery.dead)
+
+
+async def test_a_dead_workers_message_is_delivered_once_after_its_lease(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    # A worker claimed this message and died before sending: its lease must lapse first.
+    lease_ends = datetime.now(UTC) + timedelta(seconds=0.5)
+    await OutboxMessage(
+        kind="test",
+        to="x@example.com",
+        subject="orphan",
+        text="t",
+        html="<p>t</p>",
+        message_id="<orphan@docstore>",
+        status=Delivery.sending,
+        attempts=1,
+        lease_until=lease_ends,
+        leased_by="worker-dead",
+    ).insert()
+    await asyncio.sleep(0.3)
+    assert smtp.inbox.messages == []  # still leased
+    [message] = await smtp.inbox.wait_for(1)
+    assert message["Message-ID"] == "<orphan@docstore>"
+
+    async def settled() -> bool:
+        stored = await OutboxMessage.find_one({"message_id": "<orphan@docstore>"})
+        return stored is not None and stored.status == Delivery.sent
+
+    await eventually(settled)
+    await asyncio.sleep(0.3)
+    assert len(smtp.inbox.messages) == 1  # exactly one copy
+    stored = await OutboxMessage.find_one({"message_id": "<orphan@docstore>"})
+    assert stored is not None
+    assert stored.attempts == 2
+
+
+async def test_development_transport_writes_eml_files(mongodb_url: str, tmp_path: Path) -> None:
+    async with app_with(make_settings(mongodb_url, tmp_path, outbox_worker=True)) as (_, client):
+        assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
+        folder = tmp_path / "mail"
+
+        async def written() -> bool:
+            return folder.is_dir() and any(folder.glob("*.eml"))
+
+        await eventually(written)
+        [eml] = list(folder.glob("*.eml"))
+        assert b"Subject: Welcome to Docstore" in eml.read_bytes()
+
+
+async def _until(check: Any) -> None:
+    """Until `check` holds for the outbox message to carol (the worker changes it)."""
+
+    async def holds() -> bool:
+        return bool(check(await OutboxMessage.find_one({"to": "carol@example.com"})))
+
+    await eventually(holds)
