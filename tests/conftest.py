@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from beanie import init_beanie
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
@@ -23,7 +24,7 @@ from api.core import embedded
 from api.core.services import Services
 from api.live.feed import LiveFeed
 from api.main import create_app
-from documents import User
+from documents import DOCUMENT_MODELS, User
 
 PASSWORD = "Correct-horse-1"
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -52,7 +53,7 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         "mongodb_timeout_ms": 5000,
         "log_level": "WARNING",
         # Mail is delivered, and changes streamed, only where a test is about them
-        # (tests/test_email.py, tests/test_live.py): each costs every app a background task.
+        # (tests/mail, tests/live): each costs every app a background task.
         "outbox_worker": False,
         "live_feed": False,
         "recovery_response_floor_ms": 20,  # the timing test sets its own
@@ -61,18 +62,39 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@pytest.fixture
-def settings(mongodb_url: str, tmp_path: Path) -> Settings:
-    return make_settings(mongodb_url, tmp_path)
+@pytest.fixture(scope="module")
+def settings(mongodb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(mongodb_url, tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The app inside its real lifespan, on a database of its own (dropped afterwards)."""
+@pytest.fixture(scope="module")
+async def module_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """One app per test module, inside its real lifespan, on a database of its own
+    (indexes built once, dropped afterwards). Building an app, its lifespan and its
+    OpenAPI description costs about 0.1 s: tests share it and start empty instead."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield app
     await drop_database(settings)
+
+
+@pytest.fixture
+async def app(module_app: FastAPI) -> FastAPI:
+    """The module's app, its database emptied: each test starts from nothing."""
+    await empty_database(module_app)
+    return module_app
+
+
+async def empty_database(app: FastAPI) -> None:
+    """Remove every document (indexes stay), and point Beanie back at this app's database:
+    a test that ran another app in between (`app_with`) left Beanie bound to that one."""
+    services = services_of(app)
+    database = services.client[services.settings.mongodb_db]
+    bound = User.get_pymongo_collection().database
+    if bound.client is not services.client or bound.name != database.name:
+        await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=True)
+    names = await database.list_collection_names()
+    await asyncio.gather(*(database[name].delete_many({}) for name in names))
 
 
 def services_of(app: FastAPI) -> Services:

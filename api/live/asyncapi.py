@@ -20,8 +20,11 @@ from MongoDB change streams (any worker, host or admin script's write arrives).
 Superusers receive everyone's, or one owner's with `owner_id`.
 
 Authenticate with `?token=<access token>`, or send `{"type": "auth", "token": "..."}`
-as the first message within a few seconds. Each message carries a `cursor`; reconnect
-with `?resume_after=<cursor>` to get what you missed, exactly once.
+as the first message within a few seconds. Once the server is listening for your
+changes it sends `{"event": "subscribed"}`: every change committed after that message
+arrives (wait for it before writing what you expect to see). Each change carries a
+`cursor`; reconnect with `?resume_after=<cursor>` to get what you missed, exactly once
+(the replay follows the `subscribed` message).
 
 Close codes: 1008 bad, expired or revoked token, or a bad parameter (the reason says
 which); 1011 the database has no change streams (or the feed is turned off); 1013 you
@@ -47,6 +50,12 @@ class ItemChange(BaseModel):
     cursor: str = Field(description="Opaque; pass as resume_after to continue after this")
 
 
+class Subscribed(BaseModel):
+    """Sent once, first: the server now listens for your changes; none after this is missed."""
+
+    event: Literal["subscribed"]
+
+
 class Resync(BaseModel):
     """Your resume_after is older than the server's change history: refetch by REST."""
 
@@ -64,7 +73,7 @@ QUERY: dict[str, Any] = {
 
 def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (AuthMessage, ItemChange, Resync):
+    for model in (AuthMessage, Subscribed, ItemChange, Resync):
         schema = model.model_json_schema(ref_template=REF, mode="serialization", by_alias=True)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -75,7 +84,7 @@ def asyncapi_document(public_url: str) -> dict[str, Any]:
     url = urlsplit(public_url)
     message = {
         name: {"name": name, "payload": {"$ref": REF.format(model=name)}}
-        for name in ("AuthMessage", "ItemChange", "Resync")
+        for name in ("AuthMessage", "Subscribed", "ItemChange", "Resync")
     }
     return {
         "asyncapi": "3.0.0",
@@ -109,6 +118,7 @@ def asyncapi_document(public_url: str) -> dict[str, Any]:
                 "action": "send",
                 "channel": {"$ref": "#/channels/items"},
                 "messages": [
+                    {"$ref": "#/channels/items/messages/Subscribed"},
                     {"$ref": "#/channels/items/messages/ItemChange"},
                     {"$ref": "#/channels/items/messages/Resync"},
                 ],

@@ -33,6 +33,7 @@ from documents.item import tag_key
 router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
+SUBSCRIBED = json.dumps({"event": "subscribed"})
 
 
 @dataclass
@@ -77,6 +78,12 @@ async def live_items(websocket: WebSocket) -> None:
     assert user_id is not None
     subscriber = feed.subscribe(websocket, user_id, request.owner_id, request.tags, request.fields)
     try:
+        # From here on the watcher offers this socket every change it reads: say so, so a
+        # client knows when what it writes next is sure to arrive.
+        try:
+            await websocket.send_text(SUBSCRIBED)
+        except Exception:  # the client went away already
+            return
         ending = await _first_of(
             _send_changes(websocket, services, feed, subscriber, request.resume_after),
             _receive_until_gone(websocket),

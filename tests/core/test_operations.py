@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx2
 
 from api.main import create_app
-from tests.conftest import Account, create_item, make_settings
+from tests.conftest import app_with, create_item, make_account, make_settings
 
 
 async def test_welcome_and_health(client: httpx2.AsyncClient) -> None:
@@ -87,14 +87,14 @@ async def test_cors_from_settings(mongodb_url: str, tmp_path: Path) -> None:
             assert "access-control-allow-origin" not in other.headers
 
 
-async def test_metrics_count_requests_by_route_and_status(
-    client: httpx2.AsyncClient, alice: Account
-) -> None:
-    created = await create_item(client, alice)
-    await client.get(f"/api/v1/items/{created['id']}", headers=alice.headers)
-    await client.get(f"/api/v1/items/{'0' * 24}", headers=alice.headers)
-    await client.get("/no/such/path/12345")
-    response = await client.get("/metrics")
+async def test_metrics_count_requests_by_route_and_status(mongodb_url: str, tmp_path: Path) -> None:
+    async with app_with(make_settings(mongodb_url, tmp_path)) as (app, client):  # fresh counts
+        alice = await make_account(app, "alice")
+        created = await create_item(client, alice)
+        await client.get(f"/api/v1/items/{created['id']}", headers=alice.headers)
+        await client.get(f"/api/v1/items/{'0' * 24}", headers=alice.headers)
+        await client.get("/no/such/path/12345")
+        response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text

@@ -60,6 +60,16 @@ def settings(mongodb_url: str, tmp_path: Path) -> Settings:
     return make_settings(mongodb_url, tmp_path, live_feed=True)
 
 
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app of each test's own, not the module's: a shared feed could still be
+    delivering the deletes that emptied the database to the next test's subscribers."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+    await drop_database(settings)
+
+
 @asynccontextmanager
 async def serving(app: FastAPI, ping_interval: float = 20.0) -> AsyncIterator[Served]:
     """`app` (already in its lifespan) behind a real Uvicorn server on a free port."""
@@ -92,6 +102,14 @@ async def served(app: FastAPI) -> AsyncIterator[Served]:
         yield served
 
 
+@asynccontextmanager
+async def subscribe(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
+    """A socket, once the server says it listens: what is written after this arrives."""
+    async with connect(url, **options) as ws:
+        assert await next_event(ws) == {"event": "subscribed"}
+        yield ws
+
+
 async def next_event(ws: ClientConnection, within_s: float = 5) -> dict[str, Any]:
     message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), within_s))
     return message
@@ -118,7 +136,7 @@ async def quiet(ws: ClientConnection, seconds: float = 0.5) -> None:
 async def test_rest_writes_arrive_as_events_shaped_like_rest(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    async with connect(served.ws(alice)) as ws:
+    async with subscribe(served.ws(alice)) as ws:
         created = await create_item(client, alice, title="first", data={"a": 1})
         url = f"/api/v1/items/{created['id']}"
         patched = (await client.patch(url, json={"data": {"b": 2}}, headers=alice.headers)).json()
@@ -134,7 +152,7 @@ async def test_rest_writes_arrive_as_events_shaped_like_rest(
 
 async def test_a_direct_database_write_arrives_too(served: Served, alice: Account) -> None:
     """Admin scripts write with Beanie, not through the API: their changes are streamed."""
-    async with connect(served.ws(alice)) as ws:
+    async with subscribe(served.ws(alice)) as ws:
         now = utcnow()
         item = Item(owner_id=alice.user.id, title="seeded", created_at=now, updated_at=now)
         await item.insert()
@@ -147,7 +165,7 @@ async def test_a_direct_database_write_arrives_too(served: Served, alice: Accoun
 async def test_other_users_changes_never_arrive(
     served: Served, client: httpx2.AsyncClient, alice: Account, bob: Account
 ) -> None:
-    async with connect(served.ws(alice)) as ws:
+    async with subscribe(served.ws(alice)) as ws:
         bobs = await create_item(client, bob, title="bob's")
         url = f"/api/v1/items/{bobs['id']}"
         await client.patch(url, json={"title": "still bob's"}, headers=bob.headers)
@@ -163,8 +181,8 @@ async def test_superusers_see_everyone_or_one_owner(
 ) -> None:
     admin = await make_account(app, "root", superuser=True)
     async with (
-        connect(served.ws(admin)) as every,
-        connect(served.ws(admin, owner_id=bob.id)) as one,
+        subscribe(served.ws(admin)) as every,
+        subscribe(served.ws(admin, owner_id=bob.id)) as one,
     ):
         await create_item(client, alice, title="a")
         await create_item(client, bob, title="b")
@@ -185,7 +203,7 @@ async def test_others_items_are_refused_to_non_superusers(
 async def test_fields_and_tag_are_applied_on_the_server(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    async with connect(served.ws(alice, fields="title", tag="Work")) as ws:
+    async with subscribe(served.ws(alice, fields="title", tag="Work")) as ws:
         await create_item(client, alice, title="home", tags=["home"])
         work = await create_item(client, alice, title="job", tags=["work", "urgent"])
         event = await next_event(ws)
@@ -200,7 +218,7 @@ async def test_the_token_may_come_in_a_first_message(
 ) -> None:
     async with connect(served.ws()) as ws:
         await ws.send(json.dumps({"type": "auth", "token": alice.token}))
-        await asyncio.sleep(0.2)  # authenticated and subscribed
+        assert await next_event(ws) == {"event": "subscribed"}
         created = await create_item(client, alice)
         assert (await next_event(ws))["item"]["id"] == created["id"]
 
@@ -241,8 +259,7 @@ async def test_no_auth_message_in_time_closes(served: Served, app: FastAPI) -> N
 async def test_logging_out_closes_the_socket(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    async with connect(served.ws(alice)) as ws:
-        await asyncio.sleep(0.2)
+    async with subscribe(served.ws(alice)) as ws:
         response = await client.post("/api/v1/auth/logout", headers=alice.headers)
         assert response.status_code == 204
         assert await close_of(ws) == (1008, "access token revoked")
@@ -268,13 +285,13 @@ async def test_an_expiring_token_closes_the_socket(
 async def test_resume_replays_exactly_what_was_missed(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    async with connect(served.ws(alice)) as ws:
+    async with subscribe(served.ws(alice)) as ws:
         first = await create_item(client, alice, title="seen")
         cursor = (await next_event(ws))["cursor"]
     missed = [await create_item(client, alice, title=f"missed {n}") for n in range(3)]
     await client.delete(f"/api/v1/items/{first['id']}", headers=alice.headers)
 
-    async with connect(served.ws(alice, resume_after=cursor)) as ws:
+    async with subscribe(served.ws(alice, resume_after=cursor)) as ws:
         replayed = [await next_event(ws) for _ in range(4)]
         live = await create_item(client, alice, title="live")
         after = await next_event(ws)
@@ -297,8 +314,7 @@ async def test_a_slow_consumer_is_closed_with_1013(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    async with connect(served.ws(alice), sock=sock, max_queue=1) as ws:
-        await asyncio.sleep(0.2)
+    async with subscribe(served.ws(alice), sock=sock, max_queue=1) as ws:
         now = utcnow()
         items = [
             Item(
@@ -324,7 +340,7 @@ async def test_pings_drop_a_peer_that_stopped_answering(app: FastAPI, alice: Acc
     assert feed is not None
     async with (
         serving(app, ping_interval=0.2) as served,
-        connect(served.ws(alice), close_timeout=0.5) as ws,
+        subscribe(served.ws(alice), close_timeout=0.5) as ws,
     ):
         await asyncio.sleep(0.6)  # idle, and kept alive: pings are answered
         assert len(feed.subscribers) == 1
@@ -335,8 +351,7 @@ async def test_pings_drop_a_peer_that_stopped_answering(app: FastAPI, alice: Acc
 
 
 async def test_shutdown_closes_sockets_with_1001(served: Served, alice: Account) -> None:
-    async with connect(served.ws(alice)) as ws:
-        await asyncio.sleep(0.2)
+    async with subscribe(served.ws(alice)) as ws:
         served.server.should_exit = True
         code, _ = await close_of(ws)
     assert code == 1001
@@ -350,7 +365,7 @@ async def test_a_cursor_older_than_the_history_gets_resync(tmp_path: Path) -> No
     try:
         async with app_with(make_settings(small.url, tmp_path, live_feed=True)) as (app, client):
             alice = await make_account(app, "alice")
-            async with serving(app) as served, connect(served.ws(alice)) as ws:
+            async with serving(app) as served, subscribe(served.ws(alice)) as ws:
                 await create_item(client, alice)
                 cursor = (await next_event(ws))["cursor"]
             # The server prunes its history every 1,000 changes: make it forget the cursor.
@@ -360,7 +375,7 @@ async def test_a_cursor_older_than_the_history_gets_resync(tmp_path: Path) -> No
             )
             async with (
                 serving(app) as served,
-                connect(served.ws(alice, resume_after=cursor)) as ws,
+                subscribe(served.ws(alice, resume_after=cursor)) as ws,
             ):
                 assert await next_event(ws) == {"event": "resync"}
                 assert await close_of(ws) == (1000, "resync: refetch by REST")
@@ -430,7 +445,7 @@ async def test_a_write_through_one_process_reaches_a_subscriber_of_another(
             token = (await client.post("/api/v1/auth/login", data=login)).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
             ws_url = f"{second.replace('http', 'ws')}{WS_PATH}?token={token}"
-            async with connect(ws_url) as ws:
+            async with subscribe(ws_url) as ws:
                 response = await client.post(
                     "/api/v1/items", json={"title": "from the first"}, headers=headers
                 )
@@ -451,6 +466,8 @@ async def test_the_feed_is_documented(client: httpx2.AsyncClient) -> None:
     assert asyncapi["channels"]["items"]["address"] == WS_PATH
     payload = asyncapi["components"]["schemas"]["ItemChange"]["properties"]
     assert payload["event"]["enum"] == ["created", "updated", "deleted"]
+    subscribed = asyncapi["components"]["schemas"]["Subscribed"]["properties"]
+    assert subscribed["event"]["const"] == "subscribed"
 
 
 async def test_a_process_may_serve_no_feed(mongodb_url: str, tmp_path: Path) -> None:
