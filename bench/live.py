@@ -40,8 +40,8 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     before = rss_kb(pid)
     sockets: list[ClientConnection] = []
     for start in range(0, subscribers, 50):  # connect in waves, as clients would
-        batch = [connect(ws_url, ping_interval=None) for _ in range(start, start + 50)]
-        sockets += await asyncio.gather(*batch[: subscribers - start])
+        wave = min(50, subscribers - start)
+        sockets += await asyncio.gather(*(_subscribe(ws_url) for _ in range(wave)))
     await asyncio.sleep(2)
     after = rss_kb(pid)
     per = (after - before) / subscribers
@@ -67,6 +67,14 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     if app_latencies and floor_latencies:
         app99, floor99 = _percentile(app_latencies, 99), _percentile(floor_latencies, 99)
         print(f"app/floor p99: {app99 / floor99:.2f} (target app p99 < 250 ms)")
+
+
+async def _subscribe(url: str) -> ClientConnection:
+    """A socket once the server listens for it (its first message says so)."""
+    ws = await connect(url, ping_interval=None)
+    first = json.loads(await ws.recv())
+    assert first == {"event": "subscribed"}, first
+    return ws
 
 
 async def _write(base: str, token: str, total: int, rate: float) -> None:

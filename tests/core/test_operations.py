@@ -1,12 +1,17 @@
 """Welcome, health, readiness, request ids, security headers, CORS and offline docs."""
 
+import importlib
 import re
+import tomllib
 from pathlib import Path
 
 import httpx2
+from fastapi import FastAPI
 
 from api.main import create_app
 from tests.conftest import app_with, create_item, make_account, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_welcome_and_health(client: httpx2.AsyncClient) -> None:
@@ -106,3 +111,11 @@ async def test_metrics_count_requests_by_route_and_status(mongodb_url: str, tmp_
     assert 'docstore_outbox_messages{status="pending"}' in text
     assert "docstore_live_subscribers 0.0" in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_the_fastapi_cli_entrypoint_names_the_app() -> None:
+    """`fastapi dev` / `fastapi run` import what `[tool.fastapi] entrypoint` names."""
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        entrypoint = tomllib.load(file)["tool"]["fastapi"]["entrypoint"]
+    module, _, attribute = entrypoint.partition(":")
+    assert isinstance(getattr(importlib.import_module(module), attribute), FastAPI)
