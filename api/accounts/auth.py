@@ -78,18 +78,21 @@ async def login(
     user = await find_by_login(form.username)
     account = f"account:{user.id if user else form.username.lower()}"
     client = f"client:{client_address(request) or 'unknown'}"
-    await throttle.check(
+    # Counted before the password is checked, so a burst cannot outrun the limit; the
+    # attempt stays counted if it fails, and is given back if it succeeds.
+    await throttle.reserve(
         {
             account: settings.login_max_failures_per_account,
             client: settings.login_max_failures_per_client,
-        }
+        },
+        settings.login_failure_window_s,
     )
     if user is None:
         await verify_against_dummy(form.password, settings.bcrypt_rounds)
     if user is None or not await verify_password(form.password, user.hashed_password):
-        await throttle.record_failure([account, client], settings.login_failure_window_s)
         raise InvalidCredentials()
     await throttle.clear(account)
+    await throttle.give_back([client])
     if not user.is_active:
         raise InactiveUser()
     if settings.require_verified_email and not user.email_verified:

@@ -45,6 +45,7 @@ class Accepted(BaseModel):
     detail: str
 
 
+MAIL_THROTTLED = "Too many email requests; wait before asking again."
 SENT = Accepted(detail="If an account has this address, an email is on its way.")
 
 
@@ -66,9 +67,8 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Ma
     client = f"recovery-client:{client_address(request) or 'unknown'}"
     address = f"recovery-email:{email.lower()}"
     limits = {address: settings.recovery_max_per_email, client: settings.recovery_max_per_client}
-    await throttle.check(limits)
     # Every request counts (not only failures): each one may send an email.
-    await throttle.record_failure(list(limits), settings.recovery_window_s)
+    await throttle.reserve(limits, settings.recovery_window_s, MAIL_THROTTLED)
     user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
     if user is None or not user.is_active:
         return

@@ -1,12 +1,19 @@
-"""Brute-force protection for logins: failures counted per account and per client.
+"""Brute-force and abuse protection: attempts counted per key (account, client, address).
 
 The counters live in MongoDB (`login_attempts`, one document per key, removed by a
 TTL index once its window has passed), so limits hold across workers, hosts and
-restarts. A throttled attempt is refused before any bcrypt work.
+restarts. An attempt is *reserved* with one atomic increment before any bcrypt work
+or email: a burst of concurrent requests cannot all pass the check before any of
+them is counted. A refused attempt gives its reservation back, so the stored count
+is exactly the attempts that were let through.
 """
 
+import contextlib
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from api.core.errors import DomainError
 from documents import LoginAttempts
@@ -17,32 +24,55 @@ class TooManyAttempts(DomainError):
     status, code, title = 429, "too-many-attempts", "Too many attempts"
     detail = "Too many failed logins; wait before trying again."
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__()
+    def __init__(self, retry_after_s: int, detail: str | None = None) -> None:
+        super().__init__(detail)
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
-async def check(limits: dict[str, int]) -> None:
-    """429 when any key has reached its limit of failures in its current window."""
-    now = utcnow()
-    found = LoginAttempts.get_pymongo_collection().find(
-        {"_id": {"$in": list(limits)}, "window_ends": {"$gt": now}}
-    )
-    async for doc in found:
-        if doc["failures"] >= limits[doc["_id"]]:
-            raise TooManyAttempts(max(1, math.ceil((doc["window_ends"] - now).total_seconds())))
+async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> None:
+    """Count one attempt against every key of `limits`; 429 (counting nothing) when that
+    takes any key past its limit in its current window."""
+    counted: list[str] = []
+    over: list[datetime] = []
+    for key, limit in limits.items():
+        count, window_ends = await _count(key, window_s)
+        counted.append(key)
+        if count > limit:
+            over.append(window_ends)
+    if over:
+        await give_back(counted)
+        seconds = (max(over) - utcnow()).total_seconds()
+        raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
 
 
-async def record_failure(keys: list[str], window_s: int) -> None:
+async def _count(key: str, window_s: int) -> tuple[int, datetime]:
+    """One more attempt on `key`: its count and the end of its window, atomically."""
     attempts = LoginAttempts.get_pymongo_collection()
-    now = utcnow()
-    for key in keys:
-        counted = await attempts.update_one(
-            {"_id": key, "window_ends": {"$gt": now}}, {"$inc": {"failures": 1}}
+    while True:
+        now = utcnow()
+        doc = await attempts.find_one_and_update(
+            {"_id": key, "window_ends": {"$gt": now}},
+            {"$inc": {"failures": 1}},
+            return_document=ReturnDocument.AFTER,
         )
-        if counted.matched_count == 0:  # no window open: this failure starts one
-            fresh = {"failures": 1, "window_ends": now + timedelta(seconds=window_s)}
-            await attempts.update_one({"_id": key}, {"$set": fresh}, upsert=True)
+        if doc is not None:
+            return int(doc["failures"]), doc["window_ends"]
+        # No open window: open one, empty (restarting a passed one that awaits the TTL
+        # sweep), then count again. An upsert is not a counter here: concurrent first
+        # upserts were seen to lose or repeat increments; a plain $inc loses none.
+        fresh = {"failures": 0, "window_ends": now + timedelta(seconds=window_s)}
+        # Another request opened the window first: count in it.
+        with contextlib.suppress(DuplicateKeyError):
+            await attempts.update_one(
+                {"_id": key, "window_ends": {"$lte": now}}, {"$set": fresh}, upsert=True
+            )
+
+
+async def give_back(keys: list[str]) -> None:
+    """Return reserved attempts that turned out not to count (refused, or succeeded)."""
+    await LoginAttempts.get_pymongo_collection().update_many(
+        {"_id": {"$in": keys}, "failures": {"$gt": 0}}, {"$inc": {"failures": -1}}
+    )
 
 
 async def clear(key: str) -> None:

@@ -1,10 +1,13 @@
 """Brute-force protection: failed logins per account and per client, kept in MongoDB."""
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
+import pytest
 
+from api.accounts import passwords
 from documents import LoginAttempts
 from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
 
@@ -66,3 +69,60 @@ async def test_window_expiry_lets_the_account_try_again(
     past = datetime(2000, 1, 1, tzinfo=UTC)
     await LoginAttempts.get_pymongo_collection().update_many({}, {"$set": {"window_ends": past}})
     assert (await attempt(client, "alice", PASSWORD)).status_code == 200
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every bcrypt verification that runs (real ones, and the dummy for unknown users)."""
+    checked: list[str] = []
+    real = passwords._verify
+
+    def counting(password: str, hashed: str) -> bool:
+        checked.append(password)
+        return real(password, hashed)
+
+    monkeypatch.setattr(passwords, "_verify", counting)
+    return checked
+
+
+async def test_a_burst_of_guesses_cannot_outrun_the_account_limit(
+    client: httpx2.AsyncClient, alice: Account, password_checks: list[str]
+) -> None:
+    """40 wrong guesses at once against a limit of 5: each is counted before its check."""
+    burst = await asyncio.gather(*(attempt(client, "alice", f"Wrong-{n}-A") for n in range(40)))
+    statuses = sorted(response.status_code for response in burst)
+    assert statuses == [401] * 5 + [429] * 35
+    assert len(password_checks) == 5
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": f"account:{alice.id}"})
+    assert stored is not None
+    assert stored["failures"] == 5  # exact: the refused 35 were given back
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 429
+    assert len(password_checks) == 5  # refused without a check
+
+
+async def test_a_burst_cannot_outrun_the_client_limit(
+    mongodb_url: str, tmp_path: Path, password_checks: list[str]
+) -> None:
+    settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_client=5)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        password_checks.clear()  # the app's start-up warmed its dummy hash
+        guesses = (attempt(client, f"user{n}", "Wrong-pass-1") for n in range(40))
+        statuses = sorted(response.status_code for response in await asyncio.gather(*guesses))
+        assert statuses == [401] * 5 + [429] * 35
+        assert len(password_checks) == 5
+        stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "client:127.0.0.1"})
+        assert stored is not None
+        assert stored["failures"] == 5
+        assert (await attempt(client, alice.user.username, PASSWORD)).status_code == 429
+
+
+async def test_successes_do_not_use_up_the_client_limit(mongodb_url: str, tmp_path: Path) -> None:
+    settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_client=3)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        for _ in range(6):
+            assert (await attempt(client, alice.user.username, PASSWORD)).status_code == 200
+        stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "client:127.0.0.1"})
+        assert stored is not None
+        assert stored["failures"] == 0
