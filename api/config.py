@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     recovery_max_per_email: int = Field(default=3, ge=1)
     recovery_max_per_client: int = Field(default=20, ge=1)
     recovery_window_s: int = Field(default=3600, ge=1)
+    # Verification emails an account (and a client address) may ask for per window.
+    verification_max_per_account: int = Field(default=3, ge=1)
+    verification_max_per_client: int = Field(default=20, ge=1)
+    verification_window_s: int = Field(default=3600, ge=1)
     # Password recovery answers no sooner than this, account or not: the work done for a
     # real account (a token and an email, in a transaction) must not show in the timing.
     recovery_response_floor_ms: int = Field(default=300, ge=0)

@@ -97,12 +97,23 @@ async def reset_password(body: PasswordReset, services: AppServices) -> None:
     await sessions.end_sessions(record.user_id)
 
 
-@router.post("/verify-email/request", status_code=202, responses=problem_responses(401))
+@router.post("/verify-email/request", status_code=202, responses=problem_responses(401, 429))
 async def request_verification(
-    user: CurrentUser, services: AppServices, mail: MailWorker
+    user: CurrentUser, request: Request, services: AppServices, mail: MailWorker
 ) -> Accepted:
-    """Email a single-use token confirming your current address."""
-    hours = services.settings.email_verification_expire_hours
+    """Email a single-use token confirming your current address (nothing is sent when it
+    is confirmed already). Throttled per account and per client."""
+    settings = services.settings
+    if user.email_verified:
+        return Accepted(detail=f"{user.email} is confirmed already; no email was sent.")
+    limits = {
+        f"verification-account:{user.id}": settings.verification_max_per_account,
+        f"verification-client:{client_address(request) or 'unknown'}": (
+            settings.verification_max_per_client
+        ),
+    }
+    await throttle.reserve(limits, settings.verification_window_s, MAIL_THROTTLED)
+    hours = settings.email_verification_expire_hours
 
     async def send(session: AsyncClientSession | None) -> None:
         token = await action_tokens.issue(

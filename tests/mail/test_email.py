@@ -15,6 +15,7 @@ from api.config import Settings
 from documents import ActionToken, Delivery, OutboxMessage, User
 from tests.conftest import (
     PASSWORD,
+    Account,
     app_with,
     eventually,
     interleaved_timings,
@@ -300,3 +301,37 @@ async def _until(check: Any) -> None:
         return bool(check(await OutboxMessage.find_one({"to": "carol@example.com"})))
 
     await eventually(holds)
+
+
+async def test_verification_requests_are_throttled_per_account(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    ask = f"{AUTH}/verify-email/request"
+    statuses = [(await client.post(ask, headers=alice.headers)).status_code for _ in range(5)]
+    assert statuses == [202, 202, 202, 429, 429]
+    assert await OutboxMessage.count() == 3  # the refused ones queued nothing
+
+
+async def test_verification_requests_are_throttled_per_client(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(mongodb_url, tmp_path, verification_max_per_client=2)
+    async with app_with(settings) as (app, client):
+        accounts = [await make_account(app, name) for name in ("alice", "bob", "carol")]
+        statuses = [
+            (await client.post(f"{AUTH}/verify-email/request", headers=a.headers)).status_code
+            for a in accounts
+        ]
+        assert statuses == [202, 202, 429]
+        assert await OutboxMessage.count() == 2
+
+
+async def test_a_confirmed_address_gets_a_202_and_no_email(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    await alice.user.set({"email_verified": True})
+    for _ in range(5):
+        answer = await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
+        assert answer.status_code == 202
+        assert "no email was sent" in answer.json()["detail"]
+    assert await OutboxMessage.count() == 0
