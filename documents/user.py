@@ -118,7 +118,11 @@ class UserUpdate(BaseModel):
     username: Username | None = None
     full_name: FullName | None = None
     password: Password | None = None
-    current_password: str | None = Field(default=None, max_length=256)
+    current_password: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Your current password: required to change your own password or email",
+    )
     is_active: bool | None = None
     is_superuser: bool | None = None
 

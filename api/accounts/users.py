@@ -31,7 +31,7 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 class CurrentPasswordRequired(DomainError):
     code, title = "current-password-required", "Current password required"
-    detail = "Changing your own password requires the correct current_password."
+    detail = "Changing your own password or email requires the correct current_password."
 
 
 @router.post("", status_code=201, responses=problem_responses(401, 403, 409))
@@ -97,44 +97,67 @@ async def update_user(
     caller: CurrentUser,
     caller_session: CurrentSession,
     services: AppServices,
+    mail: MailWorker,
 ) -> UserPublic:
     """Change an account. Only superusers change `is_active` / `is_superuser`.
 
-    Changing your own password ends your other logins; a superuser setting someone's
-    password, or deactivating them, ends all of theirs.
+    Changing your own password or email takes your `current_password`: a stolen access
+    token alone must not be able to take the account over. A new email starts
+    unverified, and a notice goes to the old address. Changing your own password ends
+    your other logins; a superuser setting someone's password, or deactivating them,
+    ends all of theirs.
     """
     changes = body.model_dump(exclude_unset=True, exclude={"password", "current_password"})
     if changes.keys() & {"is_active", "is_superuser"} and not caller.is_superuser:
         raise Forbidden("Only superusers may change is_active or is_superuser.")
     own = target.id == caller.id
+    new_email: str | None = changes.get("email")
+    email_changes = new_email is not None and new_email.lower() != target.email.lower()
+    notice = (
+        messages.email_changed(target, new_email, services.settings.public_url)
+        if new_email is not None and email_changes
+        else None
+    )
+    if own and (body.password is not None or email_changes):
+        await _require_current_password(body.current_password, target)
     end_all = changes.get("is_active") is False
     end_others = False
     if body.password is not None:
-        if own and not (
-            body.current_password
-            and await verify_password(body.current_password, target.hashed_password)
-        ):
-            raise CurrentPasswordRequired()
         changes["hashed_password"] = await hash_password(
             body.password, services.settings.bcrypt_rounds
         )
         end_others, end_all = own, end_all or not own
-    if "email" in changes and changes["email"].lower() != target.email.lower():
+    if notice is not None:
         changes["email_verified"] = False
     update: dict[str, Any] = {"$set": {**changes, "updated_at": utcnow()}}
     if end_all:
         update["$inc"] = {"token_version": 1}  # every access token of theirs, at once
-    stored = await User.get_pymongo_collection().find_one_and_update(
-        {"_id": target.id}, update, return_document=ReturnDocument.AFTER
-    )
+    stored: dict[str, Any] | None = None
+
+    async def change(session: AsyncClientSession | None) -> None:
+        nonlocal stored
+        stored = await User.get_pymongo_collection().find_one_and_update(
+            {"_id": target.id}, update, return_document=ReturnDocument.AFTER, session=session
+        )
+        if stored is not None and notice is not None:
+            await outbox.enqueue(notice, session)
+
+    await services.atomically(change)
     if stored is None:
         raise NotFound("user")
+    if notice is not None:
+        mail.nudge()
     if end_all:
         await sessions.end_sessions(target.id)
     elif end_others:
         others = [sid for sid in stored.get("session_ids", []) if sid != caller_session]
         await sessions.end_sessions(target.id, others)
     return UserPublic.model_validate(User.model_validate(stored))
+
+
+async def _require_current_password(current_password: str | None, user: User) -> None:
+    if not (current_password and await verify_password(current_password, user.hashed_password)):
+        raise CurrentPasswordRequired()
 
 
 @router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))

@@ -23,6 +23,20 @@ def welcome(user: User, public_url: str) -> OutboxMessage:
     )
 
 
+def email_changed(user: User, new_email: str, public_url: str) -> OutboxMessage:
+    """To the old address: the account's email is now `new_email`."""
+    lines = [
+        f"Hello {user.full_name or user.username},",
+        f"the email address of your Docstore account {user.username} was changed "
+        f"from {user.email} to {new_email}. Mail about this account, password resets "
+        "included, now goes there.",
+        "If you did not do this, someone may be using your account: ask an administrator "
+        f"of {public_url} to restore your address and end the account's logins.",
+    ]
+    subject = "Your Docstore email address was changed"
+    return new_message("email-changed", user.email, subject, "\n\n".join(lines), _html(lines))
+
+
 def _with_token(
     kind: str, user: User, subject: str, intro: str, link: str, token: str
 ) -> OutboxMessage:

@@ -6,7 +6,7 @@ import httpx2
 import pytest
 from fastapi import FastAPI
 
-from documents import Item, User
+from documents import Item, OutboxMessage, User
 from documents.base import utcnow
 from tests.conftest import (
     PASSWORD,
@@ -167,7 +167,12 @@ async def test_update_own_profile(client: httpx2.AsyncClient, alice: Account) ->
     await alice.user.set({"email_verified": True})
     response = await client.patch(
         f"{USERS}/{alice.id}",
-        json={"full_name": "Alice A", "email": "alice2@example.com", "username": "alice2"},
+        json={
+            "full_name": "Alice A",
+            "email": "alice2@example.com",
+            "username": "alice2",
+            "current_password": PASSWORD,  # an email change takes it
+        },
         headers=alice.headers,
     )
     assert response.status_code == 200
@@ -272,3 +277,46 @@ async def test_delete_user_cascades_to_items(
 async def test_embedded_server_supports_transactions(app: FastAPI) -> None:
     # The cascade above ran inside a transaction on this server.
     assert services_of(app).supports_transactions is True
+
+
+async def test_a_stolen_access_token_cannot_take_the_account_over(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """The chain: change the email with the token alone, recover the password to the new
+    address, reset it (logging the owner out). It must fail at its first step."""
+    thief = {"Authorization": f"Bearer {alice.token}"}  # all the attacker has
+    taken = await client.patch(
+        f"{USERS}/{alice.id}", json={"email": "thief@example.com"}, headers=thief
+    )
+    assert taken.status_code == 400
+    assert taken.json()["type"] == "urn:docstore:problem:current-password-required"
+    stored = await User.get(alice.user.id)
+    assert stored is not None
+    assert stored.email == "alice@example.com"
+    recovery = {"email": "thief@example.com"}
+    assert (await client.post("/api/v1/auth/password-recovery", json=recovery)).status_code == 202
+    assert await OutboxMessage.find({"to": "thief@example.com"}).count() == 0
+    assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
+
+
+async def test_an_email_change_notifies_the_old_address(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    change = {"email": "alice.new@example.com", "current_password": PASSWORD}
+    response = await client.patch(f"{USERS}/{alice.id}", json=change, headers=alice.headers)
+    assert response.status_code == 200
+    assert response.json()["email_verified"] is False
+    [notice] = await OutboxMessage.find_all().to_list()
+    assert notice.to == "alice@example.com"
+    assert notice.kind == "email-changed"
+    assert "alice.new@example.com" in notice.text
+
+
+async def test_a_superuser_changes_an_email_without_the_owners_password(
+    client: httpx2.AsyncClient, alice: Account, admin: Account
+) -> None:
+    change = {"email": "alice.fixed@example.com"}
+    response = await client.patch(f"{USERS}/{alice.id}", json=change, headers=admin.headers)
+    assert response.status_code == 200
+    assert response.json()["email"] == "alice.fixed@example.com"
+    assert [m.to for m in await OutboxMessage.find_all().to_list()] == ["alice@example.com"]

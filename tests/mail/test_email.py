@@ -205,7 +205,9 @@ async def test_verifying_an_old_address_does_not_verify_a_new_one(
     await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
     token = token_in((await smtp.inbox.wait_for(1))[0])
     changed = await client.patch(
-        f"/api/v1/users/{alice.id}", json={"email": "new@example.com"}, headers=alice.headers
+        f"/api/v1/users/{alice.id}",
+        json={"email": "new@example.com", "current_password": PASSWORD},
+        headers=alice.headers,
     )
     assert changed.json()["email_verified"] is False
     await client.post(f"{AUTH}/verify-email", json={"token": token})
