@@ -100,6 +100,13 @@ class Settings(BaseSettings):
             problem = secret_problem(self.secret_key)
             if problem:
                 raise ValueError(f"SECRET_KEY {problem}; production refuses to start without one.")
+            # A retired key still verifies tokens: a weak one would let tokens be forged.
+            for position, previous in enumerate(self.previous_secret_keys, start=1):
+                if problem := secret_problem(previous):
+                    raise ValueError(
+                        f"PREVIOUS_SECRET_KEYS entry {position} {problem}; "
+                        "production refuses to accept tokens signed with it."
+                    )
         return self
 
     @cached_property

@@ -40,3 +40,27 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.registration_open is False
     assert settings.bcrypt_rounds == 5
+
+
+@pytest.mark.parametrize("previous", ["changethis", "short-secret", "p" * 48 + ",weak"])
+def test_production_refuses_a_weak_previous_key(previous: str, tmp_path: Path) -> None:
+    """A retired key still verifies tokens: it must be as strong as SECRET_KEY."""
+    with pytest.raises(ValidationError, match="PREVIOUS_SECRET_KEYS entry"):
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            environment="production",  # type: ignore[arg-type]
+            secret_key="s" * 48,
+            previous_secret_keys=previous,  # type: ignore[arg-type]
+            data_dir=tmp_path,
+        )
+
+
+def test_production_accepts_strong_previous_keys(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="production",  # type: ignore[arg-type]
+        secret_key="s" * 48,
+        previous_secret_keys=f"{'p' * 48}, {'q' * 40}",  # type: ignore[arg-type]
+        data_dir=tmp_path,
+    )
+    assert settings.previous_secret_keys == ["p" * 48, "q" * 40]
