@@ -13,6 +13,9 @@ class Session(ApiDocument):
     user_id: PydanticObjectId
     refresh_hash: str  # sha256 of the current refresh secret; the secret itself is never stored
     previous_hash: str | None = None  # the spent one: presenting it again is reuse
+    # sha256 of the login's family, carried by every refresh token it ever issued: any
+    # of them that is not the current one is reuse, however old.
+    family_hash: str | None = None
     # The current secret, encrypted under a key only the previous secret yields: lets a client
     # whose refresh response was lost get it again within the grace window, and nobody else.
     replay: str | None = None

@@ -1,10 +1,14 @@
 """Sessions: opening one at login, rotating its refresh token, ending one or all.
 
-A refresh token is `<session id>.<secret>`; only a hash of the secret is stored.
-Refreshing swaps the hash in one atomic update, so of two concurrent refreshes
-exactly one rotates. Presenting the spent secret again within the grace window
-returns the same new token (its response may have been lost); later, it is
-reuse (RFC 9700: a leaked token) and ends the session for everyone holding it.
+A refresh token is `<session id>.<family>.<secret>`; only hashes are stored. The
+family is fixed at login and carried by every token of that login; the secret
+changes on each refresh, swapped in one atomic update, so of two concurrent
+refreshes exactly one rotates. Presenting the spent secret again within the grace
+window, while its successor has never been used, returns that same successor (its
+response may have been lost). Any other token of the family that is not the
+current one is reuse (RFC 9700: a leaked token): the session ends for everyone
+holding it, however old the token. (Tokens from before families, `<session
+id>.<secret>`, are recognised as reuse only while they are the latest spent one.)
 An access token names its session, and the user document lists the live ones,
 so checking a token costs no lookup beyond the user the request loads anyway.
 """
@@ -64,10 +68,11 @@ def _unseal(replay: str, old_secret: str) -> str | None:
 async def open_session(
     user: User, settings: Settings, user_agent: str | None, client: str | None
 ) -> Opened:
-    secret, now = secrets.token_urlsafe(32), utcnow()
+    family, secret, now = secrets.token_urlsafe(16), secrets.token_urlsafe(32), utcnow()
     session = Session(
         user_id=user.id,
         refresh_hash=digest(secret),
+        family_hash=digest(family),
         user_agent=(user_agent or "")[:300] or None,
         client=client,
         created_at=now,
@@ -79,12 +84,16 @@ async def open_session(
         {"_id": user.id},
         {"$push": {"session_ids": {"$each": [session.id], "$slice": -MAX_SESSIONS}}},
     )
-    return Opened(session, f"{session.id}.{secret}")
+    return Opened(session, _token(session.id, family, secret))
+
+
+def _token(session_id: ObjectId | None, family: str | None, secret: str) -> str:
+    return f"{session_id}.{family}.{secret}" if family else f"{session_id}.{secret}"
 
 
 async def rotate(refresh_token: str, settings: Settings) -> Opened:
     """The session and its next refresh token, or 401 (and on reuse, the session ends)."""
-    session_id, secret = _parse(refresh_token)
+    session_id, family, secret = _parse(refresh_token)
     now, new_secret = utcnow(), secrets.token_urlsafe(32)
     sessions = Session.get_pymongo_collection()
     rotated = await sessions.find_one_and_update(
@@ -106,27 +115,39 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
         return_document=ReturnDocument.AFTER,
     )
     if rotated is not None:
-        return Opened(Session.model_validate(rotated), f"{session_id}.{new_secret}")
-    spent = await sessions.find_one({"_id": session_id, "previous_hash": digest(secret)})
-    if spent is None or spent["revoked_at"] is not None:
+        return Opened(Session.model_validate(rotated), _token(session_id, family, new_secret))
+    spent = await sessions.find_one({"_id": session_id})
+    if spent is None or spent["revoked_at"] is not None or spent["expires_at"] <= now:
         raise InvalidRefreshToken()
-    # Measured from now, not from before the update: a concurrent refresh may have rotated
-    # after this request began, and that must not count as "within the grace window".
-    elapsed = utcnow() - spent["rotated_at"]
-    within_grace = elapsed < timedelta(seconds=settings.refresh_reuse_grace_s)
-    replayed = _unseal(spent["replay"], secret) if spent.get("replay") else None
-    if replayed is not None and within_grace:
-        return Opened(Session.model_validate(spent), f"{session_id}.{replayed}")
+    latest_spent = spent.get("previous_hash") == digest(secret)
+    if family is not None:
+        if spent.get("family_hash") != digest(family):
+            raise InvalidRefreshToken()  # not a token of this login: nothing to revoke
+    elif not latest_spent:
+        raise InvalidRefreshToken()  # an old-style token we cannot place in the chain
+    if latest_spent:  # its successor is the current token: never used yet
+        # Measured from now, not from before the update: a concurrent refresh may have
+        # rotated after this request began, which must not count as "within the grace".
+        elapsed = utcnow() - spent["rotated_at"]
+        within_grace = elapsed < timedelta(seconds=settings.refresh_reuse_grace_s)
+        replayed = _unseal(spent["replay"], secret) if spent.get("replay") else None
+        if replayed is not None and within_grace:
+            return Opened(Session.model_validate(spent), _token(session_id, family, replayed))
     await end_sessions(spent["user_id"], [session_id])  # reuse: someone else has it too
     raise InvalidRefreshToken()
 
 
-def _parse(refresh_token: str) -> tuple[ObjectId, str]:
-    session_id, _, secret = refresh_token.partition(".")
+def _parse(refresh_token: str) -> tuple[ObjectId, str | None, str]:
+    """Session id, family (None for tokens from before families), secret."""
+    parts = refresh_token.split(".")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidRefreshToken()
     try:
-        return ObjectId(session_id), secret
+        session_id = ObjectId(parts[0])
     except (InvalidId, TypeError):
         raise InvalidRefreshToken() from None
+    family = parts[1] if len(parts) == 3 else None
+    return session_id, family, parts[-1]
 
 
 async def end_sessions(

@@ -46,7 +46,7 @@ async def test_login_returns_a_refresh_token_stored_only_hashed(
     client: httpx2.AsyncClient, alice: Account
 ) -> None:
     pair = await log_in(client)
-    session_id, secret = pair["refresh_token"].split(".")
+    session_id, secret = pair["refresh_token"].split(".", 1)
     stored = await Session.get(session_id)
     assert stored is not None
     assert secret not in stored.model_dump_json()
@@ -90,6 +90,40 @@ async def test_a_lost_response_is_covered_by_the_grace_window(
     assert (await refresh(client, lost["refresh_token"])).status_code == 200
 
 
+async def test_a_spent_token_whose_successor_was_used_ends_the_login(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Within the grace window too: R0 after R1 was redeemed is no lost response."""
+    first = await log_in(client)
+    second = (await refresh(client, first["refresh_token"])).json()
+    third = (await refresh(client, second["refresh_token"])).json()
+    stolen = await refresh(client, first["refresh_token"])
+    assert stolen.status_code == 401
+    # The whole login is over, its newest refresh and access tokens included.
+    assert (await refresh(client, third["refresh_token"])).status_code == 401
+    assert (await client.get(f"{AUTH}/me", headers=bearer(third))).status_code == 401
+
+
+async def test_any_older_token_of_the_login_is_reuse(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    tokens = [(await log_in(client))["refresh_token"]]
+    for _ in range(5):
+        tokens.append((await refresh(client, tokens[-1])).json()["refresh_token"])
+    assert (await refresh(client, tokens[1])).status_code == 401  # four refreshes ago
+    assert (await refresh(client, tokens[-1])).status_code == 401  # the login has ended
+
+
+async def test_a_forged_secret_for_a_known_session_revokes_nothing(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    pair = await log_in(client)
+    session_id, family, _ = pair["refresh_token"].split(".")
+    for forged in (f"{session_id}.{family[::-1]}.guess", f"{session_id}.guess"):
+        assert (await refresh(client, forged)).status_code == 401
+    assert (await refresh(client, pair["refresh_token"])).status_code == 200
+
+
 async def test_concurrent_refreshes_rotate_once(client: httpx2.AsyncClient, alice: Account) -> None:
     first = await log_in(client)
     responses = await asyncio.gather(*(refresh(client, first["refresh_token"]) for _ in range(5)))
@@ -110,7 +144,7 @@ async def test_concurrent_refreshes_without_grace_exactly_one_succeeds(
 
 async def test_bad_refresh_tokens(client: httpx2.AsyncClient, alice: Account) -> None:
     pair = await log_in(client)
-    session_id, secret = pair["refresh_token"].split(".")
+    session_id, secret = pair["refresh_token"].split(".", 1)
     for token in ("x", f"{session_id}.wrong", f"{'0' * 24}.{secret}", "nope.nope", "." * 5):
         assert (await refresh(client, token)).status_code == 401, token
     for body in ({}, {"refresh_token": ""}, {"refresh_token": 5}, {"refresh_token": "x" * 300}):
