@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     outbox_lease_s: float = Field(default=60.0, gt=0)
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_backoff_s: float = Field(default=2.0, gt=0)
+    # Sent and dead messages are removed (TTL index) this long after they settle.
+    outbox_retention_days: int = Field(default=14, ge=1)
     password_reset_expire_minutes: int = Field(default=60, ge=1)
     email_verification_expire_hours: int = Field(default=48, ge=1)
     require_verified_email: bool = False

@@ -27,7 +27,7 @@ from api.live import asyncapi, feed
 from api.live import routes as live
 from api.live.feed import LiveFeed
 from api.mail import outbox, transports
-from api.mail.outbox import OutboxWorker
+from api.mail.outbox import OutboxWorker, Sealer
 from api.operations import routes as operations
 
 log = logging.getLogger("docstore")
@@ -83,7 +83,9 @@ def _lifespan(settings: Settings) -> Any:
             replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
             app.state.services = Services(settings, client, CursorCodec(secret), replicated)
             app.state.signer = _signer(settings, secret)
-            outbox_worker = app.state.outbox = OutboxWorker(settings, transports.build(settings))
+            sealer = Sealer(secret, settings.previous_secret_keys)
+            outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
+            app.state.outbox = outbox_worker
             # Warm the dummy hash so the first unknown-user login costs what later ones do.
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
             if settings.outbox_worker:

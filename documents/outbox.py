@@ -33,10 +33,15 @@ class OutboxMessage(ApiDocument):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # The body's secret (a reset or confirmation token), sealed: see api/mail/outbox.py.
+    secret: str | None = None
+    # Set when the message is sent or dead: the TTL index removes it then.
+    purge_at: datetime | None = None
 
     class Settings:
         name = "outbox"
         indexes = [  # noqa: RUF012
             IndexModel([("status", 1), ("next_attempt_at", 1)]),
             IndexModel("message_id", unique=True),
+            IndexModel("purge_at", expireAfterSeconds=0),
         ]

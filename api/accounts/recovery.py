@@ -14,7 +14,7 @@ from api.accounts.deps import CurrentUser, client_address
 from api.accounts.passwords import hash_password
 from api.core.errors import problem_responses
 from api.core.services import AppServices
-from api.mail import messages, outbox
+from api.mail import messages
 from api.mail.outbox import MailWorker
 from documents import Purpose, User
 from documents.base import utcnow
@@ -77,9 +77,9 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Ma
     async def send(session: AsyncClientSession | None) -> None:
         token = await action_tokens.issue(user, Purpose.reset_password, lifetime, session)
         message = messages.password_reset(
-            user, settings.public_url, token, settings.password_reset_expire_minutes
+            user, settings.public_url, settings.password_reset_expire_minutes
         )
-        await outbox.enqueue(message, session)
+        await mail.enqueue(message, session, secret=token)
 
     await services.atomically(send)
     mail.nudge()
@@ -119,9 +119,8 @@ async def request_verification(
         token = await action_tokens.issue(
             user, Purpose.verify_email, timedelta(hours=hours), session
         )
-        await outbox.enqueue(
-            messages.verify_email(user, services.settings.public_url, token, hours), session
-        )
+        message = messages.verify_email(user, settings.public_url, hours)
+        await mail.enqueue(message, session, secret=token)
 
     await services.atomically(send)
     mail.nudge()

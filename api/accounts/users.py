@@ -21,7 +21,7 @@ from api.config import API_PREFIX
 from api.core.errors import DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
-from api.mail import messages, outbox
+from api.mail import messages
 from api.mail.outbox import MailWorker
 from documents import Item, Session, User, UserCreate, UserPublic, UserUpdate
 from documents.base import utcnow
@@ -55,7 +55,7 @@ async def create_user(
 
     async def create(session: AsyncClientSession | None) -> None:
         await user.insert(session=session)
-        await outbox.enqueue(messages.welcome(user, services.settings.public_url), session)
+        await mail.enqueue(messages.welcome(user, services.settings.public_url), session)
 
     await services.atomically(create)
     mail.nudge()
@@ -140,7 +140,7 @@ async def update_user(
             {"_id": target.id}, update, return_document=ReturnDocument.AFTER, session=session
         )
         if stored is not None and notice is not None:
-            await outbox.enqueue(notice, session)
+            await mail.enqueue(notice, session)
 
     await services.atomically(change)
     if stored is None:

@@ -1,8 +1,12 @@
-"""The messages Docstore sends, as outbox documents (plain text and HTML)."""
+"""The messages Docstore sends, as outbox documents (plain text and HTML).
+
+A message that carries a token shows TOKEN_MARK where it goes: the token itself is
+handed to `OutboxWorker.enqueue`, which stores it sealed.
+"""
 
 from html import escape
 
-from api.mail.outbox import new_message
+from api.mail.outbox import TOKEN_MARK, new_message
 from documents import OutboxMessage, User
 
 
@@ -37,31 +41,29 @@ def email_changed(user: User, new_email: str, public_url: str) -> OutboxMessage:
     return new_message("email-changed", user.email, subject, "\n\n".join(lines), _html(lines))
 
 
-def _with_token(
-    kind: str, user: User, subject: str, intro: str, link: str, token: str
-) -> OutboxMessage:
+def _with_token(kind: str, user: User, subject: str, intro: str, link: str) -> OutboxMessage:
     lines = [
         f"Hello {user.full_name or user.username},",
         intro,
-        f"Open {link} , or send this token to the API: {token}",
+        f"Open {link} , or send this token to the API: {TOKEN_MARK}",
         "If you did not ask for this, ignore this message.",
     ]
     return new_message(kind, user.email, subject, "\n\n".join(lines), _html(lines, link))
 
 
-def password_reset(user: User, public_url: str, token: str, minutes: int) -> OutboxMessage:
-    link = f"{public_url}/reset-password?token={token}"
+def password_reset(user: User, public_url: str, minutes: int) -> OutboxMessage:
+    link = f"{public_url}/reset-password?token={TOKEN_MARK}"
     intro = (
         "someone asked to reset your Docstore password. "
         f"This link works once, for {minutes} minutes:"
     )
-    return _with_token("password-reset", user, "Reset your Docstore password", intro, link, token)
+    return _with_token("password-reset", user, "Reset your Docstore password", intro, link)
 
 
-def verify_email(user: User, public_url: str, token: str, hours: int) -> OutboxMessage:
-    link = f"{public_url}/verify-email?token={token}"
+def verify_email(user: User, public_url: str, hours: int) -> OutboxMessage:
+    link = f"{public_url}/verify-email?token={TOKEN_MARK}"
     intro = (
         f"please confirm that {user.email} is your address. "
         f"This link works once, for {hours} hours:"
     )
-    return _with_token("verify-email", user, "Confirm your email for Docstore", intro, link, token)
+    return _with_token("verify-email", user, "Confirm your email for Docstore", intro, link)

@@ -4,14 +4,26 @@ Several workers (processes, hosts) may run on one database: a message is claimed
 one atomic update that sets a lease, so no two send it at once; if a worker dies
 mid-send, its lease lapses and another re-claims the message. Delivery is at least
 once, and every attempt carries the same Message-ID.
+
+No usable secret rests in the outbox: a message's token (a password reset, an email
+confirmation) is stored sealed (AES-GCM under a key derived from the secret key) and
+put into the body only when it is sent; a sent message keeps no body, and sent and
+dead messages expire after OUTBOX_RETENTION_DAYS.
 """
 
+import base64
+import hashlib
 import logging
+import os
 import random
 import secrets
-from datetime import timedelta
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -28,10 +40,34 @@ from documents.base import utcnow
 log = logging.getLogger("docstore.outbox")
 
 
-async def enqueue(message: OutboxMessage, session: AsyncClientSession | None = None) -> None:
-    """Store a message to send; inside the caller's transaction when `session` is given."""
-    document = message.model_dump(by_alias=True, exclude={"id", "revision_id"})
-    await OutboxMessage.get_pymongo_collection().insert_one(document, session=session)
+TOKEN_MARK = "\u27e6token\u27e7"  # where a message's secret goes in its body, at send time
+COUNTS_FRESH_S = 5.0  # /metrics counts the outbox at most this often
+
+
+class Sealer:
+    """Seals a message's secret under a key derived from the secret key (and opens what the
+    previous keys sealed, so rotating the key loses no queued mail)."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        self._active = AESGCM(self._key(secret))
+        self._all = [self._active, *(AESGCM(self._key(old)) for old in previous)]
+
+    @staticmethod
+    def _key(secret: str) -> bytes:
+        return hashlib.sha256(b"docstore-outbox:" + secret.encode()).digest()
+
+    def seal(self, plain: str) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + self._active.encrypt(nonce, plain.encode(), None)).decode()
+
+    def open(self, sealed: str) -> str:
+        raw = base64.b64decode(sealed)
+        for key in self._all:
+            try:
+                return key.decrypt(raw[:12], raw[12:], None).decode()
+            except InvalidTag:
+                continue
+        raise ValueError("the message's secret was sealed with a key no longer configured")
 
 
 async def counts() -> dict[str, int]:
@@ -49,14 +85,22 @@ def instrument(metrics: Metrics) -> None:
         "docstore_outbox_messages", "Email outbox messages by delivery status", ["status"]
     )
 
+    counted_at = -COUNTS_FRESH_S
+
     async def refresh() -> None:
+        # Scrapes may come often, and from several scrapers: count at most every few seconds.
+        nonlocal counted_at
+        if time.monotonic() - counted_at < COUNTS_FRESH_S:
+            return
         for status, count in (await counts()).items():
             gauge.labels(status).set(count)
+        counted_at = time.monotonic()
 
     metrics.on_scrape(refresh)
 
 
 def new_message(kind: str, to: str, subject: str, text: str, html: str) -> OutboxMessage:
+    """A message to enqueue; where the body shows TOKEN_MARK, enqueue puts its secret."""
     message_id = f"<{secrets.token_hex(16)}@docstore>"
     return OutboxMessage(
         kind=kind, to=to, subject=subject, text=text, html=html, message_id=message_id
@@ -64,9 +108,21 @@ def new_message(kind: str, to: str, subject: str, text: str, html: str) -> Outbo
 
 
 class OutboxWorker(Background):
-    def __init__(self, settings: Settings, transport: Transport) -> None:
+    def __init__(self, settings: Settings, transport: Transport, sealer: Sealer) -> None:
         super().__init__(f"worker-{secrets.token_hex(4)}")
-        self.settings, self.transport = settings, transport
+        self.settings, self.transport, self.sealer = settings, transport, sealer
+
+    async def enqueue(
+        self,
+        message: OutboxMessage,
+        session: AsyncClientSession | None = None,
+        secret: str | None = None,
+    ) -> None:
+        """Store a message to send, `secret` sealed; inside the caller's transaction when
+        `session` is given."""
+        document = message.model_dump(by_alias=True, exclude={"id", "revision_id"})
+        document["secret"] = self.sealer.seal(secret) if secret is not None else None
+        await OutboxMessage.get_pymongo_collection().insert_one(document, session=session)
 
     def nudge(self) -> None:
         """Wake this process's worker: a message was just committed."""
@@ -88,12 +144,26 @@ class OutboxWorker(Background):
         if message is None:
             return False
         try:
-            await self.transport.send(to_email(message, self.settings.mail_from))
+            await self.transport.send(to_email(self._unsealed(message), self.settings.mail_from))
         except Exception as error:  # any transport failure is retried later
             await self._failed(message, error)
         else:
-            await self._settle(message, {"status": Delivery.sent, "sent_at": utcnow()})
+            now = utcnow()
+            sent = {"status": Delivery.sent, "sent_at": now, "purge_at": self._purge_at(now)}
+            # What was sent is kept as its envelope only: no body, no secret.
+            await self._settle(message, {**sent, "text": "", "html": "", "secret": None})
         return True
+
+    def _unsealed(self, message: OutboxMessage) -> OutboxMessage:
+        if message.secret is None:
+            return message
+        secret = self.sealer.open(message.secret)
+        text, html = (part.replace(TOKEN_MARK, secret) for part in (message.text, message.html))
+        unsealed: OutboxMessage = message.model_copy(update={"text": text, "html": html})
+        return unsealed
+
+    def _purge_at(self, now: datetime) -> datetime:
+        return now + timedelta(days=self.settings.outbox_retention_days)
 
     async def _claim(self) -> OutboxMessage | None:
         now = utcnow()
@@ -117,7 +187,9 @@ class OutboxWorker(Background):
     async def _failed(self, message: OutboxMessage, error: Exception) -> None:
         if message.attempts >= self.settings.outbox_max_attempts:
             log.error("giving up on %s to %s: %s", message.message_id, message.to, error)
-            await self._settle(message, {"status": Delivery.dead, "last_error": str(error)})
+            # Its body stays (the secret sealed) for `docstore-admin outbox --retry-dead`.
+            dead = {"status": Delivery.dead, "last_error": str(error)}
+            await self._settle(message, {**dead, "purge_at": self._purge_at(utcnow())})
             return
         # Exponential backoff with full jitter, so many failed messages do not retry in step.
         delay = self.settings.outbox_backoff_s * 2 ** (message.attempts - 1)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from bson import json_util
 from fastapi import FastAPI
 
 from api.config import Settings
@@ -21,6 +22,7 @@ from tests.conftest import (
     interleaved_timings,
     make_account,
     make_settings,
+    services_of,
 )
 from tests.mail.smtp import SmtpServer, text_of, token_in
 
@@ -337,3 +339,56 @@ async def test_a_confirmed_address_gets_a_202_and_no_email(
         assert answer.status_code == 202
         assert "no email was sent" in answer.json()["detail"]
     assert await OutboxMessage.count() == 0
+
+
+async def _documents_holding(app: FastAPI, needle: str) -> list[str]:
+    """Every document, in every collection of the app's database, whose BSON holds `needle`."""
+    services = services_of(app)
+    database = services.client[services.settings.mongodb_db]
+    found = []
+    for name in await database.list_collection_names():
+        async for document in database[name].find():
+            if needle in json_util.dumps(document):
+                found.append(f"{name}/{document['_id']}")
+    return found
+
+
+async def test_no_usable_token_rests_in_the_database(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Queued, the reset token is sealed; sent, the body is gone. Read access to the
+    database (or a backup) never yields a token that works."""
+    recovery = {"email": "alice@example.com"}
+    assert (await client.post(f"{AUTH}/password-recovery", json=recovery)).status_code == 202
+    worker = app.state.outbox
+    [queued] = await OutboxMessage.find_all().to_list()
+    assert queued.secret is not None
+    token = worker.sealer.open(queued.secret)  # what only the server can do
+    assert await _documents_holding(app, token) == []
+    assert await worker.deliver_one()  # to the development transport (a file)
+    assert await _documents_holding(app, token) == []
+    sent = await OutboxMessage.get(queued.id)
+    assert sent is not None
+    assert (sent.status, sent.text, sent.html, sent.secret) == (Delivery.sent, "", "", None)
+    assert sent.purge_at is not None  # the TTL index removes it after the retention
+    reset = {"token": token, "new_password": "Brand-new-pass-2"}
+    assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 204
+
+
+async def test_settled_messages_expire_by_a_ttl_index(app: FastAPI) -> None:
+    indexes = await OutboxMessage.get_pymongo_collection().index_information()
+    ttl = [spec for spec in indexes.values() if spec["key"] == [("purge_at", 1)]]
+    assert len(ttl) == 1
+    assert ttl[0]["expireAfterSeconds"] == 0
+
+
+async def test_metrics_count_the_outbox_at_most_every_few_seconds(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    pending = 'docstore_outbox_messages{status="pending"}'
+    async with app_with(make_settings(mongodb_url, tmp_path)) as (app, client):  # fresh counts
+        alice = await make_account(app, "alice")
+        assert f"{pending} 0.0" in (await client.get("/metrics")).text
+        await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
+        assert await OutboxMessage.count() == 1
+        assert f"{pending} 0.0" in (await client.get("/metrics")).text  # counted moments ago
