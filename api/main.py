@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp
 
 from api.accounts import auth, recovery, users
 from api.accounts.passwords import verify_against_dummy
@@ -56,22 +57,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(operations.router)
     asyncapi.install(app)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
-        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    hsts = settings.environment is Environment.production
     metrics = app.state.metrics = Metrics()
     app.state.live = None  # until the lifespan opens a feed (and when it cannot)
     feed.instrument(metrics, lambda: app.state.live)
     outbox.instrument(metrics)
-    app.add_middleware(RequestContext, hsts=hsts, metrics=metrics)
+    _outermost(app, settings, metrics)
     return app
+
+
+def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Put the request context and CORS around everything, Starlette's own error
+    middleware too (`add_middleware` would put them inside it): a 500 or a 413 then
+    carries the request id, the security and the CORS headers, and the 500's log line
+    its request id, like every other response."""
+    build = app.build_middleware_stack
+    hsts = settings.environment is Environment.production
+
+    def build_around() -> ASGIApp:
+        inner = build()
+        if settings.cors_origins:
+            inner = CORSMiddleware(
+                inner,
+                allow_origins=settings.cors_origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+            )
+        return RequestContext(inner, hsts=hsts, metrics=metrics)
+
+    app.build_middleware_stack = build_around  # type: ignore[method-assign]
 
 
 def _lifespan(settings: Settings) -> Any:

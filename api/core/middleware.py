@@ -49,12 +49,12 @@ class RequestContext:
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        started, status = time.perf_counter(), 500
+        started, status, answered = time.perf_counter(), 500, False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
                 for name, value in _security_headers(scope["path"], self.hsts):
@@ -63,6 +63,11 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette's error middleware has answered with our 500 problem and logged it,
+            # then re-raises for the server's sake: the client has its answer, we are done.
+            if not answered:
+                raise
         finally:
             elapsed = time.perf_counter() - started
             access_log.info(

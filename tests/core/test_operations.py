@@ -1,6 +1,7 @@
 """Welcome, health, readiness, request ids, security headers, CORS and offline docs."""
 
 import importlib
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import httpx2
 from fastapi import FastAPI
 
+from api.core.middleware import request_id_var
 from api.main import create_app
 from tests.conftest import app_with, create_item, make_account, make_settings
 
@@ -31,13 +33,61 @@ async def test_request_id_is_echoed_or_generated(client: httpx2.AsyncClient) -> 
     assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["x-request-id"])
 
 
+def assert_security_headers(response: httpx2.Response) -> None:
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
 async def test_security_headers_on_every_response(client: httpx2.AsyncClient) -> None:
     for path in ("/health", "/api/v1/nowhere", "/api/v1/auth/me"):
-        response = await client.get(path)
-        assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["x-frame-options"] == "DENY"
-        assert "default-src 'none'" in response.headers["content-security-policy"]
-        assert response.headers["x-request-id"]
+        assert_security_headers(await client.get(path))
+
+
+class RequestIds(logging.Handler):
+    """The request id in force when each record of the `docstore` logger was emitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), request_id_var.get()))
+
+
+async def test_a_500_and_a_413_look_like_every_other_response(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """Errors of last resort carry the request id, security headers and CORS headers;
+    the 500's log line names its request."""
+    settings = make_settings(
+        mongodb_url, tmp_path, cors_origins="https://app.example", max_body_bytes=1024
+    )
+    app = create_app(settings)
+
+    @app.get("/test-only/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    logs = RequestIds()
+    logging.getLogger("docstore").addHandler(logs)
+    origin = {"Origin": "https://app.example"}
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+                failed = await client.get("/test-only/boom", headers=origin)
+                too_large = await client.post("/api/v1/items", content=b"x" * 2048, headers=origin)
+    finally:
+        logging.getLogger("docstore").removeHandler(logs)
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert too_large.status_code == 413
+    for response in (failed, too_large):
+        assert_security_headers(response)
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert ("unhandled error", failed.headers["x-request-id"]) in logs.seen
 
 
 async def test_docs_work_offline(client: httpx2.AsyncClient) -> None:
