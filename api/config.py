@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     registration_open: bool = True
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # Password hashes that may wait for a free core; more at once are a 503 (Retry-After).
+    bcrypt_max_waiting: int = Field(default=32, ge=0)
     access_token_expire_minutes: int = Field(default=30, ge=1)
     refresh_token_expire_days: int = Field(default=30, ge=1)
     # How long a spent refresh token may be presented again to get the same new one (a lost

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
-from api.accounts import auth, recovery, users
+from api.accounts import auth, passwords, recovery, users
 from api.accounts.passwords import verify_against_dummy
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
@@ -92,28 +92,36 @@ def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
-            secret = await asyncio.to_thread(lambda: settings.signing_secret)
-            hello = await client.admin.command("hello")
-            replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
-            app.state.services = Services(settings, client, CursorCodec(secret), replicated)
-            app.state.signer = _signer(settings, secret)
-            sealer = Sealer(secret, settings.previous_secret_keys)
-            outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
-            app.state.outbox = outbox_worker
-            # Warm the dummy hash so the first unknown-user login costs what later ones do.
-            await verify_against_dummy("warm-up", settings.bcrypt_rounds)
+        with passwords.waiting_limit(settings.bcrypt_max_waiting):
+            async with _running(app, settings):
+                yield
+
+    return lifespan
+
+
+@asynccontextmanager
+async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
+        secret = await asyncio.to_thread(lambda: settings.signing_secret)
+        hello = await client.admin.command("hello")
+        replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
+        app.state.services = Services(settings, client, CursorCodec(secret), replicated)
+        app.state.signer = _signer(settings, secret)
+        sealer = Sealer(secret, settings.previous_secret_keys)
+        outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
+        app.state.outbox = outbox_worker
+        # Warm the dummy hash so the first unknown-user login costs what later ones do.
+        await verify_against_dummy("warm-up", settings.bcrypt_rounds)
+        live_feed = None
+        try:
             if settings.outbox_worker:
                 outbox_worker.start()
             live_feed = app.state.live = await _start_live_feed(settings, client, replicated)
-            try:
-                yield
-            finally:
-                if live_feed is not None:
-                    await live_feed.stop()
-                await outbox_worker.stop()
-
-    return lifespan
+            yield
+        finally:
+            if live_feed is not None:
+                await live_feed.stop()
+            await outbox_worker.stop()
 
 
 def _signer(settings: Settings, secret: str) -> TokenSigner:

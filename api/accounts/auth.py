@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.accounts import sessions, throttle
+from api.accounts import passwords, sessions, throttle
 from api.accounts.deps import AppSigner, CurrentSession, CurrentUser, client_address
 from api.accounts.passwords import verify_against_dummy, verify_password
 from api.accounts.tokens import TokenSigner
@@ -20,6 +20,8 @@ from documents.user import CASE_INSENSITIVE
 SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A session's id")]
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+MAX_LOGIN_LENGTH = 320  # longer than any email or username: refused before it is counted
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -75,12 +77,14 @@ async def login(
 ) -> LoginResponse:
     """OAuth2 password grant: `username` is the email or the username."""
     settings = services.settings
+    if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
+        raise InvalidCredentials()
     user = await find_by_login(form.username)
     account = f"account:{user.id if user else form.username.lower()}"
     client = f"client:{client_address(request) or 'unknown'}"
     # Counted before the password is checked, so a burst cannot outrun the limit; the
     # attempt stays counted if it fails, and is given back if it succeeds.
-    await throttle.reserve(
+    reserved = await throttle.reserve(
         {
             account: settings.login_max_failures_per_account,
             client: settings.login_max_failures_per_client,
@@ -92,7 +96,9 @@ async def login(
     if user is None or not await verify_password(form.password, user.hashed_password):
         raise InvalidCredentials()
     await throttle.clear(account)
-    await throttle.give_back([client])
+    await throttle.give_back({client: reserved[client]})
+    if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
+        await _upgrade_hash(user, form.password, settings.bcrypt_rounds)
     if not user.is_active:
         raise InactiveUser()
     if settings.require_verified_email and not user.email_verified:
@@ -100,6 +106,16 @@ async def login(
     user_agent = request.headers.get("user-agent")
     opened = await sessions.open_session(user, settings, user_agent, client_address(request))
     return _pair(signer, user, opened)
+
+
+async def _upgrade_hash(user: User, password: str, rounds: int) -> None:
+    """Re-hash at the configured cost, so raising BCRYPT_ROUNDS upgrades accounts as they
+    sign in (unless the password changed meanwhile)."""
+    old, new = user.hashed_password, await passwords.hash_password(password, rounds)
+    await User.get_pymongo_collection().update_one(
+        {"_id": user.id, "hashed_password": old}, {"$set": {"hashed_password": new}}
+    )
+    user.hashed_password = new
 
 
 @router.post("/refresh", responses=problem_responses(401))

@@ -29,20 +29,24 @@ class TooManyAttempts(DomainError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
-async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> None:
+Reserved = dict[str, datetime]  # key -> the end of the window its attempt was counted in
+
+
+async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> Reserved:
     """Count one attempt against every key of `limits`; 429 (counting nothing) when that
     takes any key past its limit in its current window."""
-    counted: list[str] = []
+    counted: Reserved = {}
     over: list[datetime] = []
     for key, limit in limits.items():
         count, window_ends = await _count(key, window_s)
-        counted.append(key)
+        counted[key] = window_ends
         if count > limit:
             over.append(window_ends)
     if over:
         await give_back(counted)
         seconds = (max(over) - utcnow()).total_seconds()
         raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
+    return counted
 
 
 async def _count(key: str, window_s: int) -> tuple[int, datetime]:
@@ -68,11 +72,15 @@ async def _count(key: str, window_s: int) -> tuple[int, datetime]:
             )
 
 
-async def give_back(keys: list[str]) -> None:
-    """Return reserved attempts that turned out not to count (refused, or succeeded)."""
-    await LoginAttempts.get_pymongo_collection().update_many(
-        {"_id": {"$in": keys}, "failures": {"$gt": 0}}, {"$inc": {"failures": -1}}
-    )
+async def give_back(reserved: Reserved) -> None:
+    """Return reserved attempts that turned out not to count (refused, or succeeded), to
+    the window they were counted in: never to a newer one, which would buy a guess."""
+    attempts = LoginAttempts.get_pymongo_collection()
+    for key, window_ends in reserved.items():
+        await attempts.update_one(
+            {"_id": key, "window_ends": window_ends, "failures": {"$gt": 0}},
+            {"$inc": {"failures": -1}},
+        )
 
 
 async def clear(key: str) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts import sessions
+from api.accounts import sessions, throttle
 from api.accounts.deps import (
     CurrentSession,
     CurrentUser,
@@ -17,7 +17,7 @@ from api.accounts.deps import (
     UserId,
 )
 from api.accounts.passwords import hash_password, verify_password
-from api.config import API_PREFIX
+from api.config import API_PREFIX, Settings
 from api.core.errors import DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
@@ -119,7 +119,7 @@ async def update_user(
         else None
     )
     if own and (body.password is not None or email_changes):
-        await _require_current_password(body.current_password, target)
+        await _require_current_password(body.current_password, target, services.settings)
     end_all = changes.get("is_active") is False
     end_others = False
     if body.password is not None:
@@ -155,9 +155,19 @@ async def update_user(
     return UserPublic.model_validate(User.model_validate(stored))
 
 
-async def _require_current_password(current_password: str | None, user: User) -> None:
-    if not (current_password and await verify_password(current_password, user.hashed_password)):
+async def _require_current_password(
+    current_password: str | None, user: User, settings: Settings
+) -> None:
+    """Counted like a login against the account: a stolen access token must not buy
+    unlimited guesses at the password."""
+    if not current_password:
         raise CurrentPasswordRequired()
+    account = f"account:{user.id}"
+    limit = settings.login_max_failures_per_account
+    reserved = await throttle.reserve({account: limit}, settings.login_failure_window_s)
+    if not await verify_password(current_password, user.hashed_password):
+        raise CurrentPasswordRequired()
+    await throttle.give_back(reserved)
 
 
 @router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))

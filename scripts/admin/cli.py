@@ -171,7 +171,14 @@ async def _outbox(settings: Settings, retry_dead: bool) -> tuple[dict[str, int],
         if retry_dead:
             result = await messages.update_many(
                 {"status": Delivery.dead},
-                {"$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()}},
+                {
+                    "$set": {
+                        "status": Delivery.pending,
+                        "attempts": 0,
+                        "next_attempt_at": utcnow(),
+                    },
+                    "$unset": {"purge_at": ""},  # queued again: not for the TTL index now
+                },
             )
             retried = result.modified_count
         return await outbox_counts(), retried

@@ -1,5 +1,6 @@
 """POST /auth/login and GET /auth/me."""
 
+import asyncio
 import base64
 import json
 import statistics
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 
 from api.accounts import passwords
 from api.accounts.tokens import TokenSigner
+from documents import LoginAttempts, User
 from tests.conftest import (
     PASSWORD,
     TEST_SECRET,
@@ -195,3 +197,39 @@ async def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(
         response = await login(client, name, "Wrong-password-1")
         assert response.status_code == 401
     assert checks == ["$2b$04$", "$2b$04$"]
+
+
+async def test_a_sign_in_upgrades_a_hash_made_at_another_cost(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    async with app_with(make_settings(mongodb_url, tmp_path, bcrypt_rounds=5)) as (app, client):
+        alice = await make_account(app, "alice")  # hashed at cost 4
+        assert (await login(client, "alice", "Wrong-password-1")).status_code == 401
+        assert (await User.get(alice.user.id)).hashed_password.startswith("$2b$04$")  # type: ignore[union-attr]
+        assert (await login(client, "alice", PASSWORD)).status_code == 200
+        assert (await User.get(alice.user.id)).hashed_password.startswith("$2b$05$")  # type: ignore[union-attr]
+        assert (await login(client, "alice", PASSWORD)).status_code == 200
+
+
+async def test_a_storm_of_sign_ins_is_a_503_not_an_endless_queue(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """Hashes at cost 10 (tens of ms each) on a pool of one per core: past two waiting,
+    a sign-in is refused at once with Retry-After."""
+    settings = make_settings(mongodb_url, tmp_path, bcrypt_rounds=10, bcrypt_max_waiting=2)
+    async with app_with(settings) as (_, client):
+        storm = await asyncio.gather(
+            *(login(client, f"nobody{n}", "Wrong-password-1") for n in range(24))
+        )
+    statuses = {response.status_code for response in storm}
+    assert statuses == {401, 503}
+    busy = next(response for response in storm if response.status_code == 503)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_login_name_no_account_can_have_is_refused_uncounted(
+    client: httpx2.AsyncClient,
+) -> None:
+    assert (await login(client, "x" * 5000, "Wrong-password-1")).status_code == 401
+    assert await LoginAttempts.count() == 0

@@ -320,3 +320,21 @@ async def test_a_superuser_changes_an_email_without_the_owners_password(
     assert response.status_code == 200
     assert response.json()["email"] == "alice.fixed@example.com"
     assert [m.to for m in await OutboxMessage.find_all().to_list()] == ["alice@example.com"]
+
+
+async def test_a_stolen_token_cannot_guess_the_password_freely(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Wrong current_password guesses count like failed logins against the account."""
+    url = f"{USERS}/{alice.id}"
+    guesses = [
+        await client.patch(
+            url,
+            json={"password": "Brand-new-pass-2", "current_password": f"Guess-{n}-x"},
+            headers=alice.headers,
+        )
+        for n in range(7)
+    ]
+    assert [g.status_code for g in guesses] == [400] * 5 + [429] * 2
+    right = {"password": "Brand-new-pass-2", "current_password": PASSWORD}
+    assert (await client.patch(url, json=right, headers=alice.headers)).status_code == 429
