@@ -16,6 +16,7 @@ from beanie import init_beanie
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from api.accounts import passwords
 from api.accounts.passwords import hash_password
 from api.accounts.sessions import open_session
 from api.accounts.tokens import TokenSigner
@@ -60,6 +61,21 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords given to every bcrypt verification that runs (real or dummy), in order;
+    the spy calls the real check."""
+    checked: list[str] = []
+    real = passwords._verify
+
+    def counting(password: str, hashed: str) -> bool:
+        checked.append(password)
+        return real(password, hashed)
+
+    monkeypatch.setattr(passwords, "_verify", counting)
+    return checked
 
 
 @pytest.fixture(scope="module")

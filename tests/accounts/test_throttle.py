@@ -5,9 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
-import pytest
 
-from api.accounts import passwords
 from documents import LoginAttempts
 from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
 
@@ -69,20 +67,6 @@ async def test_window_expiry_lets_the_account_try_again(
     past = datetime(2000, 1, 1, tzinfo=UTC)
     await LoginAttempts.get_pymongo_collection().update_many({}, {"$set": {"window_ends": past}})
     assert (await attempt(client, "alice", PASSWORD)).status_code == 200
-
-
-@pytest.fixture
-def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every bcrypt verification that runs (real ones, and the dummy for unknown users)."""
-    checked: list[str] = []
-    real = passwords._verify
-
-    def counting(password: str, hashed: str) -> bool:
-        checked.append(password)
-        return real(password, hashed)
-
-    monkeypatch.setattr(passwords, "_verify", counting)
-    return checked
 
 
 async def test_a_burst_of_guesses_cannot_outrun_the_account_limit(
