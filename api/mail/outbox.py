@@ -56,18 +56,25 @@ class Sealer:
     def _key(secret: str) -> bytes:
         return hashlib.sha256(b"docstore-outbox:" + secret.encode()).digest()
 
-    def seal(self, plain: str) -> str:
+    def seal(self, plain: str, bound_to: str) -> str:
+        """`plain`, sealed so that it opens only with the same `bound_to` (the message's
+        id and recipient: pointing a queued message elsewhere makes it unopenable)."""
         nonce = os.urandom(12)
-        return base64.b64encode(nonce + self._active.encrypt(nonce, plain.encode(), None)).decode()
+        sealed = self._active.encrypt(nonce, plain.encode(), bound_to.encode())
+        return base64.b64encode(nonce + sealed).decode()
 
-    def open(self, sealed: str) -> str:
+    def open(self, sealed: str, bound_to: str) -> str:
         raw = base64.b64decode(sealed)
         for key in self._all:
             try:
-                return key.decrypt(raw[:12], raw[12:], None).decode()
+                return key.decrypt(raw[:12], raw[12:], bound_to.encode()).decode()
             except InvalidTag:
                 continue
-        raise ValueError("the message's secret was sealed with a key no longer configured")
+        raise ValueError("the message's secret does not open: another key, or another message")
+
+
+def _binding(message: OutboxMessage) -> str:
+    return f"{message.message_id}\n{message.to}"
 
 
 async def counts() -> dict[str, int]:
@@ -121,7 +128,8 @@ class OutboxWorker(Background):
         """Store a message to send, `secret` sealed; inside the caller's transaction when
         `session` is given."""
         document = message.model_dump(by_alias=True, exclude={"id", "revision_id"})
-        document["secret"] = self.sealer.seal(secret) if secret is not None else None
+        sealed = self.sealer.seal(secret, _binding(message)) if secret is not None else None
+        document["secret"] = sealed
         await OutboxMessage.get_pymongo_collection().insert_one(document, session=session)
 
     def nudge(self) -> None:
@@ -157,7 +165,7 @@ class OutboxWorker(Background):
     def _unsealed(self, message: OutboxMessage) -> OutboxMessage:
         if message.secret is None:
             return message
-        secret = self.sealer.open(message.secret)
+        secret = self.sealer.open(message.secret, _binding(message))
         text, html = (part.replace(TOKEN_MARK, secret) for part in (message.text, message.html))
         unsealed: OutboxMessage = message.model_copy(update={"text": text, "html": html})
         return unsealed

@@ -363,7 +363,7 @@ async def test_no_usable_token_rests_in_the_database(
     worker = app.state.outbox
     [queued] = await OutboxMessage.find_all().to_list()
     assert queued.secret is not None
-    token = worker.sealer.open(queued.secret)  # what only the server can do
+    token = worker.sealer.open(queued.secret, f"{queued.message_id}\n{queued.to}")  # server only
     assert await _documents_holding(app, token) == []
     assert await worker.deliver_one()  # to the development transport (a file)
     assert await _documents_holding(app, token) == []
@@ -392,3 +392,21 @@ async def test_metrics_count_the_outbox_at_most_every_few_seconds(
         await client.post(f"{AUTH}/verify-email/request", headers=alice.headers)
         assert await OutboxMessage.count() == 1
         assert f"{pending} 0.0" in (await client.get("/metrics")).text  # counted moments ago
+
+
+async def test_a_queued_token_cannot_be_redirected(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Someone who can write the outbox points a queued reset at their own address: the
+    sealed token no longer opens, and nothing is sent."""
+    assert (
+        await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    ).status_code == 202
+    await OutboxMessage.get_pymongo_collection().update_many({}, {"$set": {"to": "x@evil.test"}})
+    mail_dir = services_of(app).settings.data_dir / "mail"
+    before = set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()
+    assert await app.state.outbox.deliver_one()
+    [message] = await OutboxMessage.find_all().to_list()
+    assert message.status == Delivery.pending  # failed, to be retried, then dead
+    assert "does not open" in (message.last_error or "")
+    assert (set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()) == before
