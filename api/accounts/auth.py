@@ -80,23 +80,21 @@ async def login(
     if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
         raise InvalidCredentials()
     user = await find_by_login(form.username)
-    account = f"account:{user.id if user else form.username.lower()}"
+    account = throttle.account_key(user.id if user else form.username.lower())
     client = f"client:{client_address(request) or 'unknown'}"
     # Counted before the password is checked, so a burst cannot outrun the limit; the
-    # attempt stays counted if it fails, and is given back if it succeeds.
-    reserved = await throttle.reserve(
+    # attempt stays counted if it fails; a success resets the account.
+    passed = await throttle.attempt(
         {
             account: settings.login_max_failures_per_account,
             client: settings.login_max_failures_per_client,
         },
         settings.login_failure_window_s,
+        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
+        clear_on_success=[account],
     )
-    if user is None:
-        await verify_against_dummy(form.password, settings.bcrypt_rounds)
-    if user is None or not await verify_password(form.password, user.hashed_password):
+    if user is None or not passed:
         raise InvalidCredentials()
-    await throttle.clear(account)
-    await throttle.give_back({client: reserved[client]})
     if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
         await _upgrade_hash(user, form.password, settings.bcrypt_rounds)
     if not user.is_active:
@@ -106,6 +104,13 @@ async def login(
     user_agent = request.headers.get("user-agent")
     opened = await sessions.open_session(user, settings, user_agent, client_address(request))
     return _pair(signer, user, opened)
+
+
+async def _password_matches(user: User | None, password: str, rounds: int) -> bool:
+    if user is None:  # the same bcrypt work, so unknown accounts cannot be told apart
+        await verify_against_dummy(password, rounds)
+        return False
+    return await verify_password(password, user.hashed_password)
 
 
 async def _upgrade_hash(user: User, password: str, rounds: int) -> None:

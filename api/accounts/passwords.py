@@ -1,6 +1,6 @@
 """Password hashing (bcrypt, off the event loop) and the digest of high-entropy tokens.
 
-No FastAPI here: this module is used by the API and the admin scripts alike. The
+No routes here: this module is used by the API and the admin scripts alike. The
 API bounds how many hashes may wait for the pool (`waiting_limit`): past it, a
 request is a 503 with Retry-After instead of a queue that grows without end.
 """

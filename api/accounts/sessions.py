@@ -13,9 +13,6 @@ An access token names its session, and the user document lists the live ones,
 so checking a token costs no lookup beyond the user the request loads anyway.
 """
 
-import base64
-import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,12 +21,11 @@ from typing import Any
 from beanie import PydanticObjectId
 from bson import ObjectId
 from bson.errors import InvalidId
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pymongo import ReturnDocument
 
 from api.accounts.passwords import digest
 from api.config import Settings
+from api.core import sealing
 from api.core.errors import NotAuthenticated
 from documents import Session, User
 from documents.base import utcnow
@@ -47,22 +43,12 @@ class Opened:
     refresh_token: str
 
 
-def _replay_key(secret: str) -> bytes:
-    return hashlib.sha256(b"refresh-replay:" + secret.encode()).digest()
-
-
 def _seal(new_secret: str, old_secret: str) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(_replay_key(old_secret)).encrypt(nonce, new_secret.encode(), None)
-    return base64.b64encode(nonce + sealed).decode()
+    return sealing.seal(sealing.key("refresh-replay", old_secret), new_secret)
 
 
 def _unseal(replay: str, old_secret: str) -> str | None:
-    raw = base64.b64decode(replay)
-    try:
-        return AESGCM(_replay_key(old_secret)).decrypt(raw[:12], raw[12:], None).decode()
-    except InvalidTag:
-        return None
+    return sealing.unseal([sealing.key("refresh-replay", old_secret)], replay)
 
 
 async def open_session(

@@ -8,11 +8,13 @@ them is counted. A refused attempt gives its reservation back, so the stored cou
 is exactly the attempts that were let through.
 """
 
+import asyncio
 import contextlib
 import math
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
+from pymongo import DeleteOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from api.core.errors import DomainError
@@ -30,15 +32,21 @@ class TooManyAttempts(DomainError):
 
 
 Reserved = dict[str, datetime]  # key -> the end of the window its attempt was counted in
+OPENING_TRIES = 5  # a window that cannot be opened after this many tries: a stray document
+
+
+def account_key(account: object) -> str:
+    """The key of an account's counter (its id, or the login name no account has)."""
+    return f"account:{account}"
 
 
 async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> Reserved:
     """Count one attempt against every key of `limits`; 429 (counting nothing) when that
     takes any key past its limit in its current window."""
+    counts = await asyncio.gather(*(_count(key, window_s) for key in limits))
     counted: Reserved = {}
     over: list[datetime] = []
-    for key, limit in limits.items():
-        count, window_ends = await _count(key, window_s)
+    for (key, limit), (count, window_ends) in zip(limits.items(), counts, strict=True):
         counted[key] = window_ends
         if count > limit:
             over.append(window_ends)
@@ -49,10 +57,31 @@ async def reserve(limits: dict[str, int], window_s: int, detail: str | None = No
     return counted
 
 
+async def attempt(
+    limits: dict[str, int],
+    window_s: int,
+    check: Callable[[], Awaitable[bool]],
+    clear_on_success: Iterable[str] = (),
+) -> bool:
+    """Reserve an attempt (429 past a limit), then run `check` (a password check). A
+    failed check stays counted; a passed one gives its reservation back and clears
+    `clear_on_success`; one that raised (a busy hashing pool) gives it back too: it
+    answered nothing, so it cost the caller no guess."""
+    reserved = await reserve(limits, window_s)
+    try:
+        passed = await check()
+    except BaseException:
+        await give_back(reserved)
+        raise
+    if passed:
+        await give_back(reserved, clear=clear_on_success)
+    return passed
+
+
 async def _count(key: str, window_s: int) -> tuple[int, datetime]:
     """One more attempt on `key`: its count and the end of its window, atomically."""
     attempts = LoginAttempts.get_pymongo_collection()
-    while True:
+    for _ in range(OPENING_TRIES):
         now = utcnow()
         doc = await attempts.find_one_and_update(
             {"_id": key, "window_ends": {"$gt": now}},
@@ -61,27 +90,32 @@ async def _count(key: str, window_s: int) -> tuple[int, datetime]:
         )
         if doc is not None:
             return int(doc["failures"]), doc["window_ends"]
-        # No open window: open one, empty (restarting a passed one that awaits the TTL
-        # sweep), then count again. An upsert is not a counter here: concurrent first
-        # upserts were seen to lose or repeat increments; a plain $inc loses none.
+        # No open window: open one, empty, then count again. It replaces a passed window
+        # awaiting the TTL sweep, or a counter some other tool wrote without a date. An
+        # upsert is not a counter here: concurrent first upserts were seen to lose or
+        # repeat increments; a plain $inc loses none.
         fresh = {"failures": 0, "window_ends": now + timedelta(seconds=window_s)}
         # Another request opened the window first: count in it.
         with contextlib.suppress(DuplicateKeyError):
             await attempts.update_one(
-                {"_id": key, "window_ends": {"$lte": now}}, {"$set": fresh}, upsert=True
+                {"_id": key, "window_ends": {"$not": {"$gt": now}}}, {"$set": fresh}, upsert=True
             )
+    raise RuntimeError(f"the throttle counter {key!r} cannot be opened")
 
 
-async def give_back(reserved: Reserved) -> None:
-    """Return reserved attempts that turned out not to count (refused, or succeeded), to
-    the window they were counted in: never to a newer one, which would buy a guess."""
-    attempts = LoginAttempts.get_pymongo_collection()
-    for key, window_ends in reserved.items():
-        await attempts.update_one(
+async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
+    """In one round trip: return reserved attempts that turned out not to count (refused,
+    or succeeded) to the window they were counted in, never to a newer one, which would
+    buy a guess; and remove the counters of `clear` (a success resets an account)."""
+    cleared = set(clear)
+    writes: list[DeleteOne | UpdateOne] = [DeleteOne({"_id": key}) for key in cleared]
+    writes += [
+        UpdateOne(
             {"_id": key, "window_ends": window_ends, "failures": {"$gt": 0}},
             {"$inc": {"failures": -1}},
         )
-
-
-async def clear(key: str) -> None:
-    await LoginAttempts.get_pymongo_collection().delete_one({"_id": key})
+        for key, window_ends in reserved.items()
+        if key not in cleared
+    ]
+    if writes:
+        await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)

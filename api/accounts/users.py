@@ -90,7 +90,7 @@ async def read_user(user: TargetUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409))
+@router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409, 429))
 async def update_user(
     body: UserUpdate,
     target: TargetUser,
@@ -112,13 +112,13 @@ async def update_user(
         raise Forbidden("Only superusers may change is_active or is_superuser.")
     own = target.id == caller.id
     new_email: str | None = changes.get("email")
-    email_changes = new_email is not None and new_email.lower() != target.email.lower()
+    # A new address (not the same one in other letters) gets a notice to the old one.
     notice = (
         messages.email_changed(target, new_email, services.settings.public_url)
-        if new_email is not None and email_changes
+        if new_email is not None and new_email.lower() != target.email.lower()
         else None
     )
-    if own and (body.password is not None or email_changes):
+    if own and (body.password is not None or notice is not None):
         await _require_current_password(body.current_password, target, services.settings)
     end_all = changes.get("is_active") is False
     end_others = False
@@ -162,12 +162,14 @@ async def _require_current_password(
     unlimited guesses at the password."""
     if not current_password:
         raise CurrentPasswordRequired()
-    account = f"account:{user.id}"
-    limit = settings.login_max_failures_per_account
-    reserved = await throttle.reserve({account: limit}, settings.login_failure_window_s)
-    if not await verify_password(current_password, user.hashed_password):
+    given = current_password
+    limits = {throttle.account_key(user.id): settings.login_max_failures_per_account}
+
+    async def check() -> bool:
+        return await verify_password(given, user.hashed_password)
+
+    if not await throttle.attempt(limits, settings.login_failure_window_s, check):
         raise CurrentPasswordRequired()
-    await throttle.give_back(reserved)
 
 
 @router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from api.config import API_PREFIX
+from api.core.services import get_services
 from documents import Item
 
 PATH = f"{API_PREFIX}/ws/items"
@@ -170,4 +171,4 @@ def install(app: FastAPI) -> None:
 
     @app.get("/asyncapi.json", tags=["live"], include_in_schema=False)
     async def asyncapi(request: Request) -> dict[str, Any]:
-        return asyncapi_document(request.app.state.services.settings.public_url)
+        return asyncapi_document(get_services(request).settings.public_url)

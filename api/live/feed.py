@@ -25,6 +25,7 @@ from bson.timestamp import Timestamp
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
+from starlette.requests import HTTPConnection
 
 from api.core.background import Background, uninterrupted
 from api.core.metrics import Metrics
@@ -313,6 +314,12 @@ async def close_all(code: int = 1001) -> None:
     """Close every live socket of this process (graceful shutdown, before the server's own)."""
     for feed in list(_feeds):
         await feed.close_sockets(code)
+
+
+def feed_of(connection: HTTPConnection) -> LiveFeed | None:
+    """The feed the app's lifespan opened; None when it has none (off, or no change streams)."""
+    feed: LiveFeed | None = connection.app.state.live
+    return feed
 
 
 def instrument(metrics: Metrics, current: Callable[[], LiveFeed | None]) -> None:

@@ -24,9 +24,9 @@ from api.accounts.tokens import TokenSigner
 from api.core.background import uninterrupted
 from api.core.errors import NotAuthenticated
 from api.core.pagination import InvalidCursor
-from api.core.services import Services
+from api.core.services import Services, get_services
 from api.items.query import InvalidQuery, parse_fields
-from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber
+from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber, feed_of
 from documents import User
 from documents.item import tag_key
 
@@ -62,10 +62,10 @@ class Request:
 
 @router.websocket("/ws/items")
 async def live_items(websocket: WebSocket) -> None:
-    services: Services = websocket.app.state.services
+    services = get_services(websocket)
     await websocket.accept()
     try:
-        feed: LiveFeed | None = websocket.app.state.live
+        feed = feed_of(websocket)
         if feed is None:
             if not services.settings.live_feed:
                 raise Refused("live changes are turned off on this server", UNAVAILABLE)

@@ -11,10 +11,7 @@ put into the body only when it is sent; a sent message keeps no body, and sent a
 dead messages expire after OUTBOX_RETENTION_DAYS.
 """
 
-import base64
-import hashlib
 import logging
-import os
 import random
 import secrets
 import time
@@ -22,8 +19,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -31,6 +26,7 @@ from pymongo.errors import PyMongoError
 from starlette.requests import HTTPConnection
 
 from api.config import Settings
+from api.core import sealing
 from api.core.background import Background
 from api.core.metrics import Metrics
 from api.mail.transports import Transport, to_email
@@ -49,28 +45,18 @@ class Sealer:
     previous keys sealed, so rotating the key loses no queued mail)."""
 
     def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
-        self._active = AESGCM(self._key(secret))
-        self._all = [self._active, *(AESGCM(self._key(old)) for old in previous)]
-
-    @staticmethod
-    def _key(secret: str) -> bytes:
-        return hashlib.sha256(b"docstore-outbox:" + secret.encode()).digest()
+        self._keys = [sealing.key("docstore-outbox", s) for s in (secret, *previous)]
 
     def seal(self, plain: str, bound_to: str) -> str:
         """`plain`, sealed so that it opens only with the same `bound_to` (the message's
         id and recipient: pointing a queued message elsewhere makes it unopenable)."""
-        nonce = os.urandom(12)
-        sealed = self._active.encrypt(nonce, plain.encode(), bound_to.encode())
-        return base64.b64encode(nonce + sealed).decode()
+        return sealing.seal(self._keys[0], plain, bound_to)
 
     def open(self, sealed: str, bound_to: str) -> str:
-        raw = base64.b64decode(sealed)
-        for key in self._all:
-            try:
-                return key.decrypt(raw[:12], raw[12:], bound_to.encode()).decode()
-            except InvalidTag:
-                continue
-        raise ValueError("the message's secret does not open: another key, or another message")
+        plain = sealing.unseal(self._keys, sealed, bound_to)
+        if plain is None:
+            raise ValueError("the message's secret does not open: another key, or another message")
+        return plain
 
 
 def _binding(message: OutboxMessage) -> str:

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
+from fastapi import FastAPI
 
+from api.accounts import throttle
 from documents import LoginAttempts
 from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
 
@@ -110,3 +112,30 @@ async def test_successes_do_not_use_up_the_client_limit(mongodb_url: str, tmp_pa
         stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "client:127.0.0.1"})
         assert stored is not None
         assert stored["failures"] == 0
+
+
+async def test_a_counter_another_tool_wrote_without_a_date_is_replaced(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """No window to count in, none that an upsert could open: it must not spin forever."""
+    odd = [{"_id": f"account:{alice.id}", "failures": 2}, {"_id": "client:127.0.0.1", "x": 1}]
+    await LoginAttempts.get_pymongo_collection().insert_many(odd)
+    async with asyncio.timeout(10):
+        assert (await attempt(client, "alice", "Wrong-pass-1")).status_code == 401
+        assert (await attempt(client, "alice", PASSWORD)).status_code == 200
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "client:127.0.0.1"})
+    assert stored is not None
+    assert (stored["failures"], stored["window_ends"] > datetime.now(UTC)) == (1, True)
+
+
+async def test_a_give_back_never_lands_in_a_newer_window(app: FastAPI) -> None:
+    """A refusal counted in a window that has since passed must not buy a guess in the next."""
+    reserved = await throttle.reserve({"account:x": 5}, 900)
+    newer = datetime(2100, 1, 1, tzinfo=UTC)
+    await LoginAttempts.get_pymongo_collection().update_one(
+        {"_id": "account:x"}, {"$set": {"failures": 3, "window_ends": newer}}
+    )
+    await throttle.give_back(reserved)
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "account:x"})
+    assert stored is not None
+    assert stored["failures"] == 3
