@@ -82,12 +82,13 @@ def instrument(metrics: Metrics) -> None:
 
     async def refresh() -> None:
         # Scrapes may come often, and from several scrapers: count at most every few seconds.
+        # Marked first: with the database away, scrapes in between do not each wait for it.
         nonlocal counted_at
         if time.monotonic() - counted_at < COUNTS_FRESH_S:
             return
+        counted_at = time.monotonic()
         for status, count in (await counts()).items():
             gauge.labels(status).set(count)
-        counted_at = time.monotonic()
 
     metrics.on_scrape(refresh)
 
