@@ -1,12 +1,13 @@
 """Settings: the only module that reads the environment."""
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 API_PREFIX = "/api/v1"  # where the versioned API is mounted
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     previous_secret_keys: Annotated[list[str], NoDecode] = []
     public_url: str = "http://127.0.0.1:8000"
     registration_open: bool = True
+    # Open sign-ups (each sends a welcome email) one client address may make per window.
+    signup_max_per_client: int = Field(default=20, ge=1)
+    signup_window_s: int = Field(default=3600, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     # Password hashes that may wait for a free core; more at once are a 503 (Retry-After).
     bcrypt_max_waiting: int = Field(default=32, ge=0)
@@ -44,13 +48,19 @@ class Settings(BaseSettings):
     # How long a spent refresh token may be presented again to get the same new one (a lost
     # response); after that, presenting it is reuse and ends the whole session.
     refresh_reuse_grace_s: int = Field(default=10, ge=0)
-    # Failed logins allowed per account and per client address in a window, then 429.
-    login_max_failures_per_account: int = Field(default=5, ge=1)
+    # Failed logins allowed in a window, then 429: for one account from one client
+    # address (tight), for one account from all addresses together (looser, so a spread
+    # of addresses still cannot guess freely), and for one address across accounts.
+    login_max_failures_per_account_client: int = Field(default=5, ge=1)
+    login_max_failures_per_account: int = Field(default=30, ge=1)
     login_max_failures_per_client: int = Field(default=50, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
     jwt_issuer: str = "docstore"
     jwt_audience: str = "docstore-api"
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Addresses or networks (comma-separated; `*` for any) of the reverse proxies whose
+    # X-Forwarded-For / X-Forwarded-Proto are believed. Nobody's, by default.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Email: SMTP when SMTP_HOST is set, else .eml files under DATA_DIR/mail (and the log).
     smtp_host: str | None = None
@@ -92,11 +102,22 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, values: dict[str, object]) -> dict[str, object]:
-        for name in ("cors_origins", "previous_secret_keys"):
+        for name in ("cors_origins", "previous_secret_keys", "trusted_proxies"):
             value = values.get(name)
             if isinstance(value, str):
                 values[name] = [part.strip() for part in value.split(",") if part.strip()]
         return values
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(f"{proxy!r} is neither an IP address nor a network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Self:

@@ -110,6 +110,7 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         sealer = Sealer(secret, settings.previous_secret_keys)
         outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
         app.state.outbox = outbox_worker
+        await outbox.settle_legacy(settings.outbox_retention_days)
         # Warm the dummy hash so the first unknown-user login costs what later ones do.
         await verify_against_dummy("warm-up", settings.bcrypt_rounds)
         live_feed = None

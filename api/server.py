@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import uvicorn
 
+from api.config import Settings
 from api.live import feed
 
 APP = "api.main:app_from_env"
@@ -32,13 +33,18 @@ def config(
     log_level: str = "info",
     lifespan: Literal["auto", "on", "off"] = "auto",
     per_message_deflate: bool = False,
+    settings: Settings | None = None,
 ) -> uvicorn.Config:
     """Uvicorn's settings for the API (`app`: the factory's import path, or an app object).
 
     WebSocket pings keep idle sockets alive, and drop peers that stop answering them.
     Per-message compression is off unless asked for: it costs every socket its own
     zlib state (measured: 91 KB per idle live-feed subscriber with it, 57 KB without).
+    `X-Forwarded-For` and `X-Forwarded-Proto` are believed only from `TRUSTED_PROXIES`
+    (`settings`, else the environment's): from anyone else they are ignored, or any
+    caller could pick the address its attempts are counted under.
     """
+    trusted = (settings or Settings()).trusted_proxies
     return uvicorn.Config(
         app,
         factory=isinstance(app, str),
@@ -46,7 +52,8 @@ def config(
         port=port,
         log_level=log_level,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) or None,
         ws_ping_interval=ping_interval,
         ws_ping_timeout=ping_interval,
         lifespan=lifespan,

@@ -6,6 +6,7 @@ machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 `--scale N` seeds N items for one user and times deep pages, filters and search
 one request at a time, then prints the database's plan for the cursor query.
 `--live N` connects N WebSocket subscribers and measures event latency and memory.
+`--storm N` sends N logins at once and times `/health` during the storm against idle.
 Not part of the test suite.
 """
 
@@ -13,7 +14,7 @@ import argparse
 import shutil
 import sys
 
-from bench import live, load, scale
+from bench import live, load, scale, storm
 from bench.harness import running
 
 
@@ -26,7 +27,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, metavar="N", help="scale check with N items")
     parser.add_argument("--live", type=int, metavar="N", help="live feed with N subscribers")
     parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
+    parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     args = parser.parse_args()
+    if args.storm:
+        with running(1) as setup:
+            storm.report(setup, args.storm, args.rounds)
+        return
     if args.live:
         with running(1) as setup:
             live.report(setup, args.live, args.rate, args.seconds * 2)

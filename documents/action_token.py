@@ -26,5 +26,6 @@ class ActionToken(ApiDocument):
         name = "action_tokens"
         indexes = [  # noqa: RUF012
             IndexModel("token_hash", unique=True),
+            IndexModel("user_id"),  # voiding an account's tokens (a new email, a reset)
             IndexModel("expires_at", expireAfterSeconds=0),
         ]

@@ -49,3 +49,15 @@ async def consume(token: str, purpose: Purpose) -> ActionToken:
         raise InvalidActionToken()
     record: ActionToken = ActionToken.model_validate(used)
     return record
+
+
+async def void(
+    user_id: object, purposes: list[Purpose], session: AsyncClientSession | None = None
+) -> None:
+    """Spend every unused token of `purposes` the account holds: they were mailed to an
+    address the account may no longer trust, or one of them just did its job."""
+    await ActionToken.get_pymongo_collection().update_many(
+        {"user_id": user_id, "purpose": {"$in": purposes}, "used_at": None},
+        {"$set": {"used_at": utcnow()}},
+        session=session,
+    )

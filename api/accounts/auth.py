@@ -2,14 +2,14 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import passwords, sessions, throttle
 from api.accounts.deps import AppSigner, CurrentSession, CurrentUser, client_address
 from api.accounts.passwords import verify_against_dummy, verify_password
 from api.accounts.tokens import TokenSigner
+from api.config import Settings
 from api.core.errors import DomainError, NotAuthenticated, NotFound, problem_responses
 from api.core.pagination import Page
 from api.core.services import AppServices
@@ -22,6 +22,22 @@ SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A ses
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 MAX_LOGIN_LENGTH = 320  # longer than any email or username: refused before it is counted
+
+
+class PasswordGrant(BaseModel):
+    """The OAuth2 password grant's form (RFC 6749 4.3.2), as Swagger UI's Authorize sends it.
+
+    A model rather than FastAPI's `OAuth2PasswordRequestForm`: that one is a class
+    dependency, which FastAPI builds in a worker thread on every sign-in."""
+
+    username: Annotated[str, Field(min_length=1, description="Your email or username")]
+    password: Annotated[str, Field(min_length=1)]
+    grant_type: Annotated[Literal["password"] | None, Field(description="`password`, if sent")] = (
+        None
+    )
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = None
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -70,7 +86,7 @@ async def find_by_login(login: str) -> User | None:
 
 @router.post("/login", responses=problem_responses(400, 401, 403, 429))
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[PasswordGrant, Form()],
     request: Request,
     services: AppServices,
     signer: AppSigner,
@@ -79,24 +95,8 @@ async def login(
     settings = services.settings
     if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
         raise InvalidCredentials()
-    user = await find_by_login(form.username)
-    account = throttle.account_key(user.id if user else form.username.lower())
-    client = f"client:{client_address(request) or 'unknown'}"
-    # Counted before the password is checked, so a burst cannot outrun the limit; the
-    # attempt stays counted if it fails; a success resets the account.
-    passed = await throttle.attempt(
-        {
-            account: settings.login_max_failures_per_account,
-            client: settings.login_max_failures_per_client,
-        },
-        settings.login_failure_window_s,
-        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
-        clear_on_success=[account],
-    )
-    if user is None or not passed:
-        raise InvalidCredentials()
-    if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
-        await _upgrade_hash(user, form.password, settings.bcrypt_rounds)
+    with passwords.hashing_slot():  # a storm is turned away before any database work
+        user = await _checked(form, client_address(request), settings)
     if not user.is_active:
         raise InactiveUser()
     if settings.require_verified_email and not user.email_verified:
@@ -104,6 +104,26 @@ async def login(
     user_agent = request.headers.get("user-agent")
     opened = await sessions.open_session(user, settings, user_agent, client_address(request))
     return _pair(signer, user, opened)
+
+
+async def _checked(form: PasswordGrant, address: str | None, settings: Settings) -> User:
+    """The account whose password this is (401 otherwise), its hash at today's cost."""
+    user = await find_by_login(form.username)
+    account = throttle.account_key(user.id if user else form.username.lower())
+    # Counted before the password is checked, so a burst cannot outrun the limit; the
+    # attempt stays counted if it fails.
+    limits, from_here = throttle.password_limits(account, address, settings)
+    passed = await throttle.attempt(
+        limits,
+        settings.login_failure_window_s,
+        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
+        clear_on_success=[from_here],
+    )
+    if user is None or not passed:
+        raise InvalidCredentials()
+    if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
+        await _upgrade_hash(user, form.password, settings.bcrypt_rounds)
+    return user
 
 
 async def _password_matches(user: User | None, password: str, rounds: int) -> bool:

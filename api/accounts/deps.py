@@ -61,7 +61,11 @@ def token_signer(connection: HTTPConnection) -> TokenSigner:
     return signer
 
 
-AppSigner = Annotated[TokenSigner, Depends(token_signer)]
+async def _signer(connection: HTTPConnection) -> TokenSigner:
+    return token_signer(connection)  # async: see api/core/services.py
+
+
+AppSigner = Annotated[TokenSigner, Depends(_signer)]
 
 
 async def optional_user(token: BearerToken, request: Request, signer: AppSigner) -> User | None:
@@ -85,7 +89,9 @@ async def superuser(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
-def current_session(request: Request, user: Annotated[User, Depends(current_user)]) -> ObjectId:
+async def current_session(
+    request: Request, user: Annotated[User, Depends(current_user)]
+) -> ObjectId:
     """The session (login) the caller's access token belongs to."""
     session_id: ObjectId = request.state.session_id
     return session_id

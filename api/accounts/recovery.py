@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import unicodedata
 from datetime import timedelta
 from typing import Annotated
 
@@ -64,12 +65,22 @@ async def recover_password(
 
 async def _recover(email: str, request: Request, services: AppServices, mail: MailWorker) -> None:
     settings = services.settings
-    client = f"recovery-client:{client_address(request) or 'unknown'}"
-    address = f"recovery-email:{email.lower()}"
-    limits = {address: settings.recovery_max_per_email, client: settings.recovery_max_per_client}
+    user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
+    # One counter per account however its address is spelled (the lookup ignores case);
+    # an address no account has is counted in its case-folded, NFKC-normal form.
+    address = (
+        f"recovery-account:{user.id}"
+        if user is not None
+        else f"recovery-email:{unicodedata.normalize('NFKC', email).casefold()}"
+    )
+    limits = {
+        address: settings.recovery_max_per_email,
+        throttle.client_key(client_address(request), "recovery-client"): (
+            settings.recovery_max_per_client
+        ),
+    }
     # Every request counts (not only failures): each one may send an email.
     await throttle.reserve(limits, settings.recovery_window_s, MAIL_THROTTLED)
-    user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
     if user is None or not user.is_active:
         return
     lifetime = timedelta(minutes=settings.password_reset_expire_minutes)
@@ -89,6 +100,7 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Ma
 async def reset_password(body: PasswordReset, services: AppServices) -> None:
     """Set a new password with an emailed token; every login of the account ends."""
     record = await action_tokens.consume(body.token, Purpose.reset_password)
+    await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
     hashed = await hash_password(body.new_password, services.settings.bcrypt_rounds)
     await User.get_pymongo_collection().update_one(
         {"_id": record.user_id},
@@ -108,7 +120,7 @@ async def request_verification(
         return Accepted(detail=f"{user.email} is confirmed already; no email was sent.")
     limits = {
         f"verification-account:{user.id}": settings.verification_max_per_account,
-        f"verification-client:{client_address(request) or 'unknown'}": (
+        throttle.client_key(client_address(request), "verification-client"): (
             settings.verification_max_per_client
         ),
     }

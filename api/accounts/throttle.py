@@ -9,14 +9,15 @@ is exactly the attempts that were let through.
 """
 
 import asyncio
-import contextlib
+import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
-from pymongo import DeleteOne, ReturnDocument, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from api.config import Settings
 from api.core.errors import DomainError
 from documents import LoginAttempts
 from documents.base import utcnow
@@ -38,6 +39,42 @@ OPENING_TRIES = 5  # a window that cannot be opened after this many tries: a str
 def account_key(account: object) -> str:
     """The key of an account's counter (its id, or the login name no account has)."""
     return f"account:{account}"
+
+
+def client_key(address: str | None, kind: str = "client") -> str:
+    """The key of a client address's `kind` counter. An IPv6 address counts as its /64:
+    one host is routinely given a whole /64 to pick addresses from."""
+    if address is None:
+        return f"{kind}:unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:  # not an address (a test client, a proxy's odd value): as it is
+        return f"{kind}:{address[:100]}"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return f"{kind}:{parsed.ipv4_mapped}"
+        return f"{kind}:{ipaddress.IPv6Network((parsed, 64), strict=False)}"
+    return f"{kind}:{parsed}"
+
+
+def password_limits(
+    account: str, address: str | None, settings: Settings
+) -> tuple[dict[str, int], str]:
+    """The limits a password guess at `account` from `address` counts against, and the
+    key of the account from this address: the one a success clears.
+
+    The tight limit is one account from one address, so a stranger's failures cannot
+    lock the owner out; the looser account-wide one stops many addresses sharing the
+    guessing, so it is not cleared by a success (that would reset it for whoever
+    guesses next)."""
+    client = client_key(address)
+    from_here = f"{account}|{client}"
+    limits = {
+        from_here: settings.login_max_failures_per_account_client,
+        account: settings.login_max_failures_per_account,
+        client: settings.login_max_failures_per_client,
+    }
+    return limits, from_here
 
 
 async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> Reserved:
@@ -79,7 +116,8 @@ async def attempt(
 
 
 async def _count(key: str, window_s: int) -> tuple[int, datetime]:
-    """One more attempt on `key`: its count and the end of its window, atomically."""
+    """One more attempt on `key`: its count and the end of its window, atomically. One
+    round trip while its window is open, two to open one."""
     attempts = LoginAttempts.get_pymongo_collection()
     for _ in range(OPENING_TRIES):
         now = utcnow()
@@ -90,32 +128,36 @@ async def _count(key: str, window_s: int) -> tuple[int, datetime]:
         )
         if doc is not None:
             return int(doc["failures"]), doc["window_ends"]
-        # No open window: open one, empty, then count again. It replaces a passed window
+        # No open window: open one holding this attempt. It replaces a passed window
         # awaiting the TTL sweep, or a counter some other tool wrote without a date. An
-        # upsert is not a counter here: concurrent first upserts were seen to lose or
+        # upserting find-and-increment is not used: concurrent ones were seen to lose or
         # repeat increments; a plain $inc loses none.
-        fresh = {"failures": 0, "window_ends": now + timedelta(seconds=window_s)}
-        # Another request opened the window first: count in it.
-        with contextlib.suppress(DuplicateKeyError):
-            await attempts.update_one(
-                {"_id": key, "window_ends": {"$not": {"$gt": now}}}, {"$set": fresh}, upsert=True
+        window_ends = now + timedelta(seconds=window_s)
+        try:
+            opened = await attempts.update_one(
+                {"_id": key, "window_ends": {"$not": {"$gt": now}}},
+                {"$set": {"failures": 1, "window_ends": window_ends}},
+                upsert=True,
             )
+        except DuplicateKeyError:
+            continue  # another request opened the window first: count in it
+        if opened.upserted_id is not None or opened.modified_count == 1:
+            return 1, window_ends
     raise RuntimeError(f"the throttle counter {key!r} cannot be opened")
 
 
 async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
     """In one round trip: return reserved attempts that turned out not to count (refused,
     or succeeded) to the window they were counted in, never to a newer one, which would
-    buy a guess; and remove the counters of `clear` (a success resets an account)."""
+    buy a guess; and set the counters of `clear` to zero (a success resets an account).
+    A cleared counter keeps its window, so the next attempt need not open one."""
     cleared = set(clear)
-    writes: list[DeleteOne | UpdateOne] = [DeleteOne({"_id": key}) for key in cleared]
-    writes += [
+    writes = [
         UpdateOne(
             {"_id": key, "window_ends": window_ends, "failures": {"$gt": 0}},
-            {"$inc": {"failures": -1}},
+            {"$set": {"failures": 0}} if key in cleared else {"$inc": {"failures": -1}},
         )
         for key, window_ends in reserved.items()
-        if key not in cleared
     ]
     if writes:
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)

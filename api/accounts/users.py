@@ -3,11 +3,11 @@
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts import sessions, throttle
+from api.accounts import action_tokens, sessions, throttle
 from api.accounts.deps import (
     CurrentSession,
     CurrentUser,
@@ -15,6 +15,7 @@ from api.accounts.deps import (
     SuperUser,
     TargetUser,
     UserId,
+    client_address,
 )
 from api.accounts.passwords import hash_password, verify_password
 from api.config import API_PREFIX, Settings
@@ -23,7 +24,7 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.mail import messages
 from api.mail.outbox import MailWorker
-from documents import Item, Session, User, UserCreate, UserPublic, UserUpdate
+from documents import Item, Purpose, Session, User, UserCreate, UserPublic, UserUpdate
 from documents.base import utcnow
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -34,28 +35,38 @@ class CurrentPasswordRequired(DomainError):
     detail = "Changing your own password or email requires the correct current_password."
 
 
-@router.post("", status_code=201, responses=problem_responses(401, 403, 409))
+SIGNUPS_THROTTLED = "Too many sign-ups from this address; wait before trying again."
+
+
+@router.post("", status_code=201, responses=problem_responses(401, 403, 409, 429))
 async def create_user(
     body: UserCreate,
     caller: OptionalUser,
     services: AppServices,
     mail: MailWorker,
+    request: Request,
     response: Response,
 ) -> UserPublic:
     """Sign up (when registration is open); superusers may always create users.
 
-    The welcome email is queued in the same transaction as the account."""
+    The welcome email is queued in the same transaction as the account. Open sign-ups
+    are counted per client address (each one hashes a password and sends an email)."""
+    settings = services.settings
     by_superuser = caller is not None and caller.is_superuser
-    if not services.settings.registration_open and not by_superuser:
+    if not settings.registration_open and not by_superuser:
         raise Forbidden("Registration is closed; ask an administrator for an account.")
     if body.is_superuser and not by_superuser:
         raise Forbidden("Only superusers may create superusers.")
-    hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
+    if not by_superuser:
+        client = throttle.client_key(client_address(request), "signup-client")
+        limits = {client: settings.signup_max_per_client}
+        await throttle.reserve(limits, settings.signup_window_s, SIGNUPS_THROTTLED)
+    hashed = await hash_password(body.password, settings.bcrypt_rounds)
     user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
 
     async def create(session: AsyncClientSession | None) -> None:
         await user.insert(session=session)
-        await mail.enqueue(messages.welcome(user, services.settings.public_url), session)
+        await mail.enqueue(messages.welcome(user, settings.public_url), session)
 
     await services.atomically(create)
     mail.nudge()
@@ -98,6 +109,7 @@ async def update_user(
     caller_session: CurrentSession,
     services: AppServices,
     mail: MailWorker,
+    request: Request,
 ) -> UserPublic:
     """Change an account. Only superusers change `is_active` / `is_superuser`.
 
@@ -119,7 +131,9 @@ async def update_user(
         else None
     )
     if own and (body.password is not None or notice is not None):
-        await _require_current_password(body.current_password, target, services.settings)
+        await _require_current_password(
+            body.current_password, target, services.settings, client_address(request)
+        )
     end_all = changes.get("is_active") is False
     end_others = False
     if body.password is not None:
@@ -140,6 +154,8 @@ async def update_user(
             {"_id": target.id}, update, return_document=ReturnDocument.AFTER, session=session
         )
         if stored is not None and notice is not None:
+            # Tokens mailed to the old address must not work once it is not the account's.
+            await action_tokens.void(target.id, list(Purpose), session)
             await mail.enqueue(notice, session)
 
     await services.atomically(change)
@@ -156,14 +172,14 @@ async def update_user(
 
 
 async def _require_current_password(
-    current_password: str | None, user: User, settings: Settings
+    current_password: str | None, user: User, settings: Settings, address: str | None
 ) -> None:
     """Counted like a login against the account: a stolen access token must not buy
     unlimited guesses at the password."""
     if not current_password:
         raise CurrentPasswordRequired()
     given = current_password
-    limits = {throttle.account_key(user.id): settings.login_max_failures_per_account}
+    limits, _ = throttle.password_limits(throttle.account_key(user.id), address, settings)
 
     async def check() -> bool:
         return await verify_password(given, user.hashed_password)

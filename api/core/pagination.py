@@ -36,7 +36,7 @@ class ListParams(BaseModel):
     include_total: bool
 
 
-def list_params(
+async def list_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP, description="Offset, for simple clients")] = 0,
     cursor: Annotated[str | None, Query(max_length=512, description="From `next_cursor`")] = None,

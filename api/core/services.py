@@ -41,4 +41,10 @@ def get_services(connection: HTTPConnection) -> Services:
     return services
 
 
-AppServices = Annotated[Services, Depends(get_services)]
+async def _services(connection: HTTPConnection) -> Services:
+    # A dependency is async so FastAPI calls it on the loop: a plain `def` one would be
+    # sent to a worker thread and back on every request.
+    return get_services(connection)
+
+
+AppServices = Annotated[Services, Depends(_services)]

@@ -72,6 +72,36 @@ async def counts() -> dict[str, int]:
     return {status.value: found.get(status.value, 0) for status in Delivery}
 
 
+# The kinds whose bodies carried their token in the clear before bodies were sealed.
+LEGACY_TOKEN_KINDS = ("password-reset", "verify-email")
+
+
+async def settle_legacy(retention_days: int) -> None:
+    """Bring messages settled before sealing (they have no `purge_at`) under today's rules,
+    once: a sent one loses its body and expires like any other; a dead one that carried
+    a token in the clear is removed (it cannot be retried safely; its owner asks again);
+    any other dead one keeps its body and expires. Idempotent, on the status index."""
+    messages = OutboxMessage.get_pymongo_collection()
+    purge_at = utcnow() + timedelta(days=retention_days)
+    sent = await messages.update_many(
+        {"status": Delivery.sent, "purge_at": None},
+        {"$set": {"text": "", "html": "", "secret": None, "purge_at": purge_at}},
+    )
+    clear = {"status": Delivery.dead, "purge_at": None, "secret": None}
+    removed = await messages.delete_many({**clear, "kind": {"$in": LEGACY_TOKEN_KINDS}})
+    dead = await messages.update_many(
+        {"status": Delivery.dead, "purge_at": None}, {"$set": {"purge_at": purge_at}}
+    )
+    if sent.modified_count or removed.deleted_count or dead.modified_count:
+        log.warning(
+            "outbox: settled %d sent and %d dead messages from before sealing; "
+            "removed %d dead ones that held a token in the clear",
+            sent.modified_count,
+            dead.modified_count,
+            removed.deleted_count,
+        )
+
+
 def instrument(metrics: Metrics) -> None:
     """`docstore_outbox_messages{status}`, counted when scraped."""
     gauge = metrics.gauge(
@@ -210,4 +240,8 @@ def worker_of(connection: HTTPConnection) -> OutboxWorker:
     return worker
 
 
-MailWorker = Annotated[OutboxWorker, Depends(worker_of)]
+async def _worker(connection: HTTPConnection) -> OutboxWorker:
+    return worker_of(connection)  # async: see api/core/services.py
+
+
+MailWorker = Annotated[OutboxWorker, Depends(_worker)]

@@ -1,10 +1,13 @@
 """Password hashing off the event loop, and access tokens."""
 
 import asyncio
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from api.accounts import passwords
 from api.accounts.passwords import hash_password, verify_against_dummy, verify_password
 from api.accounts.tokens import InvalidToken, TokenSigner
 
@@ -60,3 +63,19 @@ def test_tokens_round_trip_and_reject_tampering() -> None:
 def test_key_id_identifies_the_secret() -> None:
     assert TokenSigner("a" * 40, "i", "a", 60).kid != TokenSigner("b" * 40, "i", "a", 60).kid
     assert TokenSigner("a" * 40, "i", "a", 60).kid == TokenSigner("a" * 40, "x", "y", 1).kid
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux thread priorities")
+async def test_hashing_runs_below_the_event_loops_priority() -> None:
+    """A storm of sign-ins must take the idle CPU, not the loop's: the pool's threads run
+    at the lowest priority and the loop's thread at its own."""
+    await hash_password("Abcdefg-1", 4)  # the pool has started a thread
+
+    def niceness(native_id: int | None) -> int:
+        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[16])
+
+    hashing = [t.native_id for t in threading.enumerate() if t.name.startswith("bcrypt")]
+    assert hashing
+    assert {niceness(native_id) for native_id in hashing} == {passwords.HASHING_NICENESS}
+    assert niceness(threading.get_native_id()) < passwords.HASHING_NICENESS

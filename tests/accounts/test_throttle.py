@@ -9,7 +9,14 @@ from fastapi import FastAPI
 
 from api.accounts import throttle
 from documents import LoginAttempts
-from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings
+from tests.conftest import (
+    PASSWORD,
+    Account,
+    app_with,
+    client_from,
+    make_account,
+    make_settings,
+)
 
 LOGIN = "/api/v1/auth/login"
 
@@ -139,3 +146,75 @@ async def test_a_give_back_never_lands_in_a_newer_window(app: FastAPI) -> None:
     stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "account:x"})
     assert stored is not None
     assert stored["failures"] == 3
+
+
+async def wrong_guesses_from(app: FastAPI, address: str, login: str, count: int) -> list[int]:
+    async with client_from(app, address) as client:
+        return [(await attempt(client, login, "Wrong-pass-1")).status_code for _ in range(count)]
+
+
+async def test_a_strangers_failures_do_not_lock_the_owner_out(app: FastAPI, alice: Account) -> None:
+    """The tight limit is the account from one address: 5 failures from an attacker's
+    address refuse that address, not the owner signing in from theirs."""
+    assert await wrong_guesses_from(app, "203.0.113.5", "alice", 6) == [401] * 5 + [429]
+    async with client_from(app, "203.0.113.5") as attacker:
+        assert (await attempt(attacker, "alice", PASSWORD)).status_code == 429
+    async with client_from(app, "198.51.100.7") as owner:
+        assert (await attempt(owner, "alice", PASSWORD)).status_code == 200
+    counters = LoginAttempts.get_pymongo_collection()
+    stored = await counters.find_one({"_id": f"account:{alice.id}"})
+    assert stored is not None
+    assert stored["failures"] == 5  # the owner's success left the account-wide count alone
+
+
+async def test_many_addresses_share_the_account_wide_limit(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_account=6)
+    async with app_with(settings) as (app, _):
+        await make_account(app, "alice")
+        for n in range(3):
+            assert await wrong_guesses_from(app, f"203.0.113.{n}", "alice", 2) == [401] * 2
+        assert await wrong_guesses_from(app, "203.0.113.9", "alice", 1) == [429]
+        async with client_from(app, "198.51.100.7") as owner:
+            assert (await attempt(owner, "alice", PASSWORD)).status_code == 429
+
+
+async def test_a_burst_from_many_addresses_cannot_outrun_the_account_wide_limit(
+    app: FastAPI, alice: Account, password_checks: list[str]
+) -> None:
+    """40 addresses guess at once, one guess each: the default account-wide 30 holds."""
+
+    async def guess(n: int) -> int:
+        async with client_from(app, f"203.0.113.{n}") as client:
+            return (await attempt(client, "alice", f"Wrong-{n}-A")).status_code
+
+    statuses = sorted(await asyncio.gather(*(guess(n) for n in range(40))))
+    assert statuses == [401] * 30 + [429] * 10
+    assert len(password_checks) == 30
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": f"account:{alice.id}"})
+    assert stored is not None
+    assert stored["failures"] == 30
+
+
+async def test_an_ipv6_client_counts_as_its_whole_64_network(app: FastAPI, alice: Account) -> None:
+    """One host gets a /64 to pick addresses from: a new address in it is no new client."""
+    for n in range(1, 6):
+        assert await wrong_guesses_from(app, f"2001:db8:0:7::{n}", "alice", 1) == [401]
+    assert await wrong_guesses_from(app, "2001:db8:0:7::ffff", "alice", 1) == [429]
+    async with client_from(app, "2001:db8:0:8::1") as elsewhere:
+        assert (await attempt(elsewhere, "alice", PASSWORD)).status_code == 200
+
+
+async def test_a_correct_current_password_counts_against_the_same_limits_as_login(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Wrong current passwords in PATCH use up the login limit of that account and address."""
+    for _ in range(5):
+        changed = await client.patch(
+            f"/api/v1/users/{alice.id}",
+            json={"password": "Another-pass-9", "current_password": "Wrong-pass-1"},
+            headers=alice.headers,
+        )
+        assert changed.status_code == 400
+    assert (await attempt(client, "alice", PASSWORD)).status_code == 429

@@ -338,3 +338,18 @@ async def test_a_stolen_token_cannot_guess_the_password_freely(
     assert [g.status_code for g in guesses] == [400] * 5 + [429] * 2
     right = {"password": "Brand-new-pass-2", "current_password": PASSWORD}
     assert (await client.patch(url, json=right, headers=alice.headers)).status_code == 429
+
+
+async def test_open_sign_ups_are_throttled_per_client(mongodb_url: str, tmp_path: Any) -> None:
+    """Each sign-up hashes a password and mails a welcome to any address it names."""
+    settings = make_settings(mongodb_url, tmp_path, signup_max_per_client=3)
+    async with app_with(settings) as (app, client):
+        admin = await make_account(app, "root", superuser=True)
+
+        async def sign_up(n: int, **headers: str) -> int:
+            user = {"email": f"u{n}@example.com", "username": f"user{n}", "password": "Pass-word-1"}
+            return (await client.post(USERS, json=user, headers=headers)).status_code
+
+        assert [await sign_up(n) for n in range(4)] == [201, 201, 201, 429]
+        assert await OutboxMessage.find({"kind": "welcome"}).count() == 3
+        assert await sign_up(9, **admin.headers) == 201  # an administrator is not throttled

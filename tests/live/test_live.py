@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from api.config import Settings
 from api.core import embedded
 from api.main import create_app
-from api.server import Server, config
+from api.server import Server
 from documents import Item
 from documents.base import utcnow
 from tests.conftest import (
@@ -39,6 +39,7 @@ from tests.conftest import (
     services_of,
     signer_of,
 )
+from tests.serving import uvicorn_serving
 
 WS_PATH = "/api/v1/ws/items"
 
@@ -73,27 +74,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @asynccontextmanager
 async def serving(app: FastAPI, ping_interval: float = 20.0) -> AsyncIterator[Served]:
     """`app` (already in its lifespan) behind a real Uvicorn server on a free port."""
-    port = embedded.free_port()
-    server = Server(
-        config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            ping_interval=ping_interval,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            assert not task.done(), "the server did not start"
-            await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_serving(app, ping_interval=ping_interval) as (port, server):
         yield Served(f"ws://127.0.0.1:{port}", server)
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from bson import json_util
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
 
 from api.config import Settings
 from documents import ActionToken, Delivery, OutboxMessage, User
@@ -410,3 +411,94 @@ async def test_a_queued_token_cannot_be_redirected(
     assert message.status == Delivery.pending  # failed, to be retried, then dead
     assert "does not open" in (message.last_error or "")
     assert (set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()) == before
+
+
+async def test_a_reset_mailed_to_the_old_address_dies_with_an_email_change(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    """Someone reading the old mailbox must not reset the password after the owner moved."""
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    changed = await client.patch(
+        f"/api/v1/users/{alice.id}",
+        json={"email": "alice.moved@example.com", "current_password": PASSWORD},
+        headers=alice.headers,
+    )
+    assert changed.status_code == 200
+    reset = {"token": token, "new_password": "Taken-over-9"}
+    assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 400
+    login = {"username": "alice", "password": PASSWORD}
+    assert (await client.post(f"{AUTH}/login", data=login)).status_code == 200
+
+
+async def test_a_reset_spends_every_other_reset_token_of_the_account(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    app, client = mailing
+    await make_account(app, "alice")
+    for _ in range(2):
+        await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    first, second = (token_in(message) for message in await smtp.inbox.wait_for(2))
+    used = {"token": first, "new_password": "Recovered-pass-9"}
+    assert (await client.post(f"{AUTH}/reset-password", json=used)).status_code == 204
+    other = {"token": second, "new_password": "Recovered-pass-8"}
+    assert (await client.post(f"{AUTH}/reset-password", json=other)).status_code == 400
+
+
+async def test_recovery_counts_an_account_however_its_address_is_spelled(
+    mailing: tuple[FastAPI, httpx2.AsyncClient],
+) -> None:
+    """The lookup matches "straße" to "strasse" (a collation, not `lower()`), so the limit
+    must count the account: 3 per account, not 3 per spelling."""
+    app, client = mailing
+    await make_account(app, "strasse")
+    spellings = ["strasse@example.com", "straße@example.com"] * 2
+    statuses = [
+        (await client.post(f"{AUTH}/password-recovery", json={"email": email})).status_code
+        for email in spellings
+    ]
+    assert statuses == [202, 202, 202, 429]
+
+
+async def test_messages_from_before_sealing_are_settled_at_start_up(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """A database written by an older Docstore: sent and dead bodies held raw tokens and
+    never expired. The first start of this one settles them."""
+    settings = make_settings(mongodb_url, tmp_path)
+    token = "raw-token-from-an-older-release"
+
+    def legacy(kind: str, status: Delivery) -> dict[str, Any]:
+        body = f"send this token to the API: {token}" if kind != "welcome" else "Welcome"
+        return {
+            "kind": kind, "to": "a@example.com", "subject": "s", "text": body, "html": body,
+            "message_id": f"<{kind}-{status}@docstore>", "status": status.value,
+        }  # fmt: skip
+
+    async with AsyncMongoClient(mongodb_url) as raw:
+        await raw[settings.mongodb_db].outbox.insert_many(
+            [
+                legacy("password-reset", Delivery.sent),
+                legacy("verify-email", Delivery.dead),
+                legacy("welcome", Delivery.dead),
+                legacy("password-reset", Delivery.pending),  # still to send: it stays
+            ]
+        )
+    async with app_with(settings):
+        left = {
+            (doc["kind"], doc["status"]): doc
+            async for doc in OutboxMessage.get_pymongo_collection().find()
+        }
+    assert set(left) == {
+        ("password-reset", "sent"),
+        ("welcome", "dead"),
+        ("password-reset", "pending"),
+    }
+    sent, dead = left["password-reset", "sent"], left["welcome", "dead"]
+    assert (sent["text"], sent["html"]) == ("", "")
+    assert dead["text"] == "Welcome"  # nothing secret: kept for --retry-dead
+    assert sent["purge_at"] is not None
+    assert dead["purge_at"] is not None
+    assert left["password-reset", "pending"].get("purge_at") is None
