@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     signup_max_per_client: int = Field(default=20, ge=1)
     signup_window_s: int = Field(default=3600, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    # Password hashes that may wait for a free core; more at once are a 503 (Retry-After).
+    # Sign-ins (and other hashes) that may be in progress beyond one per core; more at once
+    # are a 503 with Retry-After, before any database work.
     bcrypt_max_waiting: int = Field(default=32, ge=0)
     access_token_expire_minutes: int = Field(default=30, ge=1)
     refresh_token_expire_days: int = Field(default=30, ge=1)
@@ -58,8 +59,8 @@ class Settings(BaseSettings):
     jwt_issuer: str = "docstore"
     jwt_audience: str = "docstore-api"
     cors_origins: Annotated[list[str], NoDecode] = []
-    # Addresses or networks (comma-separated; `*` for any) of the reverse proxies whose
-    # X-Forwarded-For / X-Forwarded-Proto are believed. Nobody's, by default.
+    # Addresses or networks (comma-separated) of the reverse proxies whose X-Forwarded-For
+    # and X-Forwarded-Proto are believed. Nobody's, by default; never `*`.
     trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Email: SMTP when SMTP_HOST is set, else .eml files under DATA_DIR/mail (and the log).
@@ -111,12 +112,18 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, proxies: list[str]) -> list[str]:
+        """Exactly what Uvicorn will match: an address, or a network without host bits
+        (Uvicorn would keep `10.0.0.1/8` as a name that matches nothing). `*` is refused:
+        it trusts every caller's X-Forwarded-For, so any caller picks its own address."""
         for proxy in proxies:
-            if proxy != "*":
-                try:
-                    ipaddress.ip_network(proxy, strict=False)
-                except ValueError:
-                    raise ValueError(f"{proxy!r} is neither an IP address nor a network") from None
+            if proxy == "*":
+                raise ValueError("'*' would let any caller choose its address; name the proxies")
+            try:
+                ipaddress.ip_network(proxy, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is neither an IP address nor a network (without host bits)"
+                ) from None
         return proxies
 
     @model_validator(mode="after")

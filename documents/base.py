@@ -1,7 +1,7 @@
 """What every stored document shares: the `id` the API shows and aware UTC times."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from beanie import Document, PydanticObjectId
 from bson import ObjectId
@@ -30,6 +30,15 @@ def _object_id(value: object) -> object:
 
 # An id from a client (path or query): a clear message when it is not an ObjectId.
 ObjectIdParam = Annotated[PydanticObjectId, BeforeValidator(_object_id)]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+# For a field a partial update may leave out but not set to null: its schema shows the
+# type alone (no `null`, no `"default": null`), as `reject_nulls` enforces.
+NOT_NULL = Field(default=None, json_schema_extra=_no_default)
 
 
 def reject_nulls(model: BaseModel, names: tuple[str, ...]) -> None:

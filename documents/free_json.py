@@ -8,7 +8,7 @@ import json
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 MAX_BYTES = 64 * 1024
 MAX_DEPTH = 10
@@ -67,4 +67,24 @@ def _check_text(text: str) -> None:
         raise ValueError("data holds text that is not valid Unicode (a lone surrogate)") from None
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+# What the schema can say of the rules above: the key rules (not empty, no `$` first, no
+# `.` or NUL anywhere). Depth, size and 64-bit integers are in the description.
+KEY_PATTERN = "^[^$.\u0000][^.\u0000]*$"
+RULES = (
+    f"A JSON object: keys not empty, not starting with `$`, without `.`; at most "
+    f"{MAX_DEPTH} levels deep and {MAX_BYTES // 1024} KiB as JSON; integers within 64 bits."
+)
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(check_json_object),
+    Field(description=RULES, json_schema_extra={"propertyNames": {"pattern": KEY_PATTERN}}),
+]
+# The `data` of a merge patch: the same keys; its `null`s remove what they name, and the
+# rules above apply to the merged result.
+PatchObject = Annotated[
+    dict[str, Any],
+    Field(
+        description=f"Merged into `data` (RFC 7396: `null` removes a key). {RULES}",
+        json_schema_extra={"propertyNames": {"pattern": KEY_PATTERN}},
+    ),
+]

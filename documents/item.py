@@ -13,16 +13,34 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pymongo import DESCENDING, IndexModel
 
-from documents.base import ApiDocument
-from documents.free_json import JsonObject
+from documents.base import NOT_NULL, ApiDocument
+from documents.free_json import JsonObject, PatchObject
 
 MAX_TAGS = 20
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _trimmed(text: str) -> str:
+    trimmed = text.strip()
+    if not trimmed:
+        raise ValueError("must not be blank")
+    return trimmed
+
+
+# Its length as sent, then trimmed and not blank: as the schema says it (`\S`: not only
+# whitespace), so a string valid by the schema is accepted and no other is.
+NOT_BLANK = {"pattern": r"\S"}
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra=NOT_BLANK, description="Not blank"),
+    AfterValidator(_trimmed),
+]
 Description = Annotated[str, StringConstraints(max_length=5000)]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Tag = Annotated[
+    str, Field(min_length=1, max_length=50, json_schema_extra=NOT_BLANK), AfterValidator(_trimmed)
+]
 
 
 def tag_key(tag: str) -> str:
@@ -104,10 +122,10 @@ class ItemMergePatch(BaseModel):
         },
     )
 
-    title: str | None = None
-    description: str | None = None
-    tags: list[str] | None = None
-    data: dict[str, Any] | None = None
+    title: Title | SkipJsonSchema[None] = NOT_NULL  # an item always has a title
+    description: Description | None = None
+    tags: Tags | None = None
+    data: PatchObject | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -15,10 +15,11 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pymongo import IndexModel
 from pymongo.collation import Collation
 
-from documents.base import ApiDocument, reject_nulls, utcnow
+from documents.base import NOT_NULL, ApiDocument, reject_nulls, utcnow
 
 # Case-insensitive comparison: unique indexes and look-ups both use it.
 CASE_INSENSITIVE = Collation(locale="en", strength=2)
@@ -31,20 +32,56 @@ Username = Annotated[
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
 
 
+PASSWORD_MIN_LENGTH = 8
+# What check_password asks, as the schema's `pattern` says it: an ASCII digit and an
+# ASCII uppercase letter, in either order, anywhere (`[\s\S]` crosses line breaks).
+PASSWORD_PATTERN = r"[0-9][\s\S]*[A-Z]|[A-Z][\s\S]*[0-9]"
+
+
 def check_password(password: str) -> str:
-    if len(password) < 8:
-        raise ValueError("password must be at least 8 characters")
-    if not re.search(r"\d", password):
-        raise ValueError("password must contain a digit")
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise ValueError(f"password must be at least {PASSWORD_MIN_LENGTH} characters")
+    if not re.search(r"[0-9]", password):
+        raise ValueError("password must contain a digit (0-9)")
     if not re.search(r"[A-Z]", password):
-        raise ValueError("password must contain an uppercase letter")
+        raise ValueError("password must contain an uppercase letter (A-Z)")
     # bcrypt ignores everything past 72 bytes; refuse rather than truncate silently.
     if len(password.encode("utf-8", "surrogatepass")) > BCRYPT_MAX_BYTES:
         raise ValueError(f"password must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8")
     return password
 
 
-Password = Annotated[str, Field(max_length=256), AfterValidator(check_password)]
+# The schema states every rule; the validator enforces them with messages that say which
+# one failed. At most 72 UTF-8 bytes cannot be a JSON Schema keyword: 72 characters is
+# (a longer one can never fit), and the description says the rest.
+Password = Annotated[
+    str,
+    Field(
+        description=(
+            f"At least {PASSWORD_MIN_LENGTH} characters with a digit (0-9) and an "
+            f"uppercase letter (A-Z); at most {BCRYPT_MAX_BYTES} bytes in UTF-8 (bcrypt's "
+            "limit: longer is refused, never truncated)."
+        ),
+        json_schema_extra={
+            "format": "password",
+            "minLength": PASSWORD_MIN_LENGTH,
+            "maxLength": BCRYPT_MAX_BYTES,
+            "pattern": PASSWORD_PATTERN,
+        },
+    ),
+    Field(max_length=256),
+    AfterValidator(check_password),
+]
+EmailAddress = Annotated[
+    EmailStr,
+    Field(
+        description=(
+            "An email address: a dot-atom local part (no quotes), a domain name (no IP "
+            "literal) that is not special-use (such as .arpa, .local, .localhost, .onion, "
+            ".invalid, .test)."
+        )
+    ),
+]
 
 
 class User(ApiDocument):
@@ -101,7 +138,7 @@ class UserCreate(BaseModel):
         },
     )
 
-    email: EmailStr
+    email: EmailAddress
     username: Username
     password: Password
     full_name: FullName | None = None
@@ -114,17 +151,17 @@ class UserUpdate(BaseModel):
         json_schema_extra={"examples": [{"full_name": "Ada King"}]},
     )
 
-    email: EmailStr | None = None
-    username: Username | None = None
+    email: EmailAddress | SkipJsonSchema[None] = NOT_NULL
+    username: Username | SkipJsonSchema[None] = NOT_NULL
     full_name: FullName | None = None
-    password: Password | None = None
+    password: Password | SkipJsonSchema[None] = NOT_NULL
     current_password: str | None = Field(
         default=None,
         max_length=256,
         description="Your current password: required to change your own password or email",
     )
-    is_active: bool | None = None
-    is_superuser: bool | None = None
+    is_active: bool | SkipJsonSchema[None] = NOT_NULL
+    is_superuser: bool | SkipJsonSchema[None] = NOT_NULL
 
     @model_validator(mode="after")
     def _no_nulls(self) -> Self:

@@ -109,7 +109,7 @@ async def login(
 async def _checked(form: PasswordGrant, address: str | None, settings: Settings) -> User:
     """The account whose password this is (401 otherwise), its hash at today's cost."""
     user = await find_by_login(form.username)
-    account = throttle.account_key(user.id if user else form.username.lower())
+    account = throttle.account_key(user.id if user else None, form.username)
     # Counted before the password is checked, so a burst cannot outrun the limit; the
     # attempt stays counted if it fails.
     limits, from_here = throttle.password_limits(account, address, settings)

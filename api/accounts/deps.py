@@ -1,5 +1,6 @@
 """Dependencies that validate: who is calling, and which account they may touch."""
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,9 +13,11 @@ from starlette.requests import HTTPConnection
 from api.accounts.tokens import AccessClaims, InvalidToken, TokenSigner
 from api.config import API_PREFIX
 from api.core.errors import Forbidden, NotAuthenticated, NotFound
+from api.core.services import get_services
 from documents import User
 from documents.base import ObjectIdParam
 
+log = logging.getLogger("docstore.accounts")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_error=False)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
@@ -51,9 +54,25 @@ async def authenticate(token: str, signer: TokenSigner) -> Login:
     raise NotAuthenticated("The access token is no longer valid.")
 
 
+_told_of_untrusted_proxy = False
+
+
 def client_address(request: Request) -> str | None:
-    """The caller's address (as the proxy headers tell it, when Uvicorn trusts them)."""
-    return request.client.host if request.client else None
+    """The caller's address (as the proxy headers tell it, when Uvicorn trusts them).
+
+    X-Forwarded-For with no TRUSTED_PROXIES set is logged, once: behind a proxy nobody
+    named, every client is counted under the proxy's address."""
+    global _told_of_untrusted_proxy
+    host = request.client.host if request.client else None
+    untold = not _told_of_untrusted_proxy and "x-forwarded-for" in request.headers
+    if untold and not get_services(request).settings.trusted_proxies:
+        _told_of_untrusted_proxy = True
+        log.warning(
+            "X-Forwarded-For from %s ignored: TRUSTED_PROXIES is not set, so behind a "
+            "proxy every client counts as the proxy's address (see the README)",
+            host,
+        )
+    return host
 
 
 def token_signer(connection: HTTPConnection) -> TokenSigner:

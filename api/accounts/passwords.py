@@ -31,20 +31,21 @@ HASHING_NICENESS = 19  # how far below the event loop's CPU priority hashing run
 
 
 def _lower_priority() -> None:
-    """Run this pool thread below the event loop (niceness, and Linux's SCHED_IDLE): a
-    storm of sign-ins then takes the idle CPU rather than the loop's. Measured with
-    `scripts/bench --storm 50` on 2 cores: /health p99 went from 4.5x idle to 2-3x.
-    Linux gives each thread its own priority; elsewhere this changes nothing."""
+    """Run this pool thread below the event loop: a storm of sign-ins then takes the idle
+    CPU rather than the loop's (`scripts/bench --storm 50`). Niceness still leaves hashing
+    a share of a busy CPU, and `HASHING_TIMEOUT_S` bounds how long a sign-in waits.
+    Linux gives each thread its own niceness; elsewhere this changes nothing."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
 
 
 _hash_pool = ThreadPoolExecutor(
     max_workers=_WORKERS, thread_name_prefix="bcrypt", initializer=_lower_priority
 )
 _max_waiting: int | None = None  # hashes that may wait for a free thread; None: any number
+# How long a hash may take, waiting included, before its request is a 503: on a CPU that
+# other work keeps busy, a low-priority hash must not hold a sign-in open for ever.
+HASHING_TIMEOUT_S = 30.0
 _in_pool_now = 0  # running or waiting, or sign-ins holding a place (`hashing_slot`)
 _holding_slot: ContextVar[bool] = ContextVar("holding_hashing_slot", default=False)
 
@@ -99,18 +100,24 @@ def hashing_slot() -> Iterator[None]:
     if _max_waiting is not None and _in_pool_now >= _WORKERS + _max_waiting:
         raise HashingBusy()
     _in_pool_now += 1
-    held = _holding_slot.set(True)
     try:
-        yield
+        held = _holding_slot.set(True)
+        try:
+            yield
+        finally:
+            _holding_slot.reset(held)
     finally:
-        _holding_slot.reset(held)
         _in_pool_now -= 1
 
 
 async def _in_pool(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     with hashing_slot():
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_hash_pool, functools.partial(fn, *args, **kwargs))
+        hashing = loop.run_in_executor(_hash_pool, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(hashing, HASHING_TIMEOUT_S)
+        except TimeoutError:  # a hash not started yet is cancelled; a running one ends alone
+            raise HashingBusy() from None
 
 
 def _hash(password: str, rounds: int) -> str:

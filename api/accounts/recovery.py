@@ -98,15 +98,24 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Ma
 
 @router.post("/reset-password", status_code=204, responses=problem_responses(400))
 async def reset_password(body: PasswordReset, services: AppServices) -> None:
-    """Set a new password with an emailed token; every login of the account ends."""
-    record = await action_tokens.consume(body.token, Purpose.reset_password)
-    await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
+    """Set a new password with an emailed token; every login of the account ends, and
+    its failed logins are forgotten (the owner has just proved they hold its mailbox)."""
+    # Hashed first: a server too busy to hash (503) must not have spent the token.
     hashed = await hash_password(body.new_password, services.settings.bcrypt_rounds)
-    await User.get_pymongo_collection().update_one(
-        {"_id": record.user_id},
+    record = await action_tokens.consume(body.token, Purpose.reset_password)
+    # Only while the account still has the address the token was mailed to: a token sent
+    # just before an email change must not reset the password after it.
+    changed = await User.get_pymongo_collection().update_one(
+        {"_id": record.user_id, "email": record.email},
         {"$set": {"hashed_password": hashed, "updated_at": utcnow()}, "$inc": {"token_version": 1}},
+        collation=CASE_INSENSITIVE,
     )
-    await sessions.end_sessions(record.user_id)
+    if changed.matched_count == 0:
+        raise action_tokens.InvalidActionToken()
+    await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
+    await asyncio.gather(
+        sessions.end_sessions(record.user_id), throttle.clear_account(record.user_id)
+    )
 
 
 @router.post("/verify-email/request", status_code=202, responses=problem_responses(401, 429))

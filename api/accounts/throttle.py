@@ -9,6 +9,7 @@ is exactly the attempts that were let through.
 """
 
 import asyncio
+import hashlib
 import ipaddress
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -36,9 +37,13 @@ Reserved = dict[str, datetime]  # key -> the end of the window its attempt was c
 OPENING_TRIES = 5  # a window that cannot be opened after this many tries: a stray document
 
 
-def account_key(account: object) -> str:
-    """The key of an account's counter (its id, or the login name no account has)."""
-    return f"account:{account}"
+def account_key(user_id: object | None, login: str) -> str:
+    """The key of an account's counter: `account:<id>`, or for a login name no account
+    has, `login-name:<its SHA-256>`. Nothing a caller types can spell another key: an id
+    is hex, and a name only ever appears hashed."""
+    if user_id is not None:
+        return f"account:{user_id}"
+    return f"login-name:{hashlib.sha256(login.casefold().encode()).hexdigest()}"
 
 
 def client_key(address: str | None, kind: str = "client") -> str:
@@ -63,12 +68,12 @@ def password_limits(
     """The limits a password guess at `account` from `address` counts against, and the
     key of the account from this address: the one a success clears.
 
-    The tight limit is one account from one address, so a stranger's failures cannot
+    The tight limit is one account from one address, so one stranger's failures do not
     lock the owner out; the looser account-wide one stops many addresses sharing the
     guessing, so it is not cleared by a success (that would reset it for whoever
-    guesses next)."""
+    guesses next), only by a password reset."""
     client = client_key(address)
-    from_here = f"{account}|{client}"
+    from_here = f"{account}@{client}"
     limits = {
         from_here: settings.login_max_failures_per_account_client,
         account: settings.login_max_failures_per_account,
@@ -161,3 +166,11 @@ async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
     ]
     if writes:
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
+
+
+async def clear_account(user_id: object) -> None:
+    """Forget an account's failed logins, from every address: its owner just proved they
+    hold its mailbox (a password reset), so a lock others ran up must not keep them out."""
+    account = account_key(user_id, "")
+    from_anywhere = {"$or": [{"_id": account}, {"_id": {"$regex": f"^{account}@"}}]}
+    await LoginAttempts.get_pymongo_collection().delete_many(from_anywhere)

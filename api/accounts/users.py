@@ -17,9 +17,9 @@ from api.accounts.deps import (
     UserId,
     client_address,
 )
-from api.accounts.passwords import hash_password, verify_password
+from api.accounts.passwords import HashingBusy, hash_password, verify_password
 from api.config import API_PREFIX, Settings
-from api.core.errors import DomainError, Forbidden, NotFound, problem_responses
+from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.mail import messages
@@ -30,6 +30,14 @@ from documents.base import utcnow
 router = APIRouter(prefix="/users", tags=["users"])
 
 
+class SelfLockout(Conflict):
+    code = "self-lockout"
+    detail = (
+        "A superuser cannot deactivate, demote or delete their own account (it could be "
+        "the last one that can undo it); another superuser can."
+    )
+
+
 class CurrentPasswordRequired(DomainError):
     code, title = "current-password-required", "Current password required"
     detail = "Changing your own password or email requires the correct current_password."
@@ -38,7 +46,13 @@ class CurrentPasswordRequired(DomainError):
 SIGNUPS_THROTTLED = "Too many sign-ups from this address; wait before trying again."
 
 
-@router.post("", status_code=201, responses=problem_responses(401, 403, 409, 429))
+@router.post(
+    "",
+    status_code=201,
+    responses=problem_responses(401, 403, 409, 429),
+    # Open registration: a token is optional (a superuser's lets them create superusers).
+    openapi_extra={"security": [{}, {"OAuth2PasswordBearer": []}]},
+)
 async def create_user(
     body: UserCreate,
     caller: OptionalUser,
@@ -57,11 +71,16 @@ async def create_user(
         raise Forbidden("Registration is closed; ask an administrator for an account.")
     if body.is_superuser and not by_superuser:
         raise Forbidden("Only superusers may create superusers.")
+    reserved: throttle.Reserved = {}
     if not by_superuser:
         client = throttle.client_key(client_address(request), "signup-client")
         limits = {client: settings.signup_max_per_client}
-        await throttle.reserve(limits, settings.signup_window_s, SIGNUPS_THROTTLED)
-    hashed = await hash_password(body.password, settings.bcrypt_rounds)
+        reserved = await throttle.reserve(limits, settings.signup_window_s, SIGNUPS_THROTTLED)
+    try:
+        hashed = await hash_password(body.password, settings.bcrypt_rounds)
+    except HashingBusy:  # answered nothing and sent nothing: it does not count
+        await throttle.give_back(reserved)
+        raise
     user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
 
     async def create(session: AsyncClientSession | None) -> None:
@@ -109,7 +128,6 @@ async def update_user(
     caller_session: CurrentSession,
     services: AppServices,
     mail: MailWorker,
-    request: Request,
 ) -> UserPublic:
     """Change an account. Only superusers change `is_active` / `is_superuser`.
 
@@ -123,6 +141,8 @@ async def update_user(
     if changes.keys() & {"is_active", "is_superuser"} and not caller.is_superuser:
         raise Forbidden("Only superusers may change is_active or is_superuser.")
     own = target.id == caller.id
+    if own and (changes.get("is_active") is False or changes.get("is_superuser") is False):
+        raise SelfLockout()
     new_email: str | None = changes.get("email")
     # A new address (not the same one in other letters) gets a notice to the old one.
     notice = (
@@ -131,9 +151,7 @@ async def update_user(
         else None
     )
     if own and (body.password is not None or notice is not None):
-        await _require_current_password(
-            body.current_password, target, services.settings, client_address(request)
-        )
+        await _require_current_password(body.current_password, target, services.settings)
     end_all = changes.get("is_active") is False
     end_others = False
     if body.password is not None:
@@ -172,14 +190,19 @@ async def update_user(
 
 
 async def _require_current_password(
-    current_password: str | None, user: User, settings: Settings, address: str | None
+    current_password: str | None, user: User, settings: Settings
 ) -> None:
     """Counted like a login against the account: a stolen access token must not buy
     unlimited guesses at the password."""
     if not current_password:
         raise CurrentPasswordRequired()
     given = current_password
-    limits, _ = throttle.password_limits(throttle.account_key(user.id), address, settings)
+    # Its own key, not the login's per-address one: whoever holds a stolen access token
+    # gets these 5 guesses however many addresses they use. They count account-wide too.
+    limits = {
+        f"current-password:{user.id}": settings.login_max_failures_per_account_client,
+        throttle.account_key(user.id, ""): settings.login_max_failures_per_account,
+    }
 
     async def check() -> bool:
         return await verify_password(given, user.hashed_password)
@@ -188,9 +211,11 @@ async def _require_current_password(
         raise CurrentPasswordRequired()
 
 
-@router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404))
-async def delete_user(user_id: UserId, _: SuperUser, services: AppServices) -> None:
+@router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404, 409))
+async def delete_user(user_id: UserId, caller: SuperUser, services: AppServices) -> None:
     """Delete a user, their items and sessions (atomically where the server has transactions)."""
+    if user_id == caller.id:
+        raise SelfLockout()
 
     async def remove(session: AsyncClientSession | None) -> None:
         # Items first: without a transaction, a crash between the two leaves no orphans.

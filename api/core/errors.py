@@ -1,6 +1,7 @@
 """Domain errors and their one mapping to RFC 9457 problem details."""
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -131,7 +132,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     title = _http_title(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else f"{title}."
-    return problem(request, exc.status_code, title, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return problem(request, exc.status_code, title, detail, headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method of the path asked for, as the OpenAPI document lists them. (Starlette
+    answers a 405 with the methods of the first route whose path matched, one of several.)"""
+    app = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        table = []
+        for path, operations in app.openapi()["paths"].items():
+            template = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
+            table.append((re.compile(f"^{template}$"), {m.upper() for m in operations}))
+        app.state.allow = table
+    for pattern, methods in table:
+        if pattern.match(request.url.path):
+            allowed = methods | ({"HEAD"} if "GET" in methods else set())
+            return ", ".join(method for method in METHODS if method in allowed)
+    return None
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ filter can widen what a user sees.
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -27,8 +27,15 @@ LOGICAL = {"$and", "$or"}
 DATE_FIELDS = {"created_at", "updated_at"}
 TOP_FIELDS = {"title", "tags", "version", *DATE_FIELDS}
 SORT_FIELDS = ("created_at", "updated_at", "title")
+# `sort`'s values: a field, ascending, or `-` and the field, descending.
+Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "title", "-title"]
 # What `fields` may name: the item fields a list shows (`id` always comes along).
 SHOWN_FIELDS = tuple(name for name in ItemFields.model_fields if name != "id")
+
+# `fields` as the schema states it: names from SHOWN_FIELDS (or id), comma-separated,
+# with blanks and empty entries allowed around them.
+_NAME = "|".join(("id", *SHOWN_FIELDS))
+FIELDS_PATTERN = rf"^[\s,]*(?:{_NAME})(?:\s*,[\s,]*(?:{_NAME}))*[\s,]*$"
 
 _DATETIME = TypeAdapter(datetime)
 _PATH_PART = re.compile(r"^[^$.\x00][^.\x00]*$")
@@ -133,6 +140,9 @@ def _value(field: str, value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
         raise InvalidQuery(f"{value} does not fit in 64 bits")
     return value
+
+
+assert {value.lstrip("-") for value in get_args(Sort)} == set(SORT_FIELDS)
 
 
 def parse_sort(value: str) -> list[tuple[str, int]]:

@@ -12,7 +12,14 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
 from api.items.deps import OwnedItem
-from api.items.query import InvalidQuery, compile_where, parse_fields, parse_sort
+from api.items.query import (
+    FIELDS_PATTERN,
+    InvalidQuery,
+    Sort,
+    compile_where,
+    parse_fields,
+    parse_sort,
+)
 from api.items.writes import delete_item, insert_item, patched, write_content
 from documents import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.base import ObjectIdParam
@@ -51,10 +58,14 @@ async def list_items(
     tag: Annotated[list[str] | None, Query(description="Items with all these tags")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-    sort: Annotated[str, Query(description="created_at, updated_at, title; - descends")] = (
-        "-created_at"
-    ),
-    fields: Annotated[str | None, Query(description="Comma-separated fields to return")] = None,
+    sort: Annotated[Sort, Query(description="A field to order by; `-` descends")] = ("-created_at"),
+    fields: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated fields to return (`id` always comes along)",
+            json_schema_extra={"pattern": FIELDS_PATTERN},
+        ),
+    ] = None,
     owner_id: Annotated[
         ObjectIdParam | None, Query(description="Superusers: only this owner's items")
     ] = None,

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from api.config import API_PREFIX
+from api.core.errors import PROBLEM_JSON
 from api.core.services import get_services
 from documents import Item
 
@@ -151,7 +152,19 @@ def _websocket_path() -> dict[str, Any]:
                 }
                 for name, (kind, text) in QUERY.items()
             ],
-            "responses": {"101": {"description": "Switching Protocols: the WebSocket opens"}},
+            "responses": {
+                "101": {"description": "Switching Protocols: the WebSocket opens"},
+                "426": {
+                    "description": "Upgrade Required: asked as plain HTTP, not a WebSocket",
+                    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    "headers": {
+                        "Upgrade": {
+                            "description": "`websocket`",
+                            "schema": {"type": "string", "const": "websocket"},
+                        }
+                    },
+                },
+            },
         }
     }
 

@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 from api.accounts.deps import Login, authenticate, token_signer
 from api.accounts.tokens import TokenSigner
 from api.core.background import uninterrupted
-from api.core.errors import NotAuthenticated
+from api.core.errors import DomainError, NotAuthenticated
 from api.core.pagination import InvalidCursor
 from api.core.services import Services, get_services
 from api.items.query import InvalidQuery, parse_fields
@@ -58,6 +58,18 @@ class Request:
     tags: list[str]
     fields: tuple[str, ...] | None
     resume_after: Position | None
+
+
+class UpgradeRequired(DomainError):
+    status, code, title = 426, "upgrade-required", "Upgrade required"
+    detail = "This is a WebSocket endpoint: connect with ws:// or wss:// (Upgrade: websocket)."
+    headers = {"Upgrade": "websocket"}  # noqa: RUF012 - RFC 9110 15.5.22
+
+
+@router.get("/ws/items", include_in_schema=False)  # documented with the socket (asyncapi.py)
+async def items_over_plain_http() -> None:
+    """The socket's address asked for as plain HTTP: a 426 that says how to connect."""
+    raise UpgradeRequired()
 
 
 @router.websocket("/ws/items")

@@ -9,6 +9,7 @@ import httpx2
 import pydantic
 import pytest
 
+from api.accounts import deps
 from api.config import Settings
 from api.server import config
 from documents import LoginAttempts
@@ -68,9 +69,11 @@ async def test_forwarded_for_is_ignored_from_anyone_else(
 
 
 def test_the_server_reads_trusted_proxies_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`python -m api.server` passes TRUSTED_PROXIES on to Uvicorn; unset, it trusts none."""
+    monkeypatch.chdir(tmp_path)  # no .env of the machine's in the way
+    monkeypatch.delenv("ENVIRONMENT", raising=False)
     monkeypatch.delenv("TRUSTED_PROXIES", raising=False)
     untrusting = config(host="127.0.0.1", port=8000)
     assert untrusting.proxy_headers is False
@@ -79,7 +82,33 @@ def test_the_server_reads_trusted_proxies_from_the_environment(
     assert (trusting.proxy_headers, trusting.forwarded_allow_ips) == (True, "10.0.0.0/8,192.0.2.1")
 
 
-@pytest.mark.parametrize("value", ["proxy.internal", "10.0.0.0/33", "1.2.3"])
+@pytest.mark.parametrize(
+    "value",
+    ["proxy.internal", "10.0.0.0/33", "1.2.3", "10.0.0.1/8"],
+    ids=["a-name", "no-such-network", "no-address", "host-bits-uvicorn-would-not-match"],
+)
 def test_trusted_proxies_must_be_addresses_or_networks(value: str) -> None:
     with pytest.raises(pydantic.ValidationError, match="neither an IP address nor a network"):
         Settings(_env_file=None, trusted_proxies=value)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", ["*", "10.0.0.1, *"])
+def test_trusting_everyone_is_refused(value: str) -> None:
+    """With `*`, Uvicorn takes the leftmost X-Forwarded-For entry: the client's own words."""
+    with pytest.raises(pydantic.ValidationError, match="any caller choose its address"):
+        Settings(_env_file=None, trusted_proxies=value)  # type: ignore[call-arg]
+
+
+async def test_a_forwarded_for_nobody_trusts_is_logged_once(
+    client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind a proxy nobody named, every client counts as the proxy: say so in the log."""
+    monkeypatch.setattr(deps, "_told_of_untrusted_proxy", False)
+    for _ in range(3):
+        await client.post(
+            "/api/v1/auth/login",
+            data={"username": "ghost", "password": "Wrong-pass-1"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+    told = [r for r in caplog.records if "TRUSTED_PROXIES is not set" in r.getMessage()]
+    assert len(told) == 1

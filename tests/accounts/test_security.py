@@ -79,3 +79,10 @@ async def test_hashing_runs_below_the_event_loops_priority() -> None:
     assert hashing
     assert {niceness(native_id) for native_id in hashing} == {passwords.HASHING_NICENESS}
     assert niceness(threading.get_native_id()) < passwords.HASHING_NICENESS
+
+
+async def test_a_hash_that_cannot_finish_in_time_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU other work keeps busy, a low-priority hash must not hold a request open."""
+    monkeypatch.setattr(passwords, "HASHING_TIMEOUT_S", 0.01)
+    with pytest.raises(passwords.HashingBusy):
+        await hash_password("Abcdefg-1", 14)

@@ -206,15 +206,33 @@ async def test_an_ipv6_client_counts_as_its_whole_64_network(app: FastAPI, alice
         assert (await attempt(elsewhere, "alice", PASSWORD)).status_code == 200
 
 
-async def test_a_correct_current_password_counts_against_the_same_limits_as_login(
-    client: httpx2.AsyncClient, alice: Account
+async def test_a_stolen_token_gets_five_guesses_however_many_addresses_it_uses(
+    app: FastAPI, alice: Account
 ) -> None:
-    """Wrong current passwords in PATCH use up the login limit of that account and address."""
-    for _ in range(5):
-        changed = await client.patch(
-            f"/api/v1/users/{alice.id}",
-            json={"password": "Another-pass-9", "current_password": "Wrong-pass-1"},
-            headers=alice.headers,
-        )
-        assert changed.status_code == 400
-    assert (await attempt(client, "alice", PASSWORD)).status_code == 429
+    """Wrong current passwords in PATCH count under the account, not account+address: the
+    token holder cannot buy more guesses by moving. The owner still signs in."""
+    statuses = []
+    for n in range(5):
+        async with client_from(app, f"203.0.113.{n}") as thief:
+            for _ in range(2):
+                guess = {"password": "Another-pass-9", "current_password": "Wrong-pass-1"}
+                url = f"/api/v1/users/{alice.id}"
+                statuses.append(
+                    (await thief.patch(url, json=guess, headers=alice.headers)).status_code
+                )
+    assert statuses == [400] * 5 + [429] * 5
+    async with client_from(app, "198.51.100.7") as owner:
+        assert (await attempt(owner, "alice", PASSWORD)).status_code == 200
+
+
+async def test_a_login_name_cannot_spell_another_accounts_counter(
+    app: FastAPI, alice: Account
+) -> None:
+    """Unknown names are counted hashed: typing an account's id, or its id-and-address
+    key, as a login name touches no counter of that account."""
+    for name in (alice.id, f"account:{alice.id}", f"account:{alice.id}@client:127.0.0.1"):
+        assert await wrong_guesses_from(app, "203.0.113.5", name, 6) == [401] * 5 + [429]
+    counters = LoginAttempts.get_pymongo_collection()
+    assert await counters.count_documents({"_id": {"$regex": alice.id}}) == 0
+    async with client_from(app, "127.0.0.1") as owner:
+        assert (await attempt(owner, "alice", PASSWORD)).status_code == 200

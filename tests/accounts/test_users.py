@@ -19,6 +19,7 @@ from tests.conftest import (
 )
 
 USERS = "/api/v1/users"
+AUTH = "/api/v1/auth"
 NEW_USER = {"email": "Carol@Example.com", "username": "Carol", "password": "Secret-pass-1"}
 
 
@@ -353,3 +354,17 @@ async def test_open_sign_ups_are_throttled_per_client(mongodb_url: str, tmp_path
         assert [await sign_up(n) for n in range(4)] == [201, 201, 201, 429]
         assert await OutboxMessage.find({"kind": "welcome"}).count() == 3
         assert await sign_up(9, **admin.headers) == 201  # an administrator is not throttled
+
+
+async def test_a_superuser_cannot_lock_themselves_out(
+    client: httpx2.AsyncClient, admin: Account
+) -> None:
+    """It could be the last superuser: another one must do it."""
+    url = f"{USERS}/{admin.id}"
+    for change in ({"is_active": False}, {"is_superuser": False}):
+        refused = await client.patch(url, json=change, headers=admin.headers)
+        assert refused.status_code == 409
+        assert refused.json()["type"] == "urn:docstore:problem:self-lockout"
+    assert (await client.delete(url, headers=admin.headers)).status_code == 409
+    me = (await client.get(f"{AUTH}/me", headers=admin.headers)).json()
+    assert (me["is_active"], me["is_superuser"]) == (True, True)

@@ -13,8 +13,10 @@ from bson import json_util
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+from api.accounts import passwords
 from api.config import Settings
-from documents import ActionToken, Delivery, OutboxMessage, User
+from documents import ActionToken, Delivery, LoginAttempts, OutboxMessage, User
+from documents.base import utcnow
 from tests.conftest import (
     PASSWORD,
     Account,
@@ -502,3 +504,59 @@ async def test_messages_from_before_sealing_are_settled_at_start_up(
     assert sent["purge_at"] is not None
     assert dead["purge_at"] is not None
     assert left["password-reset", "pending"].get("purge_at") is None
+
+
+async def test_a_reset_the_server_was_too_busy_for_leaves_its_token_usable(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, client = mailing
+    await make_account(app, "alice")
+    await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    reset = {"token": token, "new_password": "Recovered-pass-9"}
+    with monkeypatch.context() as busy:  # every hashing place taken, none may wait
+        busy.setattr(passwords, "_max_waiting", 0)
+        busy.setattr(passwords, "_in_pool_now", passwords._WORKERS)
+        refused = await client.post(f"{AUTH}/reset-password", json=reset)
+    assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+    assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 204
+
+
+async def test_a_reset_token_mailed_before_an_email_change_does_not_work_after_it(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    """A token issued while the change commits (so the change could not void it) is bound
+    to the address it was mailed to."""
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    await User.get_pymongo_collection().update_one(
+        {"_id": alice.user.id}, {"$set": {"email": "alice.moved@example.com"}}
+    )
+    reset = {"token": token, "new_password": "Taken-over-9"}
+    assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 400
+
+
+async def test_a_reset_lifts_the_lock_others_ran_up_on_the_account(
+    mailing: tuple[FastAPI, httpx2.AsyncClient], smtp: SmtpServer
+) -> None:
+    """Many addresses can use up the account-wide limit; the owner, proving they hold the
+    mailbox, gets back in without waiting for the window."""
+    app, client = mailing
+    alice = await make_account(app, "alice")
+    later = utcnow() + timedelta(hours=1)
+    await LoginAttempts.get_pymongo_collection().insert_many(
+        [
+            {"_id": f"account:{alice.id}", "failures": 30, "window_ends": later},
+            {"_id": f"account:{alice.id}@client:127.0.0.1", "failures": 5, "window_ends": later},
+        ]
+    )
+    login = {"username": "alice", "password": PASSWORD}
+    assert (await client.post(f"{AUTH}/login", data=login)).status_code == 429
+    await client.post(f"{AUTH}/password-recovery", json={"email": "alice@example.com"})
+    token = token_in((await smtp.inbox.wait_for(1))[0])
+    new = {"token": token, "new_password": "Recovered-pass-9"}
+    assert (await client.post(f"{AUTH}/reset-password", json=new)).status_code == 204
+    login["password"] = "Recovered-pass-9"
+    assert (await client.post(f"{AUTH}/login", data=login)).status_code == 200
