@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,12 +24,14 @@ from api.core.middleware import BodyLimit, RequestContext
 from api.core.pagination import CursorCodec
 from api.core.services import Services
 from api.items import routes as items
+from api.items.query import WHERE_DESCRIPTION, where_schemas
 from api.live import asyncapi, feed
 from api.live import routes as live
 from api.live.feed import LiveFeed
 from api.mail import outbox, transports
 from api.mail.outbox import OutboxWorker, Sealer
 from api.operations import routes as operations
+from documents.free_json import data_value_schemas
 
 log = logging.getLogger("docstore")
 
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(operations.router)
     asyncapi.install(app)
+    _describe_items(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics = app.state.metrics = Metrics()
     app.state.live = None  # until the lifespan opens a feed (and when it cannot)
@@ -117,12 +120,41 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         try:
             if settings.outbox_worker:
                 outbox_worker.start()
-            live_feed = app.state.live = await _start_live_feed(settings, client, replicated)
+            metrics: Metrics = app.state.metrics
+            live_feed = app.state.live = await _start_live_feed(
+                settings, client, replicated, lambda: metrics.skipped("live")
+            )
             yield
         finally:
             if live_feed is not None:
                 await live_feed.stop()
             await outbox_worker.stop()
+
+
+def _describe_items(app: FastAPI) -> None:
+    """What FastAPI cannot derive: the schemas an item's `data` refers to (one per
+    nesting level left), `where` as the JSON it is, with its own schema, and sign-up's
+    optional token (FastAPI appends `openapi_extra`'s security to its own)."""
+    previous = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = previous()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(data_value_schemas())
+        schemas.update(where_schemas())
+        for parameter in document["paths"][f"{API_PREFIX}/items"]["get"]["parameters"]:
+            if parameter["name"] == "where":
+                parameter.pop("schema", None)
+                parameter["description"] = WHERE_DESCRIPTION
+                schema = {"$ref": "#/components/schemas/WhereFilter0"}
+                parameter["content"] = {"application/json": {"schema": schema}}
+        document["paths"][f"{API_PREFIX}/users"]["post"]["security"] = [
+            {},  # open registration: no token needed
+            {"OAuth2PasswordBearer": []},  # a superuser's lets them create superusers
+        ]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _signer(settings: Settings, secret: str) -> TokenSigner:
@@ -135,7 +167,9 @@ def _signer(settings: Settings, secret: str) -> TokenSigner:
     )
 
 
-async def _start_live_feed(settings: Settings, client: Client, replicated: bool) -> LiveFeed | None:
+async def _start_live_feed(
+    settings: Settings, client: Client, replicated: bool, skipped: Callable[[], None]
+) -> LiveFeed | None:
     """This process's change-stream watcher, listening; None when the feed is off or the
     server has none (change streams, like transactions, need a replica set or mongos)."""
     if not settings.live_feed:
@@ -146,7 +180,7 @@ async def _start_live_feed(settings: Settings, client: Client, replicated: bool)
             "WS /api/v1/ws/items will refuse connections with 1011"
         )
         return None
-    live_feed = LiveFeed(client[settings.mongodb_db], settings.live_queue_size)
+    live_feed = LiveFeed(client[settings.mongodb_db], settings.live_queue_size, skipped)
     await live_feed.enable_images()
     live_feed.start()
     # Wait (briefly) until the stream is open, so no change after startup is missed.

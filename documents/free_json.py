@@ -41,11 +41,13 @@ def _check(value: Any, depth: int) -> None:
         _check_text(value)
     elif isinstance(value, bool) or value is None:
         return
-    elif isinstance(value, int):
+    elif isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("data holds NaN or Infinity, which JSON does not allow")
+        # Integers must fit BSON's 64 bits; floats are held to the same range, so that one
+        # plain `minimum`/`maximum` in the schema states the rule for every number.
         if not INT64_MIN <= value <= INT64_MAX:
-            raise ValueError("data holds an integer outside the 64-bit range")
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("data holds NaN or Infinity, which JSON does not allow")
+            raise ValueError("data holds a number outside the 64-bit integer range")
 
 
 def _check_key(key: str) -> None:
@@ -67,24 +69,67 @@ def _check_text(text: str) -> None:
         raise ValueError("data holds text that is not valid Unicode (a lone surrogate)") from None
 
 
-# What the schema can say of the rules above: the key rules (not empty, no `$` first, no
-# `.` or NUL anywhere). Depth, size and 64-bit integers are in the description.
+# The schema of the rules above, as exactly as JSON Schema can say them: key rules at
+# every level (`propertyNames`), the depth by one named schema per level left
+# (`DataValue9` may hold containers nine deep, `DataValue0` only scalars), numbers in
+# range. The size limit and lone surrogates are in the description.
 KEY_PATTERN = "^[^$.\u0000][^.\u0000]*$"
+KEYS = {"pattern": KEY_PATTERN}
+SCALAR: list[dict[str, Any]] = [
+    {"type": "null"},
+    {"type": "boolean"},
+    {"type": "string"},
+    {"type": "number", "minimum": INT64_MIN, "maximum": INT64_MAX},
+]
 RULES = (
     f"A JSON object: keys not empty, not starting with `$`, without `.`; at most "
-    f"{MAX_DEPTH} levels deep and {MAX_BYTES // 1024} KiB as JSON; integers within 64 bits."
+    f"{MAX_DEPTH} levels deep and {MAX_BYTES // 1024} KiB as JSON; numbers within the "
+    "64-bit integer range; no lone surrogates."
 )
+
+
+def _value(levels_left: int) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/DataValue{levels_left}"}
+
+
+def data_value_schemas() -> dict[str, dict[str, Any]]:
+    """The OpenAPI components `JsonObject` refers to: a value with `n` container levels
+    left below it, for n = 0..MAX_DEPTH - 1."""
+    schemas: dict[str, dict[str, Any]] = {"DataValue0": {"anyOf": SCALAR}}
+    for n in range(1, MAX_DEPTH):
+        below = _value(n - 1)
+        schemas[f"DataValue{n}"] = {
+            "anyOf": [
+                *SCALAR,
+                {"type": "array", "items": below},
+                {"type": "object", "propertyNames": KEYS, "additionalProperties": below},
+            ]
+        }
+    return schemas
+
+
+_DATA_SCHEMA = {"propertyNames": KEYS, "additionalProperties": _value(MAX_DEPTH - 1)}
 JsonObject = Annotated[
     dict[str, Any],
     AfterValidator(check_json_object),
-    Field(description=RULES, json_schema_extra={"propertyNames": {"pattern": KEY_PATTERN}}),
+    Field(description=RULES, json_schema_extra=_DATA_SCHEMA),
 ]
+
+
 # The `data` of a merge patch: the same keys; its `null`s remove what they name, and the
 # rules above apply to the merged result.
+def check_patch_object(value: dict[str, Any]) -> dict[str, Any]:
+    """A patch's `data`: its keys, values and depth by the rules above as it is sent (a
+    bad key is refused before anything else is looked at); its size counts once merged."""
+    _check(value, depth=1)
+    return value
+
+
 PatchObject = Annotated[
     dict[str, Any],
+    AfterValidator(check_patch_object),
     Field(
         description=f"Merged into `data` (RFC 7396: `null` removes a key). {RULES}",
-        json_schema_extra={"propertyNames": {"pattern": KEY_PATTERN}},
+        json_schema_extra=_DATA_SCHEMA,
     ),
 ]

@@ -1,7 +1,7 @@
 """The documents users keep: the stored `Item` and what clients send to make or change one."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from beanie import PydanticObjectId
 from pydantic import (
@@ -16,14 +16,22 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pymongo import DESCENDING, IndexModel
 
-from documents.base import NOT_NULL, ApiDocument
+from documents.base import NOT_NULL, ApiDocument, reject_nulls
 from documents.free_json import JsonObject, PatchObject
 
 MAX_TAGS = 20
 
 
+# Whitespace as JSON Schema's patterns (ECMA-262) know it, so that "blank" means the same
+# to the schema's `\S` and to us: Python's str.strip() also takes \x1c-\x1f and \x85.
+ECMA_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 def _trimmed(text: str) -> str:
-    trimmed = text.strip()
+    trimmed = text.strip(ECMA_WHITESPACE)
     if not trimmed:
         raise ValueError("must not be blank")
     return trimmed
@@ -45,7 +53,7 @@ Tag = Annotated[
 
 def tag_key(tag: str) -> str:
     """A tag as stored and matched: trimmed, lower case."""
-    return tag.strip().lower()
+    return tag.strip(ECMA_WHITESPACE).lower()
 
 
 def normalise_tags(tags: list[str]) -> list[str]:
@@ -55,7 +63,13 @@ def normalise_tags(tags: list[str]) -> list[str]:
     return unique
 
 
-Tags = Annotated[list[Tag], Field(max_length=200), AfterValidator(normalise_tags)]
+# At most MAX_TAGS distinct ones (trimmed, lower-cased), which no keyword can state: the
+# description says it; `maxItems` bounds the list as sent.
+Tags = Annotated[
+    list[Tag],
+    Field(max_length=200, description=f"At most {MAX_TAGS} distinct, once trimmed and lower-cased"),
+    AfterValidator(normalise_tags),
+]
 
 
 class Item(ApiDocument):
@@ -89,6 +103,7 @@ class Item(ApiDocument):
 class ItemCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: 0 is not false, "1" is not 1
         json_schema_extra={
             "examples": [
                 {
@@ -117,6 +132,7 @@ class ItemMergePatch(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: 0 is not false, "1" is not 1
         json_schema_extra={
             "examples": [{"title": "Trip to Porto", "data": {"days": 5, "flights": None}}]
         },
@@ -126,6 +142,11 @@ class ItemMergePatch(BaseModel):
     description: Description | None = None
     tags: Tags | None = None
     data: PatchObject | None = None
+
+    @model_validator(mode="after")
+    def _no_null_title(self) -> Self:
+        reject_nulls(self, ("title",))  # refused as sent, before any If-Match is weighed
+        return self
 
     @model_validator(mode="before")
     @classmethod

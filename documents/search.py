@@ -11,7 +11,6 @@ from typing import Any
 
 _WORD = re.compile(r"\w+")
 MAX_TERMS = 400
-MAX_QUERY_WORDS = 8
 MAX_WORD = 50
 
 
@@ -22,15 +21,17 @@ def search_terms(title: str, description: str | None, tags: list[str]) -> list[s
 
 
 def query_words(q: str) -> list[str]:
-    """The words of a query, or ValueError when it has none (or too many)."""
-    words = list(dict.fromkeys(word[:MAX_WORD] for word in _WORD.findall(q.lower())))
-    if not words:
-        raise ValueError("q must contain at least one letter or digit")
-    if len(words) > MAX_QUERY_WORDS:
-        raise ValueError(f"q may hold at most {MAX_QUERY_WORDS} words")
-    return words
+    r"""The distinct lower-case words of a query (none: it asks for nothing in particular).
+
+    No rule on how many, or that there be one: words are Unicode `\w` runs, which no
+    JSON Schema pattern can count (its `\w` is ASCII), and the schema must say every
+    rule there is. `q`'s maximum length bounds the words."""
+    return list(dict.fromkeys(word[:MAX_WORD] for word in _WORD.findall(q.lower())))
 
 
-def search_filter(q: str) -> dict[str, Any]:
+def search_filter(q: str) -> dict[str, Any] | None:
+    """The filter for `q`; None when it has no words (it then narrows nothing)."""
     clauses = [{"search_terms": {"$regex": f"^{re.escape(word)}"}} for word in query_words(q)]
+    if not clauses:
+        return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -126,6 +126,7 @@ class UserPublic(BaseModel):
 class UserCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: 0 is not false, "1" is not 1
         json_schema_extra={
             "examples": [
                 {
@@ -148,6 +149,7 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # as the schema says: 0 is not false, "1" is not 1
         json_schema_extra={"examples": [{"full_name": "Ada King"}]},
     )
 

@@ -63,7 +63,7 @@ class LoginResponse(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false
 
     refresh_token: str = Field(min_length=1, max_length=200)
 

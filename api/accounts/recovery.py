@@ -27,18 +27,18 @@ Token = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class RecoveryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false
     email: EmailStr
 
 
 class PasswordReset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false
     token: Token
     new_password: Password
 
 
 class Verification(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 0 is not false
     token: Token
 
 

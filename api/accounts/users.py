@@ -50,9 +50,7 @@ SIGNUPS_THROTTLED = "Too many sign-ups from this address; wait before trying aga
     "",
     status_code=201,
     responses=problem_responses(401, 403, 409, 429),
-    # Open registration: a token is optional (a superuser's lets them create superusers).
-    openapi_extra={"security": [{}, {"OAuth2PasswordBearer": []}]},
-)
+)  # its security, a token or none, is stated in api/main.py
 async def create_user(
     body: UserCreate,
     caller: OptionalUser,

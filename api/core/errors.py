@@ -86,13 +86,14 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     422: "Validation failed",
     429: "Too many attempts (`Retry-After`)",
-    503: "Database unavailable (`Retry-After`)",
+    431: "Too many, or too large, header fields",
+    503: "Unavailable: the database, or too busy to sign in (`Retry-After`)",
 }
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` for a route: its errors, plus those every route can give."""
-    everywhere = (400, 413, 422, 503)
+    everywhere = (400, 413, 422, 431, 503)
     return {
         status: {
             "model": ValidationProblem if status == 422 else Problem,
@@ -203,6 +204,12 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 400, "Unstorable value", detail, "unstorable-value")
 
 
+async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
+    # The last line against nesting deeper than Python recurses: a 400, not a crash.
+    detail = "The request nests values deeper than this service reads."
+    return problem(request, 400, "Nested too deeply", detail, "nested-too-deeply")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     detail = "An unexpected error occurred; it has been logged."
@@ -218,6 +225,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DuplicateKeyError, _duplicate)
     for unstorable in (BSONError, UnicodeEncodeError, OverflowError):
         app.add_exception_handler(unstorable, _unstorable)
+    app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(Exception, _unexpected)
 
 

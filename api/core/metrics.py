@@ -35,6 +35,12 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
         )
+        self.unrenderable = Counter(
+            "docstore_unrenderable_documents",
+            "Stored documents skipped because they cannot be shown (written by another tool)",
+            ["where"],  # live | list
+            registry=self.registry,
+        )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
@@ -61,6 +67,10 @@ class Metrics:
             if compile_path(path)[0].match(scope["path"]):
                 return str(path)
         return str(getattr(route, "path", UNMATCHED))  # routes left out of the description
+
+    def skipped(self, where: str) -> None:
+        """Count a document skipped because it cannot be shown (see `unrenderable`)."""
+        self.unrenderable.labels(where).inc()
 
     def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
         return Gauge(name, documentation, labels, registry=self.registry)

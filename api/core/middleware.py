@@ -3,7 +3,9 @@
 - `RequestContext`: a request id echoed in `X-Request-ID`, security headers on
   every response, one structured access-log line and the metrics of each request.
 - `BodyLimit`: refuses bodies over the configured size with 413, whether or
-  not the client announced the length.
+  not the client announced the length, and header floods (more than MAX_HEADERS
+  fields or MAX_HEADER_BYTES in all) with 431: the server in front of us may let
+  any amount through (Uvicorn's httptools parser does).
 """
 
 import logging
@@ -37,6 +39,8 @@ _DOCS_CSP = (
     "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
 )
 _DOCS_PREFIXES = ("/docs", "/redoc", "/static-offline-docs")
+MAX_HEADERS = 200
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class RequestContext:
@@ -107,8 +111,20 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = scope["headers"]
+        if (
+            len(headers) > MAX_HEADERS
+            or sum(len(n) + len(v) for n, v in headers) > MAX_HEADER_BYTES
+        ):
+            detail = (
+                f"The request has more than {MAX_HEADERS} header fields or "
+                f"{MAX_HEADER_BYTES} bytes of them."
+            )
+            await _refuse(scope, send, 431, "Header fields too large", detail, "headers-too-large")
+            return
         if _declared_length(scope) > self.max_bytes:
-            await _too_large(scope, send, self.max_bytes)
+            detail = _too_large_detail(self.max_bytes)
+            await _refuse(scope, send, 413, "Content too large", detail, "body-too-large")
             return
         received = 0
 
@@ -137,11 +153,10 @@ def _too_large_detail(max_bytes: int) -> str:
     return f"The request body exceeds the limit of {max_bytes} bytes."
 
 
-async def _too_large(scope: Scope, send: Send, max_bytes: int) -> None:
-    response = problem(
-        Request(scope), 413, "Content too large", _too_large_detail(max_bytes), "body-too-large"
-    )
-    await response(scope, _no_receive, send)
+async def _refuse(
+    scope: Scope, send: Send, status: int, title: str, detail: str, code: str
+) -> None:
+    await problem(Request(scope), status, title, detail, code)(scope, _no_receive, send)
 
 
 async def _no_receive() -> Message:

@@ -34,8 +34,9 @@ def matches(header: str, version: int) -> bool:
 
 
 def expected_version(if_match: str | None, current: int) -> int | None:
-    """The version a write must find (None: any), or 412 when If-Match names another."""
-    if if_match is None:
+    """The version a write must find (None: any), or 412 when If-Match names another.
+    `If-Match: *` matches whatever the item is now (RFC 9110 13.1.1): it pins none."""
+    if if_match is None or "*" in _tags(if_match):
         return None
     if not matches(if_match, current):
         raise PreconditionFailed()

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import TypeAdapter, ValidationError
 
 from documents import ItemFields
+from documents.item import ECMA_WHITESPACE
 
 MAX_WHERE_CHARS = 4096
 MAX_NESTING = 5
@@ -38,6 +39,28 @@ _NAME = "|".join(("id", *SHOWN_FIELDS))
 FIELDS_PATTERN = rf"^[\s,]*(?:{_NAME})(?:\s*,[\s,]*(?:{_NAME}))*[\s,]*$"
 
 _DATETIME = TypeAdapter(datetime)
+# RFC 3339's date-time (what `format: date-time` means), offset required; nothing else
+# Pydantic would read as a time (a bare number is a Unix timestamp to it).
+# The pattern says it too: JSON Schema's `format` alone is an annotation, not a rule.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time with its offset, or ValueError."""
+    if not _RFC3339.fullmatch(text):  # fullmatch: Python's `$` would allow a final newline
+        raise ValueError(
+            f"{text!r} is not an RFC 3339 date-time with an offset (a time zone, e.g. Z)"
+        )
+    try:
+        return _DATETIME.validate_python(text)
+    except ValidationError:
+        raise ValueError(f"{text!r} is not a valid date-time") from None
+
+
 _PATH_PART = re.compile(r"^[^$.\x00][^.\x00]*$")
 
 
@@ -52,6 +75,8 @@ def compile_where(raw: str) -> dict[str, Any]:
         parsed = json.loads(raw)
     except ValueError:
         raise InvalidQuery("where is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes: no filter is that deep
+        raise InvalidQuery(f"where nests deeper than {MAX_NESTING} levels") from None
     if not isinstance(parsed, dict):
         raise InvalidQuery("where must be a JSON object")
     budget = [MAX_CONDITIONS]
@@ -124,12 +149,9 @@ def _value(field: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise InvalidQuery(f"{field} compares with an RFC 3339 date-time string")
         try:
-            parsed = _DATETIME.validate_python(value)
-        except ValidationError:
-            raise InvalidQuery(f"{value!r} is not an RFC 3339 date-time for {field}") from None
-        if parsed.tzinfo is None:
-            raise InvalidQuery(f"{value!r} needs a time zone (e.g. Z) for {field}")
-        return parsed
+            return parse_rfc3339(value)
+        except ValueError as error:
+            raise InvalidQuery(f"{field}: {error}") from None
     if field == "version" and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidQuery("version compares with an integer")
     if isinstance(value, dict | list):
@@ -137,7 +159,7 @@ def _value(field: str, value: Any) -> Any:
         raise InvalidQuery(f"{field} compares with a single value (string, number, bool, null)")
     if isinstance(value, str) and "\x00" in value:
         raise InvalidQuery("values may not contain NUL characters")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= 2**63:
         raise InvalidQuery(f"{value} does not fit in 64 bits")
     return value
 
@@ -154,8 +176,81 @@ def parse_sort(value: str) -> list[tuple[str, int]]:
 
 
 def parse_fields(value: str) -> dict[str, int]:
-    names = [name.strip() for name in value.split(",") if name.strip()]
+    names = [name.strip(ECMA_WHITESPACE) for name in value.split(",")]
+    names = [name for name in names if name]
     unknown = [name for name in names if name not in SHOWN_FIELDS and name != "id"]
     if unknown or not names:
         raise InvalidQuery(f"fields takes names from: id, {', '.join(SHOWN_FIELDS)}")
     return {name: 1 for name in names if name != "id"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+WHERE_DESCRIPTION = (
+    f"A filter in MongoDB syntax (JSON): fields {', '.join(sorted(TOP_FIELDS))} or "
+    f"data.<path>; operators {', '.join(sorted(COMPARISONS | LIST_OPERATORS))}, $exists, "
+    f"and $and/$or up to {MAX_NESTING} levels; at most {MAX_CONDITIONS} conditions and "
+    f"{MAX_WHERE_CHARS} characters."
+)
+
+
+def where_schemas() -> dict[str, dict[str, Any]]:
+    """`where` as OpenAPI components, rule for rule with the compiler above (what they
+    cannot say is in WHERE_DESCRIPTION). `WhereFilter0` is the whole filter; each
+    `$and`/`$or` goes one level down, to `WhereFilter{MAX_NESTING}`, which has none."""
+    number = {"type": "number", "exclusiveMinimum": -(2**63), "exclusiveMaximum": 2**63}
+    values = {
+        "Scalar": {
+            "anyOf": [
+                {"type": "string", "pattern": "^[^\\u0000]*$"},
+                number,
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        },
+        "Date": {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN},
+        "Version": {"type": "integer", "exclusiveMinimum": -(2**63), "exclusiveMaximum": 2**63},
+    }
+    schemas: dict[str, Any] = {}
+    for kind, value in values.items():
+        schemas[f"Where{kind}"] = value
+        listed = {"type": "array", "maxItems": MAX_LIST, "items": _ref(f"Where{kind}")}
+        operators = {
+            **{op: _ref(f"Where{kind}") for op in sorted(COMPARISONS)},
+            **{op: listed for op in sorted(LIST_OPERATORS)},
+            "$exists": {"type": "boolean"},
+        }
+        schemas[f"Where{kind}Condition"] = {
+            "anyOf": [
+                _ref(f"Where{kind}"),
+                {
+                    "type": "object",
+                    "properties": operators,
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                },
+            ]
+        }
+    fields = {
+        "title": _ref("WhereScalarCondition"),
+        "tags": _ref("WhereScalarCondition"),
+        "version": _ref("WhereVersionCondition"),
+        **{name: _ref("WhereDateCondition") for name in sorted(DATE_FIELDS)},
+    }
+    part = "[^$.\\u0000][^.\\u0000]*"
+    data_path = f"^data(\\.{part}){{1,{MAX_PATH_PARTS}}}$"
+    for depth in range(MAX_NESTING + 1):
+        properties: dict[str, Any] = dict(fields)
+        if depth < MAX_NESTING:
+            below = _ref(f"WhereFilter{depth + 1}")
+            listed = {"type": "array", "minItems": 1, "maxItems": MAX_LIST, "items": below}
+            properties |= {op: listed for op in sorted(LOGICAL)}
+        schemas[f"WhereFilter{depth}"] = {
+            "type": "object",
+            "properties": properties,
+            "patternProperties": {data_path: _ref("WhereScalarCondition")},
+            "additionalProperties": False,
+        }
+    return schemas

@@ -1,9 +1,11 @@
 """Items: each user's JSON documents, scoped to their owner (superusers see all)."""
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import BeforeValidator, ValidationError
 
 from api.accounts.deps import CurrentUser
 from api.config import API_PREFIX
@@ -14,10 +16,12 @@ from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
 from api.items.deps import OwnedItem
 from api.items.query import (
     FIELDS_PATTERN,
+    RFC3339_PATTERN,
     InvalidQuery,
     Sort,
     compile_where,
     parse_fields,
+    parse_rfc3339,
     parse_sort,
 )
 from api.items.writes import delete_item, insert_item, patched, write_content
@@ -26,6 +30,7 @@ from documents.base import ObjectIdParam
 from documents.item import tag_key
 from documents.search import search_filter
 
+log = logging.getLogger("docstore.items")
 router = APIRouter(prefix="/items", tags=["items"])
 
 MERGE_PATCH = {
@@ -48,16 +53,39 @@ async def create_item(body: ItemCreate, user: CurrentUser, response: Response) -
     return item
 
 
+def _rfc3339(value: object) -> object:
+    """A query's date-time as the schema's `format: date-time` means it (RFC 3339, with
+    its offset), not whatever Pydantic would read as one."""
+    return parse_rfc3339(value) if isinstance(value, str) else value
+
+
+QueryTime = Annotated[
+    datetime | None,
+    BeforeValidator(_rfc3339),
+    Query(json_schema_extra={"pattern": RFC3339_PATTERN}),
+]
+
+
 @router.get("", response_model_exclude_unset=True, responses=problem_responses(401, 403))
 async def list_items(
+    request: Request,
     user: CurrentUser,
     page: PageQuery,
     services: AppServices,
     where: Annotated[str | None, Query(description="MongoDB-style filter (JSON)")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Words to find")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description=(
+                "Words to find: an item matches when each is the start of one of its words "
+                "(a q without letters or digits narrows nothing)"
+            ),
+        ),
+    ] = None,
     tag: Annotated[list[str] | None, Query(description="Items with all these tags")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: QueryTime = None,
+    created_before: QueryTime = None,
     sort: Annotated[Sort, Query(description="A field to order by; `-` descends")] = ("-created_at"),
     fields: Annotated[
         str | None,
@@ -79,7 +107,7 @@ async def list_items(
     try:
         filters = _filters(where, q, tag, created_after, created_before)
         order = parse_sort(sort)
-        projection = parse_fields(fields) if fields else None
+        projection = parse_fields(fields) if fields is not None else None
     except InvalidQuery as error:
         raise BadQuery(str(error)) from None
     # The scope is ANDed last and outside the client's filter: no filter can widen it.
@@ -90,7 +118,13 @@ async def list_items(
     )
     if projection is not None:
         rows = [{k: v for k, v in row.items() if k in projection or k == "_id"} for row in rows]
-    items = [ItemFields.model_validate(row) for row in rows]
+    items = []
+    for row in rows:
+        try:
+            items.append(ItemFields.model_validate(row))
+        except ValidationError:  # written by another tool: skipped, not the whole page
+            log.warning("list skipped item %r it cannot show", row.get("_id"))
+            request.app.state.metrics.skipped("list")
     return Page[ItemFields](items=items, next_cursor=next_cursor, total=total)
 
 
@@ -101,18 +135,13 @@ def _filters(
     created_after: datetime | None,
     created_before: datetime | None,
 ) -> list[dict[str, Any]]:
-    filters = [compile_where(where)] if where else []
-    if q is not None:
-        try:
-            filters.append(search_filter(q))
-        except ValueError as error:
-            raise InvalidQuery(str(error)) from None
+    filters = [compile_where(where)] if where is not None else []
+    if q is not None and (search := search_filter(q)) is not None:
+        filters.append(search)
     if tags:
         filters.append({"tags": {"$all": [tag_key(tag) for tag in tags]}})
     for bound, op in ((created_after, "$gt"), (created_before, "$lt")):
         if bound is not None:
-            if bound.tzinfo is None:
-                raise InvalidQuery("created_after/created_before need a time zone (e.g. Z)")
             filters.append({"created_at": {op: bound}})
     return filters
 
@@ -124,7 +153,10 @@ class BadQuery(DomainError):
 @router.get(
     "/{item_id}",
     response_model=Item,
-    responses={**problem_responses(401, 404), 304: {"description": "Not modified (If-None-Match)"}},
+    responses={
+        **problem_responses(401, 404, 409),
+        304: {"description": "Not modified (If-None-Match)"},
+    },
 )
 async def read_item(item: OwnedItem, response: Response, if_none_match: IfNoneMatch = None) -> Any:
     if if_none_match and matches(if_none_match, item.version):
@@ -161,6 +193,6 @@ async def replace_item(
     return updated
 
 
-@router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 412))
+@router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 409, 412))
 async def remove_item(item: OwnedItem, if_match: IfMatch = None) -> None:
     await delete_item(item, if_match)

@@ -67,7 +67,7 @@ async def write_content(
     current: Item | None = item
     for _ in range(MAX_ATTEMPTS):
         assert current is not None
-        expected_version(if_match, current.version)
+        pinned = expected_version(if_match, current.version) is not None
         content = change(current)
         if content.model_dump() == current.model_dump(include=CONTENT):
             return current  # nothing changes: no write, no new version
@@ -81,7 +81,7 @@ async def write_content(
         )
         if stored is not None:
             return _item(stored)
-        if if_match is not None:
+        if pinned:  # the version it named is gone; without one (or with `*`), try again
             raise PreconditionFailed()
         current = await Item.find_one({"_id": item.id})
         if current is None:

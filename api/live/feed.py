@@ -170,12 +170,19 @@ _feeds: "weakref.WeakSet[LiveFeed]" = weakref.WeakSet()
 class LiveFeed(Background):
     """This process's change-stream watcher and its subscribers."""
 
-    def __init__(self, database: AsyncDatabase[dict[str, Any]], queue_size: int) -> None:
+    def __init__(
+        self,
+        database: AsyncDatabase[dict[str, Any]],
+        queue_size: int,
+        skipped: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__("live-feed")
         self.database, self.queue_size = database, queue_size
         self.pipeline = _pipeline(Item.get_collection_name(), User.get_collection_name())
         self.subscribers: set[Subscriber] = set()
         self.ready = asyncio.Event()  # set once the watcher's stream is open
+        self.up = False  # whether the watcher's stream is open now
+        self.skipped = skipped  # counts a change nobody can be shown
         _feeds.add(self)
 
     async def enable_images(self) -> None:
@@ -224,13 +231,15 @@ class LiveFeed(Background):
         )
 
     async def run(self) -> None:
-        """Read the stream until stopped; reopen it after errors, with backoff."""
+        """Read the stream until stopped; reopen it after any error, with backoff. While it
+        is not open (`up`), /ready says so and new sockets are asked to come back."""
         position: Position | None = None
         delay = 0.1
         while not self.stopping:
             try:
                 async with await self._open(position, max_await_ms=WATCH_AWAIT_MS) as stream:
                     self.ready.set()
+                    self.up = True
                     delay = 0.1
                     # try_next, not `async for`: between getMores the loop sees `stopping`.
                     while not self.stopping and stream.alive:
@@ -248,11 +257,23 @@ class LiveFeed(Background):
                     log.warning("live feed stream failed: %s", error)
             except PyMongoError as error:
                 log.warning("live feed stream failed: %s", error)
+            except Exception:  # a bug must not end the feed for every socket, silently
+                log.exception("live feed watcher failed; restarting it")
+            self.up = False
             if not self.stopping:
                 await self.pause(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 5.0)
 
     def _dispatch(self, raw: dict[str, Any]) -> None:
+        try:
+            self._route(raw)
+        except Exception:
+            # A document another tool wrote (no owner_id, say): skipped, not fatal.
+            key = raw.get("documentKey", {}).get("_id")
+            log.warning("live feed skipped a change it cannot route: _id %r", key, exc_info=True)
+            self.skipped()
+
+    def _route(self, raw: dict[str, Any]) -> None:
         if raw["ns"]["coll"] == User.get_collection_name():
             user_id = raw["documentKey"]["_id"]
             for subscriber in self.subscribers:
@@ -301,7 +322,13 @@ class LiveFeed(Background):
                         raise HistoryLost()  # too far behind to replay: refetch instead
                     if raw["ns"]["coll"] == User.get_collection_name():
                         continue
-                    change = _change_of(raw)
+                    try:
+                        change = _change_of(raw)
+                    except Exception:  # as in _dispatch
+                        key = raw.get("documentKey", {}).get("_id")
+                        log.warning("live feed replay skipped a change: _id %r", key)
+                        self.skipped()
+                        continue
                     if change is not None:
                         yield change
         except OperationFailure as error:

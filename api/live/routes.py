@@ -9,6 +9,7 @@ up, 1001 when the server shuts down. See /asyncapi.json for the messages.
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber, feed_of
 from documents import User
 from documents.item import tag_key
 
+log = logging.getLogger("docstore.live")
 router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
@@ -82,6 +84,8 @@ async def live_items(websocket: WebSocket) -> None:
             if not services.settings.live_feed:
                 raise Refused("live changes are turned off on this server", UNAVAILABLE)
             raise Refused("live changes need MongoDB change streams (a replica set)", UNAVAILABLE)
+        if not feed.up:  # its watcher is restarting: come back in a moment
+            raise Refused("the live feed is restarting; reconnect shortly", TRY_AGAIN_LATER)
         request = await _read_request(websocket, services, token_signer(websocket))
     except Refused as refused:
         await _end(websocket, refused.ending)
@@ -187,7 +191,13 @@ async def _send_changes(
         async for change in feed.changes(
             subscriber, resume_after, services.settings.live_replay_max
         ):
-            await websocket.send_text(change.message(subscriber.fields, services.cursors))
+            try:
+                message = change.message(subscriber.fields, services.cursors)
+            except Exception:  # a stored item the API cannot show: this event is skipped
+                log.warning("live feed skipped item %s it cannot render", change.item_id)
+                feed.skipped()
+                continue
+            await websocket.send_text(message)
     except HistoryLost:
         return _RESYNC
     except PyMongoError:

@@ -9,6 +9,7 @@ from pymongo.errors import PyMongoError
 
 from api.core.errors import problem, problem_responses
 from api.core.services import AppServices
+from api.live.feed import feed_of
 
 router = APIRouter(tags=["operations"])
 
@@ -30,12 +31,17 @@ async def health() -> Status:
 
 @router.get("/ready", response_model=Status, responses=problem_responses(503))
 async def ready(request: Request, services: AppServices) -> Any:
-    """Readiness: the database answers a ping."""
+    """Readiness: the database answers a ping, and the live feed (where this process
+    serves one) is listening."""
+    headers = {"Retry-After": "5"}
     try:
         await services.client.admin.command("ping")
     except PyMongoError:
         detail = "The database does not answer."
-        headers = {"Retry-After": "5"}
+        return problem(request, 503, "Not ready", detail, "not-ready", headers)
+    live = feed_of(request)
+    if live is not None and not live.up:
+        detail = "The live feed's watcher is restarting."
         return problem(request, 503, "Not ready", detail, "not-ready", headers)
     return JSONResponse({"status": "ready"})
 

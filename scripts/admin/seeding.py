@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -31,6 +31,10 @@ class UserRecord(UserCreate):
     """A user line. Without a password or hash (an export without --with-hashes), a new
     account gets none that works: it must be reset before anyone can log in."""
 
+    # Lines arrive parsed (Python values, not JSON text): strict mode would refuse their
+    # date strings, which JSON itself has no other way to write.
+    model_config = ConfigDict(strict=False)
+
     kind: Literal["user"]
     id: ObjectIdParam | None = None
     password: Password | None = None  # type: ignore[assignment]
@@ -48,6 +52,8 @@ class UserRecord(UserCreate):
 
 
 class ItemRecord(ItemCreate):
+    model_config = ConfigDict(strict=False)  # as UserRecord's
+
     kind: Literal["item"]
     owner: str = Field(min_length=1, description="The owner's email or username")
     id: ObjectIdParam | None = None

@@ -21,6 +21,8 @@ def nested(depth: int) -> dict[str, Any]:
 
 
 JSON = {"content-type": "application/json"}
+DEEP_AND = '{"$and": [' * 300 + "]}" * 300
+NUL_IN_WHERE = '{"title": "\\u0000"}'  # a JSON escape: the filter holds a NUL
 
 # (method, path, raw body or JSON-able value, expected status)
 MALFORMED: list[tuple[str, str, Any, int]] = [
@@ -70,6 +72,22 @@ MALFORMED: list[tuple[str, str, Any, int]] = [
     ("POST", USERS, {"email": ["a"], "username": 1, "password": None}, 422),
     ("POST", USERS, {"email": "a@b.co", "username": "abc", "password": "Aa1" * 100}, 422),
     ("POST", USERS, b'{"email": "a@b.co", "username": "ab\\udc00c", "password": "Aa345678"}', 422),
+    # Hostile: nesting deeper than any parser should go, numbers JSON cannot hold, bytes
+    # that are not UTF-8; in every body that takes JSON, and in `where`.
+    ("POST", ITEMS, b'{"title": "t", "data": ' + b'{"k": ' * 2000 + b"1" + b"}" * 2001, 400),
+    ("PATCH", f"{ITEMS}/{'0' * 24}", b'{"data": ' + b'{"k": ' * 2000 + b"1" + b"}" * 2001, 400),
+    ("PUT", f"{ITEMS}/{'0' * 24}", b'{"title": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400),
+    ("POST", USERS, b'{"email": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400),
+    ("POST", "/api/v1/auth/refresh", b'{"refresh_token": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400),
+    ("GET", f"{ITEMS}?where={'[' * 2000}{']' * 2000}", None, 422),
+    ("GET", f"{ITEMS}?where={DEEP_AND}", None, 422),
+    ("POST", ITEMS, b'{"title": "t", "data": {"n": 1e400}}', 422),  # parses as infinity
+    ("POST", ITEMS, b'{"title": "t", "data": {"n": 1e19}}', 422),
+    ("POST", ITEMS, b'{"title": "t", "data": {"n": ' + b"9" * 5000 + b"}}", 400),
+    ("POST", ITEMS, b'{"title": "\\u0000", "data": {"k\\u0000": 1}}', 422),
+    ("POST", ITEMS, b'{"title": "\xff\xfe"}', 400),  # not UTF-8
+    ("POST", ITEMS, b'{"title": "t", "data": {"s": "\\udfff"}}', 422),
+    ("GET", f"{ITEMS}?where={NUL_IN_WHERE}", None, 422),
     ("PUT", ITEMS, {"title": "t"}, 405),
     ("GET", "/api/v1/nowhere", None, 404),
 ]
@@ -143,3 +161,47 @@ async def test_oversized_body_is_413(client: httpx2.AsyncClient, alice: Account)
     streamed = await client.post(ITEMS, content=chunks(), headers={**alice.headers, **JSON})
     assert streamed.status_code == 413
     assert await Item.count() == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data"],
+)
+async def test_a_body_that_is_not_json_is_refused(
+    client: httpx2.AsyncClient, alice: Account, content_type: str
+) -> None:
+    headers = {**alice.headers, "content-type": content_type}
+    response = await client.post(ITEMS, content=b"title=x", headers=headers)
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await Item.count() == 0
+
+
+async def test_duplicate_keys_count_once_the_last_one(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """RFC 8259 leaves it open; like most parsers, the last one counts (README)."""
+    body = b'{"title": "first", "title": "second"}'
+    response = await client.post(ITEMS, content=body, headers={**alice.headers, **JSON})
+    assert (response.status_code, response.json()["title"]) == (201, "second")
+
+
+async def test_ten_thousand_query_parameters_are_no_trouble(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    response = await client.get(f"{ITEMS}?{'a=1&' * 10_000}limit=5", headers=alice.headers)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [{f"x-h{n}": "v" for n in range(300)}, {"x-big": "v" * (100 * 1024)}],
+    ids=["many", "large"],
+)
+async def test_a_header_flood_is_a_431(
+    client: httpx2.AsyncClient, alice: Account, flood: dict[str, str]
+) -> None:
+    response = await client.get(ITEMS, headers={**alice.headers, **flood})
+    assert response.status_code == 431
+    assert response.json()["type"] == "urn:docstore:problem:headers-too-large"
+    assert "x-request-id" in response.headers  # answered like every other response

@@ -96,7 +96,7 @@ async def test_where_operators(
         ({"tags": {"$in": "food"}}, "$in"),
         ({"data.x": {"$exists": "yes"}}, "$exists"),
         ({"created_at": {"$gt": "yesterday"}}, "yesterday"),
-        ({"created_at": {"$gt": "2020-01-01T00:00:00"}}, "time zone"),
+        ({"created_at": {"$gt": "2020-01-01T00:00:00"}}, "with an offset"),
         ({"version": "1"}, "version"),
         ({"$or": []}, "$or"),
         ({"$or": {"title": "x"}}, "$or"),
@@ -149,12 +149,15 @@ async def test_search_q(client: httpx2.AsyncClient, alice: Account, shelf: Any) 
     assert await titles(client, alice, q="cherry jam") == ["Cherry jam"]  # every word
     assert await titles(client, alice, q="cherry pie") == []
     assert await titles(client, alice, q="(jam|pie)") == []  # words, not a regex
+    many = " ".join(["c", "ch", "che", "cher", "cherr", "cherry", "j", "ja", "jam"] * 5)
+    assert await titles(client, alice, q=many) == ["Cherry jam"]  # no cap on words
 
 
-@pytest.mark.parametrize("q", ["", "   ", "...", "a b c d e f g h i", "x" * 201])
-async def test_search_q_bounds(client: httpx2.AsyncClient, alice: Account, q: str) -> None:
-    response = await client.get(ITEMS, params={"q": q}, headers=alice.headers)
-    assert response.status_code == 422
+async def test_search_q_bounds(client: httpx2.AsyncClient, alice: Account, shelf: Any) -> None:
+    too_long = await client.get(ITEMS, params={"q": "x" * 201}, headers=alice.headers)
+    assert too_long.status_code == 422
+    for wordless in ("", "   ", "..."):  # nothing to look for: it narrows nothing
+        assert len(await titles(client, alice, q=wordless)) == 3
 
 
 async def test_search_follows_updates(

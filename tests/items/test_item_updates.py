@@ -7,7 +7,7 @@ import httpx2
 import pytest
 
 from documents import Item
-from tests.conftest import Account
+from tests.conftest import Account, create_item
 
 ITEMS = "/api/v1/items"
 MERGE = {"content-type": "application/merge-patch+json"}
@@ -166,3 +166,20 @@ async def test_concurrent_plain_patches_lose_nothing(
     final = (await client.get(url, headers=alice.headers)).json()
     assert {f"p{n}" for n in range(12)} <= final["data"].keys()
     assert final["version"] == 13
+
+
+async def test_if_match_star_matches_the_item_whatever_its_version(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """RFC 9110: `*` matches any current representation, so concurrent writes with it
+    all land (none is a 412); on an item that is gone it is still a 404."""
+    created = await create_item(client, alice)
+    url = f"{ITEMS}/{created['id']}"
+    headers = {**alice.headers, "If-Match": "*"}
+    patches = await asyncio.gather(
+        *(client.patch(url, json={"data": {f"k{n}": n}}, headers=headers) for n in range(10))
+    )
+    assert [response.status_code for response in patches] == [200] * 10
+    stored = (await client.get(url, headers=alice.headers)).json()
+    assert stored["version"] == 11
+    assert stored["data"] == {f"k{n}": n for n in range(10)}

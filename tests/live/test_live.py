@@ -33,6 +33,7 @@ from tests.conftest import (
     app_with,
     create_item,
     drop_database,
+    eventually,
     feed_of,
     make_account,
     make_settings,
@@ -473,3 +474,92 @@ async def test_with_the_database_away_sockets_are_told_to_come_back(tmp_path: Pa
         assert reason.startswith("the database is unavailable")
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def skipped_count(metrics_text: str, where: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(f'docstore_unrenderable_documents_total{{where="{where}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_change_the_feed_cannot_route_is_logged_counted_and_skipped(
+    served: Served,
+    app: FastAPI,
+    client: httpx2.AsyncClient,
+    alice: Account,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another tool writes an item without owner_id: the watcher lives on."""
+    async with subscribe(served.ws(alice)) as ws:
+        stray = await Item.get_pymongo_collection().insert_one({"title": "no owner"})
+        after = await create_item(client, alice, title="after the stray one")
+        event = await next_event(ws)
+    assert event["item"]["id"] == after["id"]
+    assert any(str(stray.inserted_id) in record.getMessage() for record in caplog.records)
+    assert skipped_count((await client.get("/metrics")).text, "live") == 1
+    assert (await client.get("/ready")).status_code == 200
+
+
+async def test_an_item_a_socket_cannot_render_is_skipped_for_it(
+    served: Served, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Routable (it has an owner) but not an item: that event is skipped, the socket stays."""
+    async with subscribe(served.ws(alice)) as ws:
+        now = utcnow()
+        odd = {"owner_id": alice.user.id, "title": 123, "created_at": now, "updated_at": now}
+        await Item.get_pymongo_collection().insert_one(odd)
+        after = await create_item(client, alice, title="after the odd one")
+        event = await next_event(ws)
+    assert event["item"]["id"] == after["id"]
+    assert skipped_count((await client.get("/metrics")).text, "live") == 1
+
+
+async def test_a_failed_watcher_restarts_and_ready_says_so_meanwhile(
+    served: Served, app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    feed = feed_of(app)
+    assert feed is not None
+    opening = feed._open
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the watcher")
+
+    feed._dispatch = broken  # type: ignore[method-assign]  # the next change kills the loop
+    feed._open = broken  # type: ignore[method-assign]  # and it cannot come back yet
+    await create_item(client, alice)
+
+    async def is_down() -> bool:
+        return not feed.up
+
+    async def is_up() -> bool:
+        return feed.up
+
+    await eventually(is_down)
+    down = await client.get("/ready")
+    assert (down.status_code, down.headers["retry-after"]) == (503, "5")
+    assert "live feed" in down.json()["detail"]
+    async with connect(served.ws(alice)) as ws:
+        assert (await close_of(ws))[0] == 1013  # come back in a moment
+    del feed._dispatch, feed._open  # the bug is fixed: the class's methods again
+    assert feed._open == opening
+    await eventually(is_up)
+    assert (await client.get("/ready")).status_code == 200
+    async with subscribe(served.ws(alice)) as ws:
+        later = await create_item(client, alice, title="after the restart")
+        assert (await next_event(ws))["item"]["id"] == later["id"]
+
+
+async def test_a_list_skips_what_it_cannot_show_and_one_item_says_why(
+    client: httpx2.AsyncClient, alice: Account, admin: Account
+) -> None:
+    """A superuser listing everyone's items meets a document another tool wrote."""
+    good = await create_item(client, alice, title="fine")
+    stray = await Item.get_pymongo_collection().insert_one({"title": 5, "owner_id": "nobody"})
+    listed = await client.get("/api/v1/items", headers=admin.headers)
+    assert listed.status_code == 200
+    assert [item["id"] for item in listed.json()["items"]] == [good["id"]]
+    one = await client.get(f"/api/v1/items/{stray.inserted_id}", headers=admin.headers)
+    assert (one.status_code, one.json()["type"]) == (409, "urn:docstore:problem:unreadable-item")
+    counted = (await client.get("/metrics")).text
+    assert (skipped_count(counted, "list"), skipped_count(counted, "item")) == (1, 1)
