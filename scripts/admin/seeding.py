@@ -1,7 +1,8 @@
-"""Seed users and items: validated by the API's own models, upserted on natural keys in batches.
+"""Seed users and items: validated by the API's own models, written on natural keys in batches.
 
 Natural keys: a user's email (case-insensitive); an item's given `id`, else its owner and title.
-Re-running the same file therefore changes nothing.
+Re-running the same file therefore changes nothing; an item whose content changed gets a
+new version, as an API write would give it.
 """
 
 import asyncio
@@ -12,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from api.accounts.passwords import hash_password
@@ -147,34 +148,45 @@ class Seeder:
         return await hash_password(record.password, self.rounds)
 
     async def _write_items(self, batch: list[tuple[RawRecord, ItemRecord]]) -> None:
+        """One lookup for the batch's keys, then one bulk write: new items inserted, items
+        whose content differs updated with a new `version` and `updated_at` (so an old
+        ETag no longer matches and subscribers see the change), the rest left alone."""
         if not batch:
             return
         owners = await _owner_ids({record.owner for _, record in batch})
-        operations, sources = [], []
-        now = utcnow()
+        keyed: dict[tuple[Any, Any], tuple[RawRecord, ItemRecord, Any]] = {}
         for raw, record in batch:
             owner_id = owners.get(record.owner.lower())
             if owner_id is None:
                 if record.owner.lower() not in self._pending_owners:
                     self._fail(raw, f"unknown owner {record.owner!r}")
                 continue
-            key: dict[str, Any] = {"owner_id": owner_id}
-            key.update({"_id": record.id} if record.id else {"title": record.title})
-            created = record.created_at or now
-            operations.append(
-                UpdateOne(
-                    key,
-                    {
-                        "$set": stored_content(record),
-                        "$setOnInsert": {
-                            "created_at": created,
-                            "updated_at": record.updated_at or created,
-                            "version": record.version,
-                        },
-                    },
-                    upsert=True,
+            # A key seen twice in one batch: the later line wins, as a later run would.
+            keyed[_item_key(owner_id, record)] = (raw, record, owner_id)
+        if not keyed:
+            return
+        existing = await _existing_items(list(keyed))
+        operations: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        sources: list[RawRecord] = []
+        now = utcnow()
+        for key, (raw, record, owner_id) in keyed.items():
+            content = stored_content(record)
+            stored = existing.get(key)
+            if stored is None:
+                created = record.created_at or now
+                doc = {"owner_id": owner_id, **content, "created_at": created}
+                doc |= {"updated_at": record.updated_at or created, "version": record.version}
+                operations.append(InsertOne({**doc, "_id": record.id} if record.id else doc))
+            elif any(stored.get(name) != value for name, value in content.items()):
+                updated_at = max(now, stored["updated_at"])  # never before the last write
+                operations.append(
+                    UpdateOne(
+                        {"_id": stored["_id"], "version": stored["version"]},
+                        {"$set": {**content, "updated_at": updated_at}, "$inc": {"version": 1}},
+                    )
                 )
-            )
+            else:
+                continue  # the same content: no write, no new version
             sources.append(raw)
         if not self.dry_run:
             await self._bulk(Item, operations, sources, "item")
@@ -186,15 +198,42 @@ class Seeder:
             return
         try:
             result = await model.get_pymongo_collection().bulk_write(operations, ordered=False)
-            self.report.written[kind] += result.upserted_count + result.modified_count
+            written = result.upserted_count + result.inserted_count + result.modified_count
+            self.report.written[kind] += written
         except BulkWriteError as error:
             details = error.details
-            self.report.written[kind] += details.get("nUpserted", 0) + details.get("nModified", 0)
+            self.report.written[kind] += sum(
+                details.get(count, 0) for count in ("nUpserted", "nInserted", "nModified")
+            )
             for failure in details.get("writeErrors", []):
                 reason = "duplicate of an existing record" if failure.get("code") == 11000 else ""
                 self._fail(
                     sources[failure["index"]], reason or failure.get("errmsg", "write failed")
                 )
+
+
+def _item_key(owner_id: Any, record: ItemRecord) -> tuple[Any, Any]:
+    """An item's natural key: its given id, else its owner and title."""
+    return (None, record.id) if record.id else (owner_id, record.title)
+
+
+async def _existing_items(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """The stored items of `keys`, by key, in one query (content, version, updated_at)."""
+    ids = [value for owner, value in keys if owner is None]
+    named = [(owner, title) for owner, title in keys if owner is not None]
+    clauses: list[dict[str, Any]] = []
+    if ids:
+        clauses.append({"_id": {"$in": ids}})
+    if named:
+        owners = list({owner for owner, _ in named})
+        clauses.append({"owner_id": {"$in": owners}, "title": {"$in": [t for _, t in named]}})
+    wanted = set(keys)
+    found: dict[tuple[Any, Any], dict[str, Any]] = {}
+    async for doc in Item.get_pymongo_collection().find({"$or": clauses}):
+        for key in ((None, doc["_id"]), (doc["owner_id"], doc["title"])):
+            if key in wanted:
+                found.setdefault(key, doc)
+    return found
 
 
 async def _existing_emails(emails: list[str]) -> set[str]:

@@ -281,3 +281,51 @@ async def test_outbox_counts_and_retries_dead_messages(admin_cli: Admin) -> None
     retried = await admin_cli("outbox", "--retry-dead")
     assert "Queued 2 dead messages again." in retried.out
     assert await admin_cli.db.outbox.count_documents({"status": "pending", "attempts": 0}) == 2
+
+
+async def test_reseeding_changed_content_gives_a_new_version_and_only_then(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    """An old ETag must not match changed content; unchanged content keeps its version."""
+    owner = {
+        "kind": "user",
+        "email": "o@example.com",
+        "username": "owner",
+        "password": "Good-pass-1",
+    }
+    lines = [
+        owner,
+        {"kind": "item", "owner": "owner", "title": "kept", "data": {"n": 1}},
+        {"kind": "item", "owner": "owner", "title": "changed", "data": {"n": 1}},
+    ]
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    before = {doc["title"]: doc async for doc in admin_cli.db.items.find()}
+    lines[2] = {**lines[2], "data": {"n": 2}}
+    again = await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", lines))
+    assert again.code == 0
+    assert "wrote 0 users and 1 items" in again.out
+    after = {doc["title"]: doc async for doc in admin_cli.db.items.find()}
+    assert after["kept"] == before["kept"]
+    changed, was = after["changed"], before["changed"]
+    assert (changed["version"], changed["data"]) == (was["version"] + 1, {"n": 2})
+    assert changed["updated_at"] > was["updated_at"]
+    assert changed["created_at"] == was["created_at"]
+
+
+async def test_a_key_twice_in_one_batch_is_one_item_the_later_line(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    owner = {
+        "kind": "user",
+        "email": "o@example.com",
+        "username": "owner",
+        "password": "Good-pass-1",
+    }
+    lines = [
+        owner,
+        {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 1}},
+        {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 2}},
+    ]
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    stored = [doc async for doc in admin_cli.db.items.find({"title": "twice"})]
+    assert [(doc["data"], doc["version"]) for doc in stored] == [({"n": 2}, 1)]
