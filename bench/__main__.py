@@ -7,6 +7,7 @@ machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 one request at a time, then prints the database's plan for the cursor query.
 `--live N` connects N WebSocket subscribers and measures event latency and memory.
 `--storm N` sends N logins at once and times `/health` during the storm against idle.
+`--soak S` drives a mixed workload for S seconds: requests, 5xx, RSS and open files.
 Not part of the test suite.
 """
 
@@ -14,7 +15,7 @@ import argparse
 import shutil
 import sys
 
-from bench import live, load, scale, storm
+from bench import live, load, scale, soak, storm
 from bench.harness import running
 
 
@@ -28,7 +29,12 @@ def main() -> None:
     parser.add_argument("--live", type=int, metavar="N", help="live feed with N subscribers")
     parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
+    parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     args = parser.parse_args()
+    if args.soak:
+        with running(1) as setup:
+            soak.report(setup, args.soak)
+        return
     if args.storm:
         with running(1) as setup:
             storm.report(setup, args.storm, args.rounds)

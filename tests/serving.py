@@ -1,14 +1,20 @@
 """The app behind a real Uvicorn server on a free loopback port, inside the test's loop."""
 
 import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx2
 from fastapi import FastAPI
 
 from api.core import embedded
 from api.server import Server, config
+from tests.conftest import TEST_SECRET
 
 
 @asynccontextmanager
@@ -29,3 +35,50 @@ async def uvicorn_serving(app: FastAPI, **options: Any) -> AsyncIterator[tuple[i
     finally:
         server.should_exit = True
         await task
+
+
+def api_env(mongodb_url: str, database: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m api.server` for a test: its database, the tests'
+    secret, cheap hashing; `extra` settings on top (names as in the environment)."""
+    return {
+        "MONGODB_URL": mongodb_url,
+        "MONGODB_DB": database,
+        "SECRET_KEY": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "DATA_DIR": str(data_dir),
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def api_process(env: dict[str, str]) -> AsyncIterator[str]:
+    """`python -m api.server` as a separate process; yields its base URL once it answers."""
+    async with running_api(env) as (base, _):
+        yield base
+
+
+@asynccontextmanager
+async def running_api(
+    env: dict[str, str],
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """As `api_process`, with the process too (for tests that kill it)."""
+    port = embedded.free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "warning",
+        env={**os.environ, **env},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx2.AsyncClient(base_url=base) as client, asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(httpx2.TransportError):
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                assert process.returncode is None, "the API process exited"
+                await asyncio.sleep(0.1)
+        yield base, process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from api.config import Settings
 from api.core import embedded
+from api.core.supervisor import Supervisor
 from documents import DOCUMENT_MODELS
 
 log = logging.getLogger("docstore.database")
@@ -31,11 +32,15 @@ async def connect(
     than any request should, so that runs on a client of its own without the bound.
     """
     server = None
+    supervisor = None
     url = settings.mongodb_url
     if url is None:
         server = await asyncio.to_thread(embedded.start_or_attach, settings.data_dir)
         url = server.url
         log.info("embedded MongoDB at %s, data in %s", url, settings.data_dir)
+        if server.owned:  # the process that started it keeps it running
+            supervisor = Supervisor(server, settings.data_dir)
+            supervisor.start()
     try:
         if socket_timeout_ms is not None:
             indexer = _client(url, settings, None)
@@ -50,6 +55,8 @@ async def connect(
         finally:
             await client.close()
     finally:
+        if supervisor is not None:
+            await supervisor.stop()
         if server is not None:
             await asyncio.to_thread(server.stop)
 

@@ -1,6 +1,9 @@
 """The database underneath: indexes, the embedded server's lifecycle and durability, outages."""
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from pymongo import AsyncMongoClient
 from api.core import embedded
 from api.main import create_app
 from documents import Item, User
-from tests.conftest import make_account, make_settings, services_of
+from tests.conftest import eventually, make_account, make_settings, services_of
 
 
 async def test_indexes_exist_after_startup(app: FastAPI) -> None:
@@ -176,3 +179,62 @@ async def test_cascade_on_a_server_without_transactions(tmp_path: Path) -> None:
             assert await User.count() == 1
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_killed_embedded_database_heals_itself_under_load(tmp_path: Path) -> None:
+    """SIGKILL the embedded server while writes stream in: only 201s and 503s (with
+    Retry-After), none slower than the timeouts allow, every acknowledged write there
+    afterwards, and service back without restarting the API."""
+    settings = make_settings(
+        None, tmp_path, mongodb_timeout_ms=1000, mongodb_socket_timeout_ms=2000
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        alice = await make_account(app, "alice")
+        transport = httpx2.ASGITransport(app=app)
+        acknowledged: list[str] = []
+        answers: list[tuple[int, float, str | None]] = []
+        killed = asyncio.Event()
+
+        async def write(client: httpx2.AsyncClient) -> None:
+            started = time.monotonic()
+            response = await client.post(
+                "/api/v1/items", json={"title": f"w{len(answers)}"}, headers=alice.headers
+            )
+            took = time.monotonic() - started
+            answers.append((response.status_code, took, response.headers.get("retry-after")))
+            if response.status_code == 201:
+                acknowledged.append(response.json()["id"])
+
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await asyncio.gather(*(write(client) for _ in range(4)))
+                if not killed.is_set() and len(acknowledged) >= 40:
+                    state = embedded._read_state(tmp_path / "mongo.json")
+                    assert state is not None
+                    os.kill(state.pid, signal.SIGKILL)
+                    killed_pid = state.pid
+                    killed.set()
+                    after_kill = len(answers)
+                elif killed.is_set() and answers[-1][0] == 201 and len(answers) > after_kill + 8:
+                    break  # healed: writes land again
+            assert killed.is_set()
+            assert (await client.get("/ready")).status_code == 200
+
+            async def restarted() -> bool:  # a new server, started by the API's process
+                state = embedded._read_state(tmp_path / "mongo.json")
+                return state is not None and state.pid != killed_pid
+
+            await eventually(restarted)
+        statuses = {status for status, _, _ in answers}
+        assert statuses <= {201, 503}, statuses
+        # Often none: PyMongo retries a write once the restarted server answers.
+        refused = [answer for answer in answers if answer[0] == 503]
+        assert all(retry is not None for _, _, retry in refused)
+        assert max(took for _, took, _ in answers) < 1 + 2 + 2  # the timeouts, plus slack
+        stored = {
+            str(doc["_id"]) async for doc in Item.get_pymongo_collection().find({}, {"_id": 1})
+        }
+        assert set(acknowledged) <= stored
+        print(f"{len(acknowledged)} writes acknowledged, all present; {len(refused)} 503s")

@@ -73,7 +73,13 @@ NARROW: list[tuple[str, str, int]] = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/fuzz", description=__doc__)
-    parser.add_argument("--cases", type=int, default=5000, help="about how many to run")
+    parser.add_argument(
+        "--cases",
+        type=int,
+        default=5000,
+        help="about how many the examples, fuzzing and stateful phases make (the coverage "
+        "phase adds its boundary cases on top, tens of thousands here)",
+    )
     parser.add_argument("--seed", type=int, help="repeat a run (default: a new one)")
     parser.add_argument(
         "--quick",

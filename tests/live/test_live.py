@@ -1,12 +1,9 @@
 """WS /api/v1/ws/items: real sockets against the app served by Uvicorn on a free port."""
 
 import asyncio
-import contextlib
 import json
-import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +25,6 @@ from documents import Item
 from documents.base import utcnow
 from tests.conftest import (
     PASSWORD,
-    TEST_SECRET,
     Account,
     app_with,
     create_item,
@@ -40,7 +36,7 @@ from tests.conftest import (
     services_of,
     signer_of,
 )
-from tests.serving import uvicorn_serving
+from tests.serving import api_env, api_process, uvicorn_serving
 
 WS_PATH = "/api/v1/ws/items"
 
@@ -381,41 +377,11 @@ async def test_without_change_streams_the_feed_says_so(tmp_path: Path) -> None:
         await asyncio.to_thread(standalone.stop)
 
 
-@asynccontextmanager
-async def api_process(env: dict[str, str]) -> AsyncIterator[str]:
-    """`python -m api.server` as a separate process; yields its base URL once it answers."""
-    port = embedded.free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "warning",
-        env={**os.environ, **env},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx2.AsyncClient(base_url=base) as client, asyncio.timeout(60):
-            while True:
-                with contextlib.suppress(httpx2.TransportError):
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                assert process.returncode is None, "the API process exited"
-                await asyncio.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        await process.wait()
-
-
 async def test_a_write_through_one_process_reaches_a_subscriber_of_another(
     mongodb_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(mongodb_url, tmp_path)
-    env = {
-        "MONGODB_URL": mongodb_url,
-        "MONGODB_DB": settings.mongodb_db,
-        "SECRET_KEY": TEST_SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "DATA_DIR": str(tmp_path),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = api_env(mongodb_url, settings.mongodb_db, tmp_path)
     try:
         async with (
             api_process(env) as first,

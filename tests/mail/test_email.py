@@ -232,16 +232,31 @@ async def test_login_can_require_a_verified_email(
         assert (await client.post(f"{AUTH}/login", data=login)).status_code == 200
 
 
-async def test_smtp_down_then_up_delivers_after_retries(mongodb_url: str, tmp_path: Path) -> None:
+async def test_smtp_down_then_up_delivers_every_queued_mail_once(
+    mongodb_url: str, tmp_path: Path
+) -> None:
     later = SmtpServer()  # its port, nobody listening yet
     async with app_with(mail_settings(mongodb_url, tmp_path, later.port)) as (_, client):
-        assert (await client.post("/api/v1/users", json=NEW_USER)).status_code == 201
-        await _until(lambda m: m is not None and m.attempts >= 2 and m.last_error is not None)
+        for n in range(3):
+            user = {**NEW_USER, "email": f"carol{n}@example.com", "username": f"carol{n}"}
+            assert (await client.post("/api/v1/users", json=user)).status_code == 201
+
+        async def each_failed_twice() -> bool:
+            failing = OutboxMessage.find({"attempts": {"$gte": 2}, "last_error": {"$ne": None}})
+            return await failing.count() == 3
+
+        await eventually(each_failed_twice)
         later.start()
         try:
-            [message] = await later.inbox.wait_for(1)
-            assert message["To"] == "carol@example.com"
-            await _until(lambda m: m is not None and m.status == Delivery.sent)
+            await later.inbox.wait_for(3)
+
+            async def all_sent() -> bool:
+                return await OutboxMessage.find({"status": Delivery.sent}).count() == 3
+
+            await eventually(all_sent)
+            await asyncio.sleep(0.3)  # several polls more: nothing goes twice
+            delivered = sorted(message["To"] for message in later.inbox.messages)
+            assert delivered == [f"carol{n}@example.com" for n in range(3)]
         finally:
             later.stop()
 
