@@ -10,12 +10,14 @@ import asyncio
 import os
 import random
 import secrets
+import sys
 import time
 from collections import Counter
 from typing import Any
 
 import httpx2
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bench.harness import Setup
 from bench.live import rss_kb
@@ -57,9 +59,12 @@ async def _report(setup: Setup, seconds: float) -> None:
     print(
         f"requests: {total} ({total / seconds:.0f}/s); by status {dict(sorted(statuses.items()))}"
     )
-    print(f"5xx: {errors} (must be 0); live events delivered: {delivered['events']}")
+    closed = {k: v for k, v in delivered.items() if k != "events"}
+    print(f"5xx: {errors} (must be 0); live events delivered: {delivered['events']}, {closed}")
     print(f"RSS: {start[0] / 1024:.1f} MiB at the start, {end[0] / 1024:.1f} MiB at the end")
     print(f"open file descriptors: {start[1]} at the start, {end[1]} at the end")
+    if errors:
+        sys.exit(f"{errors} responses were 5xx")
 
 
 async def _worker(
@@ -97,4 +102,7 @@ async def _subscriber(url: str, deadline: float, delivered: Counter[str]) -> Non
                 await asyncio.wait_for(ws.recv(), left)
             except TimeoutError:
                 break
+            except ConnectionClosed as closed:  # reported, not a crash of the bench
+                delivered[f"closed {closed.rcvd.code if closed.rcvd else 'abruptly'}"] += 1
+                return
             delivered["events"] += 1

@@ -14,6 +14,14 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+# Whitespace as JSON Schema's patterns (ECMA-262) know it, so that "blank" means the same
+# to the schema's `\S` and to us: Python's str.strip() also takes \x1c-\x1f and \x85.
+ECMA_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 class ApiDocument(Document):
     """Stored as `_id`, shown to clients as `id` (decided once, here, for every model)."""
 

@@ -16,18 +16,10 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pymongo import DESCENDING, IndexModel
 
-from documents.base import NOT_NULL, ApiDocument, reject_nulls
+from documents.base import ECMA_WHITESPACE, NOT_NULL, ApiDocument, reject_nulls
 from documents.free_json import JsonObject, PatchObject
 
 MAX_TAGS = 20
-
-
-# Whitespace as JSON Schema's patterns (ECMA-262) know it, so that "blank" means the same
-# to the schema's `\S` and to us: Python's str.strip() also takes \x1c-\x1f and \x85.
-ECMA_WHITESPACE = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
 
 
 def _trimmed(text: str) -> str:

@@ -19,7 +19,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pymongo import IndexModel
 from pymongo.collation import Collation
 
-from documents.base import NOT_NULL, ApiDocument, reject_nulls, utcnow
+from documents.base import ECMA_WHITESPACE, NOT_NULL, ApiDocument, reject_nulls, utcnow
 
 # Case-insensitive comparison: unique indexes and look-ups both use it.
 CASE_INSENSITIVE = Collation(locale="en", strength=2)
@@ -29,7 +29,10 @@ MAX_SESSIONS = 100
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+# Its length as sent (what `maxLength` checks), then trimmed.
+FullName = Annotated[
+    str, Field(max_length=100), AfterValidator(lambda name: name.strip(ECMA_WHITESPACE))
+]
 
 
 PASSWORD_MIN_LENGTH = 8

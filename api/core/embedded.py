@@ -52,10 +52,10 @@ class EmbeddedServer:
 def start_or_attach(data_dir: Path) -> EmbeddedServer:
     """Attach to the data folder's running server, or start one. Blocking: call in a thread."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(data_dir / "mongo.lock"):
+    with locked(data_dir / "mongo.lock"):
         state_file = data_dir / "mongo.json"
-        running = _read_state(state_file)
-        if running and _answers_ping(running.url, timeout_ms=1000):
+        running = running_server(state_file)
+        if running:
             return running
         server = start(data_dir / "mongo", log_file=data_dir / "mongo.log")
         state_file.write_text(json.dumps({"url": server.url, "pid": server.pid}))
@@ -85,7 +85,9 @@ def start(
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     server = EmbeddedServer(url=url, pid=process.pid, owned=True, process=process)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not _answers_ping(url, timeout_ms=500):
+    # Ours must answer, and still be running: on a given port, a server of someone
+    # else's could be the one answering.
+    while not _answers_ping(url, timeout_ms=500) or process.poll() is not None:
         if process.poll() is not None:
             raise EmbeddedServerError(f"embedded MongoDB exited with code {process.returncode}")
         if time.monotonic() > deadline:
@@ -138,8 +140,17 @@ def _pid_alive(pid: object) -> bool:
     return True
 
 
+def running_server(state_file: Path) -> EmbeddedServer | None:
+    """The live server a folder's state file names, if it answers."""
+    running = _read_state(state_file)
+    if running and _answers_ping(running.url, timeout_ms=1000):
+        return running
+    return None
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """The folder's lock: one process at a time decides who runs its server."""
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

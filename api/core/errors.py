@@ -155,8 +155,8 @@ def _allowed_methods(request: Request) -> str | None:
         app.state.allow = table
     for pattern, methods in table:
         if pattern.match(request.url.path):
-            allowed = methods | ({"HEAD"} if "GET" in methods else set())
-            return ", ".join(method for method in METHODS if method in allowed)
+            # As documented: GET routes here do not answer HEAD, so it is not listed.
+            return ", ".join(method for method in METHODS if method in methods)
     return None
 
 
@@ -205,7 +205,9 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
-    # The last line against nesting deeper than Python recurses: a 400, not a crash.
+    # The last line against nesting deeper than Python recurses: a 400, not a crash; and
+    # logged, in case it was our own recursion and not the input's.
+    log.warning("recursion too deep on %s %s", request.method, request.url.path)
     detail = "The request nests values deeper than this service reads."
     return problem(request, 400, "Nested too deeply", detail, "nested-too-deeply")
 

@@ -39,7 +39,7 @@ class ListParams(BaseModel):
 async def list_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size")] = 20,
     skip: Annotated[int, Query(ge=0, le=MAX_SKIP, description="Offset, for simple clients")] = 0,
-    cursor: Annotated[str | None, Query(max_length=512, description="From `next_cursor`")] = None,
+    cursor: Annotated[str | None, Query(max_length=4096, description="From `next_cursor`")] = None,
     include_total: Annotated[bool, Query(description="Add `total` to the page")] = False,
 ) -> ListParams:
     return ListParams(limit=limit, skip=skip, cursor=cursor, include_total=include_total)

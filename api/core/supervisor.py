@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from api.core.background import Background
 log = logging.getLogger("docstore.embedded")
 CHECK_EVERY_S = 0.5
 MAX_BACKOFF_S = 30.0
+STEADY_S = 60.0  # a server up this long that exits is a new failure: back off from 1 s
 
 
 class Supervisor(Background):
@@ -28,7 +30,7 @@ class Supervisor(Background):
         self.restarts = 0
 
     async def run(self) -> None:
-        delay = 1.0
+        delay, started_at = 1.0, time.monotonic()
         while not self.stopping:
             await self.pause(CHECK_EVERY_S)
             process = self.server.process
@@ -39,24 +41,40 @@ class Supervisor(Background):
                 process.pid,
                 process.returncode,
             )
+            if time.monotonic() - started_at > STEADY_S:
+                delay = 1.0  # it had been up a while; a server that keeps dying backs off
             while not self.stopping:
                 try:
                     await asyncio.to_thread(self._restart)
+                    started_at = time.monotonic()
                     break
                 except embedded.EmbeddedServerError as error:
                     log.error("embedded MongoDB did not restart: %s; retrying", error)
-                    await self.pause(random.uniform(delay / 2, delay))
-                    delay = min(delay * 2, MAX_BACKOFF_S)
-            delay = 1.0
+                await self.pause(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _restart(self) -> None:
-        port = urlsplit(self.server.url).port
-        started = embedded.start(
-            self.data_dir / "mongo", log_file=self.data_dir / "mongo.log", port=port
-        )
-        self.server.process, self.server.pid = started.process, started.pid
-        (self.data_dir / "mongo.json").write_text(
-            json.dumps({"url": self.server.url, "pid": started.pid})
-        )
+        """Under the folder's lock, as `start_or_attach` takes it: a process that meanwhile
+        started a server for this folder is attached to, never a second one started."""
+        with embedded.locked(self.data_dir / "mongo.lock"):
+            if self.stopping:
+                return
+            running = embedded.running_server(self.data_dir / "mongo.json")
+            if running is not None and running.pid != self.server.pid:
+                log.warning("another process restarted embedded MongoDB (pid %s)", running.pid)
+                self.server.process = None  # theirs to supervise now
+                self.stopping = True
+                return
+            port = urlsplit(self.server.url).port
+            started = embedded.start(
+                self.data_dir / "mongo", log_file=self.data_dir / "mongo.log", port=port
+            )
+            if self.stopping:  # shut down while it started: nobody would stop it later
+                started.stop()
+                return
+            self.server.process, self.server.pid = started.process, started.pid
+            (self.data_dir / "mongo.json").write_text(
+                json.dumps({"url": self.server.url, "pid": started.pid})
+            )
         self.restarts += 1
         log.warning("embedded MongoDB restarted (pid %s) at %s", started.pid, self.server.url)

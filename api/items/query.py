@@ -8,13 +8,13 @@ filter can widen what a user sees.
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
 from documents import ItemFields
-from documents.item import ECMA_WHITESPACE
+from documents.base import ECMA_WHITESPACE
 
 MAX_WHERE_CHARS = 4096
 MAX_NESTING = 5
@@ -43,8 +43,11 @@ _DATETIME = TypeAdapter(datetime)
 # Pydantic would read as a time (a bare number is a Unix timestamp to it).
 # The pattern says it too: JSON Schema's `format` alone is an annotation, not a rule.
 RFC3339_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    # Years 1000-9998 (a time near either end of 1-9999 may not fit once moved to UTC).
+    r"^(?:[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
@@ -56,9 +59,11 @@ def parse_rfc3339(text: str) -> datetime:
             f"{text!r} is not an RFC 3339 date-time with an offset (a time zone, e.g. Z)"
         )
     try:
-        return _DATETIME.validate_python(text)
-    except ValidationError:
-        raise ValueError(f"{text!r} is not a valid date-time") from None
+        parsed = _DATETIME.validate_python(text)
+        parsed.astimezone(UTC)  # as stored: an offset past year 1 or 9999 does not fit
+    except (ValidationError, OverflowError):
+        raise ValueError(f"{text!r} is not a valid date-time (or not one we can store)") from None
+    return parsed
 
 
 _PATH_PART = re.compile(r"^[^$.\x00][^.\x00]*$")
@@ -72,7 +77,7 @@ def compile_where(raw: str) -> dict[str, Any]:
     if len(raw) > MAX_WHERE_CHARS:
         raise InvalidQuery(f"where is longer than {MAX_WHERE_CHARS} characters")
     try:
-        parsed = json.loads(raw)
+        parsed = json.loads(raw, parse_constant=_no_constants)
     except ValueError:
         raise InvalidQuery("where is not valid JSON") from None
     except RecursionError:  # nested deeper than the parser goes: no filter is that deep
@@ -81,6 +86,10 @@ def compile_where(raw: str) -> dict[str, Any]:
         raise InvalidQuery("where must be a JSON object")
     budget = [MAX_CONDITIONS]
     return _compile_object(parsed, depth=0, budget=budget)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json would take them
 
 
 def _compile_object(query: dict[str, Any], depth: int, budget: list[int]) -> dict[str, Any]:
@@ -152,6 +161,8 @@ def _value(field: str, value: Any) -> Any:
             return parse_rfc3339(value)
         except ValueError as error:
             raise InvalidQuery(f"{field}: {error}") from None
+    if field == "version" and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0 is an integer to JSON Schema, so to us too
     if field == "version" and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidQuery("version compares with an integer")
     if isinstance(value, dict | list):

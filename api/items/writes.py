@@ -26,6 +26,18 @@ MAX_ATTEMPTS = 20
 CONTENT = {"title", "description", "tags", "data"}
 
 
+def identical(a: Any, b: Any) -> bool:
+    """Equal and of the same JSON types all the way down: Python's `==` takes `True`,
+    `1` and `1.0` for one value, and a write that changes only a type must not be lost."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def stored_content(content: ItemCreate) -> dict[str, Any]:
     """The content fields as stored, with the search terms derived from them."""
     fields = content.model_dump(include=CONTENT)
@@ -69,7 +81,7 @@ async def write_content(
         assert current is not None
         pinned = expected_version(if_match, current.version) is not None
         content = change(current)
-        if content.model_dump() == current.model_dump(include=CONTENT):
+        if identical(content.model_dump(), current.model_dump(include=CONTENT)):
             return current  # nothing changes: no write, no new version
         stored = await Item.get_pymongo_collection().find_one_and_update(
             {"_id": current.id, "version": current.version},

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ log = logging.getLogger("docstore.live")
 
 HISTORY_LOST = 286  # ChangeStreamHistoryLost: the position left the oplog
 WATCH_AWAIT_MS = 500  # longest a getMore waits for changes; bounds how long stop() takes
+STEADY_S = 30.0  # a stream open this long failed for a new reason: back off from the start
 ITEM_OPERATIONS = {"insert": "created", "update": "updated", "replace": "updated"}
 
 
@@ -88,6 +90,12 @@ class Change:
     document: dict[str, Any] | None  # the stored item (None for deleted)
     position: Position
     _messages: dict[tuple[str, ...] | None, str] = field(default_factory=dict)
+    _unrenderable: bool = False
+
+    def mark_unrenderable(self) -> bool:
+        """Note that this change cannot be shown; True the first time only."""
+        first, self._unrenderable = not self._unrenderable, True
+        return first
 
     def message(self, fields: tuple[str, ...] | None, cursors: CursorCodec) -> str:
         """The event as sent, rendered once per projection however many receive it."""
@@ -218,7 +226,7 @@ class LiveFeed(Background):
         self.subscribers.discard(subscriber)
 
     async def _open(
-        self, after: Position | None, max_await_ms: int | None = None
+        self, after: str | None, max_await_ms: int | None = None
     ) -> AsyncChangeStream[dict[str, Any]]:
         # Post- and pre-images: an update carries the item as it became, a delete the
         # item as it was (its owner routes the event, its tags filter it).
@@ -226,31 +234,40 @@ class LiveFeed(Background):
             self.pipeline,
             full_document="whenAvailable",
             full_document_before_change="whenAvailable",
-            resume_after={"_data": after.token} if after else None,
+            resume_after={"_data": after} if after else None,
             max_await_time_ms=max_await_ms,
         )
 
     async def run(self) -> None:
         """Read the stream until stopped; reopen it after any error, with backoff. While it
-        is not open (`up`), /ready says so and new sockets are asked to come back."""
-        position: Position | None = None
+        is not open (`up`), /ready says so and new sockets are asked to come back.
+
+        It reopens where it stood: at the stream's resume token, which advances with every
+        reply even when no event passes the filter, so changes written while it was away
+        still reach the sockets that stayed connected. The backoff starts again only once
+        a stream has stayed open a while: one that fails right after opening is not
+        reopened ten times a second."""
+        resume: str | None = None
         delay = 0.1
         while not self.stopping:
+            opened_at = None
             try:
-                async with await self._open(position, max_await_ms=WATCH_AWAIT_MS) as stream:
+                async with await self._open(resume, max_await_ms=WATCH_AWAIT_MS) as stream:
                     self.ready.set()
                     self.up = True
-                    delay = 0.1
+                    opened_at = time.monotonic()
                     # try_next, not `async for`: between getMores the loop sees `stopping`.
                     while not self.stopping and stream.alive:
                         raw = await stream.try_next()
+                        token = stream.resume_token or (raw["_id"] if raw is not None else None)
+                        if token is not None:
+                            resume = token["_data"]
                         if raw is not None:
-                            position = Position(raw["_id"]["_data"], raw["clusterTime"])
                             self._dispatch(raw)
             except OperationFailure as error:
                 if error.code == HISTORY_LOST:  # we were away too long: everyone refetches
                     log.error("live feed lost its place in the change stream; resync")
-                    position = None
+                    resume = None
                     for subscriber in self.subscribers:
                         subscriber.resync.set()
                 else:
@@ -260,6 +277,8 @@ class LiveFeed(Background):
             except Exception:  # a bug must not end the feed for every socket, silently
                 log.exception("live feed watcher failed; restarting it")
             self.up = False
+            if opened_at is not None and time.monotonic() - opened_at > STEADY_S:
+                delay = 0.1
             if not self.stopping:
                 await self.pause(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 5.0)
@@ -312,7 +331,7 @@ class LiveFeed(Background):
 
     async def _replay(self, start: Position, limit: int) -> AsyncIterator[Change]:
         try:
-            opening = self._open(start, max_await_ms=100)
+            opening = self._open(start.token, max_await_ms=100)
             stream = await uninterrupted(opening, abandoned=lambda opened: opened.close())
             async with stream:
                 count = 0

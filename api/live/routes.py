@@ -194,8 +194,9 @@ async def _send_changes(
             try:
                 message = change.message(subscriber.fields, services.cursors)
             except Exception:  # a stored item the API cannot show: this event is skipped
-                log.warning("live feed skipped item %s it cannot render", change.item_id)
-                feed.skipped()
+                if change.mark_unrenderable():  # logged and counted once, not per socket
+                    log.warning("live feed skipped item %s it cannot render", change.item_id)
+                    feed.skipped()
                 continue
             await websocket.send_text(message)
     except HistoryLost:

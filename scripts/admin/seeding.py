@@ -17,7 +17,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from api.accounts.passwords import hash_password
-from api.items.writes import stored_content
+from api.items.writes import identical, stored_content
 from documents import Item, ItemCreate, User, UserCreate
 from documents.base import ObjectIdParam, utcnow
 from documents.user import CASE_INSENSITIVE, Password
@@ -168,6 +168,7 @@ class Seeder:
         existing = await _existing_items(list(keyed))
         operations: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         sources: list[RawRecord] = []
+        updates: dict[Any, tuple[RawRecord, int]] = {}  # _id -> its line, the version it sets
         now = utcnow()
         for key, (raw, record, owner_id) in keyed.items():
             content = stored_content(record)
@@ -177,19 +178,37 @@ class Seeder:
                 doc = {"owner_id": owner_id, **content, "created_at": created}
                 doc |= {"updated_at": record.updated_at or created, "version": record.version}
                 operations.append(InsertOne({**doc, "_id": record.id} if record.id else doc))
-            elif any(stored.get(name) != value for name, value in content.items()):
-                updated_at = max(now, stored["updated_at"])  # never before the last write
+            elif stored["owner_id"] != owner_id:
+                self._fail(raw, f"item {record.id} belongs to another owner")
+                continue
+            elif not all(identical(stored.get(name), value) for name, value in content.items()):
+                # Never before the last write; a date-less document another tool wrote: now.
+                updated_at = max(now, stored.get("updated_at") or now)
+                version = stored.get("version", 1)
                 operations.append(
                     UpdateOne(
-                        {"_id": stored["_id"], "version": stored["version"]},
-                        {"$set": {**content, "updated_at": updated_at}, "$inc": {"version": 1}},
+                        {"_id": stored["_id"], "owner_id": owner_id, "version": version},
+                        {"$set": {**content, "updated_at": updated_at, "version": version + 1}},
                     )
                 )
+                updates[stored["_id"]] = (raw, version + 1)
             else:
                 continue  # the same content: no write, no new version
             sources.append(raw)
         if not self.dry_run:
             await self._bulk(Item, operations, sources, "item")
+            await self._report_lost_updates(updates)
+
+    async def _report_lost_updates(self, updates: dict[Any, tuple[RawRecord, int]]) -> None:
+        """An update whose version check found another version (a write through the API
+        in between, or two lines naming one item) changed nothing: say so, per line."""
+        if not updates:
+            return
+        found = Item.get_pymongo_collection().find({"_id": {"$in": list(updates)}}, {"version": 1})
+        landed = {doc["_id"] async for doc in found if doc.get("version") == updates[doc["_id"]][1]}
+        for item_id, (raw, _) in updates.items():
+            if item_id not in landed:  # not counted as written: it matched nothing
+                self._fail(raw, f"item {item_id} changed while seeding; run the seed again")
 
     async def _bulk(
         self, model: type[User | Item], operations: list[Any], sources: list[RawRecord], kind: str

@@ -283,18 +283,15 @@ async def test_outbox_counts_and_retries_dead_messages(admin_cli: Admin) -> None
     assert await admin_cli.db.outbox.count_documents({"status": "pending", "attempts": 0}) == 2
 
 
+OWNER = {"kind": "user", "email": "o@example.com", "username": "owner", "password": "Good-pass-1"}
+
+
 async def test_reseeding_changed_content_gives_a_new_version_and_only_then(
     admin_cli: Admin, tmp_path: Path
 ) -> None:
     """An old ETag must not match changed content; unchanged content keeps its version."""
-    owner = {
-        "kind": "user",
-        "email": "o@example.com",
-        "username": "owner",
-        "password": "Good-pass-1",
-    }
     lines = [
-        owner,
+        OWNER,
         {"kind": "item", "owner": "owner", "title": "kept", "data": {"n": 1}},
         {"kind": "item", "owner": "owner", "title": "changed", "data": {"n": 1}},
     ]
@@ -315,17 +312,43 @@ async def test_reseeding_changed_content_gives_a_new_version_and_only_then(
 async def test_a_key_twice_in_one_batch_is_one_item_the_later_line(
     admin_cli: Admin, tmp_path: Path
 ) -> None:
-    owner = {
-        "kind": "user",
-        "email": "o@example.com",
-        "username": "owner",
-        "password": "Good-pass-1",
-    }
     lines = [
-        owner,
+        OWNER,
         {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 1}},
         {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 2}},
     ]
     assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
     stored = [doc async for doc in admin_cli.db.items.find({"title": "twice"})]
     assert [(doc["data"], doc["version"]) for doc in stored] == [({"n": 2}, 1)]
+
+
+async def test_a_seed_line_cannot_rewrite_another_owners_item(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    users = [
+        {"kind": "user", "email": f"{n}@example.com", "username": n, "password": "Good-pass-1"}
+        for n in ("alice", "bobby")
+    ]
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "u.ndjson", users))).code == 0
+    first = [{"kind": "item", "owner": "bobby", "title": "bob's", "data": {"n": 1}}]
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", first))).code == 0
+    bobs = await admin_cli.db.items.find_one({"title": "bob's"})
+    assert bobs is not None
+    takeover = [{"kind": "item", "owner": "alice", "id": str(bobs["_id"]), "title": "mine now"}]
+    run = await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", takeover))
+    assert run.code == 1
+    assert "belongs to another owner" in run.err
+    assert await admin_cli.db.items.find_one({"_id": bobs["_id"]}) == bobs
+
+
+async def test_reseeding_a_change_of_type_alone_is_a_change(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    """1 and true are equal to Python, not to JSON: the new value must be written."""
+    lines = [OWNER, {"kind": "item", "owner": "owner", "title": "t", "data": {"ok": 1}}]
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    lines[1] = {**lines[1], "data": {"ok": True}}
+    assert (await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", lines))).code == 0
+    stored = await admin_cli.db.items.find_one({"title": "t"})
+    assert stored is not None
+    assert (stored["data"], stored["version"]) == ({"ok": True}, 2)

@@ -62,10 +62,7 @@ NARROW: list[tuple[str, str, int]] = [
     ("PATCH", ITEM, 412),
     ("PUT", ITEM, 412),
     ("DELETE", ITEM, 412),
-    # A cursor is signed by the server: a made-up one is a 400.
-    ("GET", "/api/v1/items", 400),
-    ("GET", "/api/v1/users", 400),
-    ("GET", "/api/v1/auth/sessions", 400),
+    # (A made-up cursor is a 400: hooks.py keeps positive cases from sending one.)
     # Changing your own password or email takes your current one, which only you know.
     ("PATCH", "/api/v1/users/{user_id}", 400),
 ]

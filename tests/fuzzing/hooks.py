@@ -43,3 +43,13 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
     tags = body["tags"]
     distinct = {tag_key(tag) for tag in tags if isinstance(tag, str)}
     return len(distinct) <= MAX_TAGS
+
+
+@schemathesis.hook
+def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """A positive case keeps no made-up `cursor`: a cursor is signed by the server, so
+    none the fuzzer writes can be valid (a 400). Negative cases keep theirs."""
+    meta = case.meta
+    if meta is not None and not meta.generation.mode.is_negative and case.query:
+        case.query.pop("cursor", None)
+    return case

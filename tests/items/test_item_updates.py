@@ -183,3 +183,13 @@ async def test_if_match_star_matches_the_item_whatever_its_version(
     stored = (await client.get(url, headers=alice.headers)).json()
     assert stored["version"] == 11
     assert stored["data"] == {f"k{n}": n for n in range(10)}
+
+
+async def test_a_change_of_type_alone_is_written(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """`true == 1` in Python: a patch from 1 to true must still be a new version."""
+    created = await create_item(client, alice, data={"ok": 1})
+    url = f"{ITEMS}/{created['id']}"
+    patched = await client.patch(url, json={"data": {"ok": True}}, headers=alice.headers)
+    assert (patched.json()["data"], patched.json()["version"]) == ({"ok": True}, 2)
