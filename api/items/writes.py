@@ -17,6 +17,7 @@ from pymongo import ReturnDocument
 
 from api.core.errors import Conflict, NotFound
 from api.items.conditional import PreconditionFailed, expected_version
+from api.items.deps import Unreadable
 from documents import Item, ItemCreate, ItemMergePatch
 from documents.base import utcnow
 from documents.item import merge_patch
@@ -95,7 +96,7 @@ async def write_content(
             return _item(stored)
         if pinned:  # the version it named is gone; without one (or with `*`), try again
             raise PreconditionFailed()
-        current = await Item.find_one({"_id": item.id})
+        current = await _reread(item)
         if current is None:
             raise NotFound("item")
     raise Conflict("The item is changing too fast to update; try again.")
@@ -106,9 +107,17 @@ async def delete_item(item: Item, if_match: str | None) -> None:
     condition = {} if expected is None else {"version": expected}
     result = await Item.get_pymongo_collection().delete_one({"_id": item.id, **condition})
     if result.deleted_count == 0:
-        if expected is not None and await Item.find_one({"_id": item.id}) is not None:
+        if expected is not None and await _reread(item) is not None:
             raise PreconditionFailed()
         raise NotFound("item")
+
+
+async def _reread(item: Item) -> Item | None:
+    """The item as stored now; a 409 if another tool has since made it unreadable."""
+    try:
+        return await Item.find_one({"_id": item.id})
+    except ValidationError:
+        raise Unreadable() from None
 
 
 def _later(item: Item) -> datetime:
