@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from api.accounts.tokens import AccessClaims, InvalidToken, TokenSigner
 from api.config import API_PREFIX
 from api.core.errors import Forbidden, NotAuthenticated, NotFound
-from api.core.services import get_services
+from api.core.services import dependency, get_services
 from documents import User
 from documents.base import ObjectIdParam
 
@@ -80,11 +80,7 @@ def token_signer(connection: HTTPConnection) -> TokenSigner:
     return signer
 
 
-async def _signer(connection: HTTPConnection) -> TokenSigner:
-    return token_signer(connection)  # async: see api/core/services.py
-
-
-AppSigner = Annotated[TokenSigner, Depends(_signer)]
+AppSigner = Annotated[TokenSigner, Depends(dependency(token_signer))]
 
 
 async def optional_user(token: BearerToken, request: Request, signer: AppSigner) -> User | None:

@@ -6,7 +6,7 @@ live feed) on `app.state` behind a dependency of its own, so core knows no featu
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends
 from pymongo import AsyncMongoClient
@@ -15,6 +15,8 @@ from starlette.requests import HTTPConnection
 
 from api.config import Settings
 from api.core.pagination import CursorCodec
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,10 +43,14 @@ def get_services(connection: HTTPConnection) -> Services:
     return services
 
 
-async def _services(connection: HTTPConnection) -> Services:
-    # A dependency is async so FastAPI calls it on the loop: a plain `def` one would be
-    # sent to a worker thread and back on every request.
-    return get_services(connection)
+def dependency(lookup: Callable[[HTTPConnection], T]) -> Callable[..., Awaitable[T]]:
+    """`lookup` (a plain function of the connection) as a dependency FastAPI calls on the
+    loop: a plain `def` one would be sent to a worker thread and back on every request."""
+
+    async def on_the_loop(connection: HTTPConnection) -> T:
+        return lookup(connection)
+
+    return on_the_loop
 
 
-AppServices = Annotated[Services, Depends(_services)]
+AppServices = Annotated[Services, Depends(dependency(get_services))]

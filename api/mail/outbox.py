@@ -29,6 +29,7 @@ from api.config import Settings
 from api.core import sealing
 from api.core.background import Background
 from api.core.metrics import Metrics
+from api.core.services import dependency
 from api.mail.transports import Transport, to_email
 from documents import Delivery, OutboxMessage
 from documents.base import utcnow
@@ -240,8 +241,4 @@ def worker_of(connection: HTTPConnection) -> OutboxWorker:
     return worker
 
 
-async def _worker(connection: HTTPConnection) -> OutboxWorker:
-    return worker_of(connection)  # async: see api/core/services.py
-
-
-MailWorker = Annotated[OutboxWorker, Depends(_worker)]
+MailWorker = Annotated[OutboxWorker, Depends(dependency(worker_of))]
