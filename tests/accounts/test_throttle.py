@@ -79,18 +79,25 @@ async def test_window_expiry_lets_the_account_try_again(
 
 
 async def test_a_burst_of_guesses_cannot_outrun_the_account_limit(
-    client: httpx2.AsyncClient, alice: Account, password_checks: list[str]
+    mongodb_url: str, tmp_path: Path, password_checks: list[str]
 ) -> None:
-    """40 wrong guesses at once against a limit of 5: each is counted before its check."""
-    burst = await asyncio.gather(*(attempt(client, "alice", f"Wrong-{n}-A") for n in range(40)))
-    statuses = sorted(response.status_code for response in burst)
-    assert statuses == [401] * 5 + [429] * 35
-    assert len(password_checks) == 5
-    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": f"account:{alice.id}"})
-    assert stored is not None
-    assert stored["failures"] == 5  # exact: the refused 35 were given back
-    assert (await attempt(client, "alice", PASSWORD)).status_code == 429
-    assert len(password_checks) == 5  # refused without a check
+    """40 wrong guesses at once against a limit of 5: each is counted before its check.
+    (The account-wide limit is raised out of the way: with 40 > 30, its refusals give
+    back tight-key reservations at random and fewer than 5 would be checked.)"""
+    settings = make_settings(mongodb_url, tmp_path, login_max_failures_per_account=1000)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        password_checks.clear()  # the app's start-up warmed its dummy hash
+        guesses = (attempt(client, "alice", f"Wrong-{n}-A") for n in range(40))
+        statuses = sorted(response.status_code for response in await asyncio.gather(*guesses))
+        assert statuses == [401] * 5 + [429] * 35
+        assert len(password_checks) == 5
+        counters = LoginAttempts.get_pymongo_collection()
+        stored = await counters.find_one({"_id": f"account:{alice.id}"})
+        assert stored is not None
+        assert stored["failures"] == 5  # exact: the refused 35 were given back
+        assert (await attempt(client, "alice", PASSWORD)).status_code == 429
+        assert len(password_checks) == 5  # refused without a check
 
 
 async def test_a_burst_cannot_outrun_the_client_limit(
