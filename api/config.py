@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     # and X-Forwarded-Proto are believed. Nobody's, by default; never `*`.
     trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # POST /items/batch: at most this many operations, in a body of at most this size.
+    batch_max_operations: int = Field(default=100, ge=1, le=1000)
+    batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Idempotency-Key: how long a first answer is replayed; how long a retry waits for a
+    # first request still running (then 409, Retry-After); how long a request may hold a
+    # key before another may take it over (its writer is presumed dead).
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    idempotency_wait_s: float = Field(default=5.0, ge=0)
+    idempotency_lease_s: float = Field(default=30.0, gt=0)
     # Email: SMTP when SMTP_HOST is set, else .eml files under DATA_DIR/mail (and the log).
     smtp_host: str | None = None
     smtp_port: int = 587

@@ -12,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
-from api.accounts import auth, passwords, recovery, users
+from api.accounts import auth, passwords, recovery, token_routes, users
+from api.accounts.openapi import describe_security
 from api.accounts.passwords import verify_against_dummy
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, recovery, users, items, live):
+    for module in (auth, token_routes, recovery, users, items, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)
@@ -136,8 +137,11 @@ def _describe_items(app: FastAPI) -> None:
     nesting level left), `where` as the JSON it is, with its own schema, and sign-up's
     optional token (FastAPI appends `openapi_extra`'s security to its own)."""
     previous = app.openapi
+    described: dict[str, Any] = {}
 
     def openapi() -> dict[str, Any]:
+        if described:  # built once, as FastAPI's own is
+            return described
         document = previous()
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(data_value_schemas())
@@ -152,7 +156,9 @@ def _describe_items(app: FastAPI) -> None:
             {},  # open registration: no token needed
             {"OAuth2PasswordBearer": []},  # a superuser's lets them create superusers
         ]
-        return document
+        describe_security(document)
+        described.update(document)
+        return described
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -1,9 +1,12 @@
 """The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
 
-Same database, same token check (joserfc, pinned alg, claims), same owner-scoped
+Same database, same token check (joserfc, pinned alg, claims; or a personal access
+token's document, hash and user), same owner-scoped
 queries, plain JSON out: what any framework on this stack cannot go below.
 """
 
+import hashlib
+import hmac
 import os
 import re
 from datetime import UTC, datetime
@@ -38,8 +41,11 @@ class Floor:
         self.db, self.signer = db, signer
 
     async def _caller(self, request: Request) -> dict[str, Any] | None:
+        bearer = request.headers.get("authorization", "")[7:]
+        if bearer.startswith("dsk_"):
+            return await self._token_owner(bearer)
         try:
-            claims = self.signer.verify(request.headers.get("authorization", "")[7:])
+            claims = self.signer.verify(bearer)
         except InvalidToken:
             return None
         user = await self.db.users.find_one({"_id": ObjectId(claims.user_id)})
@@ -49,6 +55,19 @@ class Floor:
             or user["token_version"] != claims.token_version
             or ObjectId(claims.session_id) not in user["session_ids"]
         ):
+            return None
+        return user
+
+    async def _token_owner(self, bearer: str) -> dict[str, Any] | None:
+        """A personal access token: its document by id, its hash, then its user."""
+        _, token_id, secret = bearer.split("_", 2)
+        token = await self.db.access_tokens.find_one({"_id": ObjectId(token_id)})
+        if token is None or not hmac.compare_digest(
+            token["secret_hash"], hashlib.sha256(secret.encode()).hexdigest()
+        ):
+            return None
+        user = await self.db.users.find_one({"_id": token["user_id"]})
+        if user is None or not user["is_active"] or token["_id"] not in user["access_token_ids"]:
             return None
         return user
 

@@ -2,6 +2,7 @@
 with a token and items to read (`running`)."""
 
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx2
 from bson import ObjectId
 from pymongo import MongoClient
 
+from api.accounts.passwords import digest
 from api.accounts.tokens import TokenSigner
 from api.core import embedded
 from documents.search import search_terms
@@ -30,7 +32,8 @@ DB = "bench"
 @dataclass
 class Setup:
     targets: dict[str, str]  # label -> base URL
-    token: str
+    token: str  # an access token (JWT) of a password login
+    access_token: str  # a personal access token (items:read) of the same user
     user_id: ObjectId
     first_item: str
     mongodb_url: str
@@ -46,7 +49,7 @@ def running(items: int) -> Iterator[Setup]:
             server = embedded.start(Path(tmp) / "db")
             url = server.url
         try:
-            token, user_id = _seed_user(url)
+            token, access_token, user_id = _seed_user(url)
             env = {
                 **os.environ,
                 "MONGODB_URL": url,
@@ -66,7 +69,7 @@ def running(items: int) -> Iterator[Setup]:
                 first = _seed_items(url, user_id, items)
                 targets = {"app": app[1], "floor": floor[1]}
                 pids = {"app": app[0].pid, "floor": floor[0].pid}
-                yield Setup(targets, token, user_id, first, url, pids)
+                yield Setup(targets, token, access_token, user_id, first, url, pids)
             finally:
                 for process, _ in (app, floor):
                     process.terminate()
@@ -76,12 +79,26 @@ def running(items: int) -> Iterator[Setup]:
                 server.stop()
 
 
-def _seed_user(url: str) -> tuple[str, ObjectId]:
+def _seed_user(url: str) -> tuple[str, str, ObjectId]:
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     with client:
         client.drop_database(DB)
-        user_id, session_id = ObjectId(), ObjectId()
+        user_id, session_id, token_id = ObjectId(), ObjectId(), ObjectId()
         now = datetime.now(UTC).replace(microsecond=0)
+        secret = secrets.token_urlsafe(32)
+        client[DB].access_tokens.insert_one(
+            {
+                "_id": token_id,
+                "user_id": user_id,
+                "name": "bench",
+                "scopes": ["items:read"],
+                "secret_hash": digest(secret),
+                "token_version": 0,
+                "created_at": now,
+                "expires_at": None,
+                "last_used_at": None,  # the app records use once a minute, as in service
+            }
+        )
         client[DB].users.insert_one(
             {
                 "_id": user_id,
@@ -94,12 +111,14 @@ def _seed_user(url: str) -> tuple[str, ObjectId]:
                 "email_verified": False,
                 "token_version": 0,
                 "session_ids": [session_id],
+                "access_token_ids": [token_id],
                 "created_at": now,
                 "updated_at": now,
             }
         )
     signer = TokenSigner(SECRET, "docstore", "docstore-api", 3600)
-    return signer.issue(str(user_id), 0, str(session_id)), user_id
+    jwt = signer.issue(str(user_id), 0, str(session_id))
+    return jwt, f"dsk_{token_id}_{secret}", user_id
 
 
 def _seed_items(url: str, user_id: ObjectId, count: int) -> str:

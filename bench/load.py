@@ -25,20 +25,21 @@ class Result:
 
 
 def report(wrk: str, setup: Setup, args: Any) -> None:
-    endpoints = {
-        "GET /items/{id}": f"/api/v1/items/{setup.first_item}",
-        "GET /items?limit=50": "/api/v1/items?limit=50",
+    by_id = f"/api/v1/items/{setup.first_item}"
+    endpoints = {  # name -> (path, bearer token)
+        "GET /items/{id}": (by_id, setup.token),
+        "  with an access token": (by_id, setup.access_token),
+        "GET /items?limit=50": ("/api/v1/items?limit=50", setup.token),
     }
-    auth = {"Authorization": f"Bearer {setup.token}"}
-    for path in endpoints.values():  # both answer 200 before anything is measured
+    for path, token in endpoints.values():  # both answer 200 before anything is measured
         for base in setup.targets.values():
-            response = httpx2.get(base + path, headers=auth)
+            response = httpx2.get(base + path, headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200, (base, path, response.text)
     results: dict[tuple[str, str], list[Result]] = {}
     for _ in range(args.rounds):
-        for name, path in endpoints.items():
+        for name, (path, token) in endpoints.items():
             for label, base in setup.targets.items():
-                run = _wrk(wrk, base + path, setup.token, args.seconds, args.connections)
+                run = _wrk(wrk, base + path, token, args.seconds, args.connections)
                 results.setdefault((name, label), []).append(run)
                 time.sleep(SETTLE_S)
     print(

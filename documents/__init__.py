@@ -1,18 +1,39 @@
 """Beanie documents that double as the API's Pydantic schemas."""
 
+from documents.access_token import (
+    AccessToken,
+    AccessTokenCreate,
+    AccessTokenCreated,
+    AccessTokenPublic,
+)
 from documents.action_token import ActionToken, Purpose
+from documents.idempotency import IdempotencyRecord
 from documents.item import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.login_attempts import LoginAttempts
 from documents.outbox import Delivery, OutboxMessage
 from documents.session import Session, SessionPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
-DOCUMENT_MODELS = [User, Item, Session, OutboxMessage, ActionToken, LoginAttempts]
+DOCUMENT_MODELS = [
+    User,
+    Item,
+    Session,
+    AccessToken,
+    IdempotencyRecord,
+    OutboxMessage,
+    ActionToken,
+    LoginAttempts,
+]
 
 __all__ = [
     "DOCUMENT_MODELS",
+    "AccessToken",
+    "AccessTokenCreate",
+    "AccessTokenCreated",
+    "AccessTokenPublic",
     "ActionToken",
     "Delivery",
+    "IdempotencyRecord",
     "Item",
     "ItemCreate",
     "ItemFields",

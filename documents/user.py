@@ -99,6 +99,8 @@ class User(ApiDocument):
     token_version: int = 0
     # The sessions whose access tokens are honoured (most recent last, at most MAX_SESSIONS).
     session_ids: list[PydanticObjectId] = Field(default_factory=list)
+    # The personal access tokens honoured (revoking one pulls it; logout-all empties it).
+    access_token_ids: list[PydanticObjectId] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -6,7 +6,13 @@ from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.accounts import passwords, sessions, throttle
-from api.accounts.deps import AppSigner, CurrentSession, CurrentUser, client_address
+from api.accounts.deps import (
+    AccountReader,
+    AppSigner,
+    CurrentSession,
+    CurrentUser,
+    client_address,
+)
 from api.accounts.passwords import verify_against_dummy, verify_password
 from api.accounts.tokens import TokenSigner
 from api.config import Settings
@@ -187,5 +193,5 @@ async def revoke_session(target: SessionId, user: CurrentUser) -> None:
 
 
 @router.get("/me", responses=problem_responses(401))
-async def read_me(user: CurrentUser) -> UserPublic:
+async def read_me(user: AccountReader) -> UserPublic:
     return UserPublic.model_validate(user)

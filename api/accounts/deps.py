@@ -6,41 +6,73 @@ from typing import Annotated
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from fastapi import Depends, Path, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPBearer, OAuth2PasswordBearer, SecurityScopes
 from starlette.requests import HTTPConnection
 
-from api.accounts.tokens import AccessClaims, InvalidToken, TokenSigner
+from api.accounts import personal_tokens
+from api.accounts.personal_tokens import ACCESS_TOKEN_SCHEME
+from api.accounts.tokens import InvalidToken, TokenSigner
 from api.config import API_PREFIX
 from api.core.errors import Forbidden, NotAuthenticated, NotFound
 from api.core.services import dependency, get_services
-from documents import User
+from documents import AccessToken, User
 from documents.base import ObjectIdParam
 
 log = logging.getLogger("docstore.accounts")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_error=False)
+# The same `Authorization: Bearer` header, for a personal access token: a scheme of its own
+# so Swagger UI can take one, and each operation says which scopes a token needs there.
+access_token_scheme = HTTPBearer(
+    scheme_name=ACCESS_TOKEN_SCHEME,
+    bearerFormat="dsk_<id>_<secret>",
+    description="A personal access token (POST /api/v1/auth/tokens).",
+    auto_error=False,
+)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
 @dataclass(frozen=True)
 class Login:
-    """What an accepted access token speaks for: its user, and its session as an id."""
+    """Who a request speaks for: a password login (its session) or a personal access
+    token; either way its user, as loaded for this request."""
 
     user: User
-    claims: AccessClaims
-    session_id: ObjectId
+    token_version: int
+    expires_at: float | None  # seconds since the epoch; None: until revoked
+    session_id: ObjectId | None = None
+    access_token: AccessToken | None = None
 
     def still_valid(self, user: User) -> bool:
         """One document decides it: the account is active, and this login is still live."""
-        return (
-            user.is_active
-            and user.token_version == self.claims.token_version
-            and self.session_id in user.session_ids
-        )
+        if not user.is_active or user.token_version != self.token_version:
+            return False
+        if self.access_token is not None:
+            return self.access_token.id in user.access_token_ids
+        return self.session_id in user.session_ids
+
+    def missing_scopes(self, needed: list[str]) -> list[str] | None:
+        """What a personal access token lacks for this (None: a token may never do it)."""
+        if self.access_token is None:
+            return []  # a password login may do all its user may
+        if not needed:
+            return None
+        return [scope for scope in needed if scope not in self.access_token.scopes]
 
 
 async def authenticate(token: str, signer: TokenSigner) -> Login:
-    """The login an access token belongs to, if its signature, expiry and session all hold."""
+    """The login a bearer token belongs to, if its signature (or secret), expiry and
+    session (or revocation) all hold."""
+    if personal_tokens.looks_personal(token):
+        access_token = await personal_tokens.find(token)
+        owner = await User.find_one({"_id": access_token.user_id})
+        expiry = access_token.expires_at.timestamp() if access_token.expires_at else None
+        if owner is not None:
+            login = Login(owner, access_token.token_version, expiry, access_token=access_token)
+            if login.still_valid(owner):
+                await personal_tokens.touch(access_token)
+                return login
+        raise personal_tokens.InvalidAccessToken()
     try:
         claims = signer.verify(token)
         user_id, session_id = ObjectId(claims.user_id), ObjectId(claims.session_id)
@@ -48,7 +80,7 @@ async def authenticate(token: str, signer: TokenSigner) -> Login:
         raise NotAuthenticated("The access token is invalid or expired.") from None
     user = await User.find_one({"_id": user_id})
     if user is not None:
-        login = Login(user, claims, session_id)
+        login = Login(user, claims.token_version, claims.expires_at, session_id)
         if login.still_valid(user):
             return login
     raise NotAuthenticated("The access token is no longer valid.")
@@ -83,44 +115,83 @@ def token_signer(connection: HTTPConnection) -> TokenSigner:
 AppSigner = Annotated[TokenSigner, Depends(dependency(token_signer))]
 
 
-async def optional_user(token: BearerToken, request: Request, signer: AppSigner) -> User | None:
-    """The caller when a token is sent; a bad token is still a 401, never anonymous."""
+async def optional_login(
+    token: BearerToken,
+    request: Request,
+    signer: AppSigner,
+    _: Annotated[object, Depends(access_token_scheme)],
+) -> Login | None:
+    """The caller's login when a token is sent; a bad token is still a 401, never anonymous.
+    Loaded once per request, whichever scopes the dependencies on it ask for."""
     if not token:
         return None
-    login = await authenticate(token, signer)
-    request.state.session_id = login.session_id
+    login: Login | None = getattr(request.state, "login", None)
+    if login is None:
+        login = request.state.login = await authenticate(token, signer)
+    return login
+
+
+class MissingScope(Forbidden):
+    code, title = "insufficient-scope", "Insufficient scope"
+
+
+def allowed(login: Login, needed: list[str]) -> None:
+    """403 unless this login may do what needs these scopes."""
+    missing = login.missing_scopes(needed)
+    if missing is None:
+        raise MissingScope("A personal access token cannot do this: sign in with your password.")
+    if missing:
+        raise MissingScope(f"This access token lacks the scope {', '.join(missing)}.")
+
+
+async def optional_user(
+    login: Annotated[Login | None, Depends(optional_login)], scopes: SecurityScopes
+) -> User | None:
+    if login is None:
+        return None
+    allowed(login, scopes.scopes)
     return login.user
 
 
-async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
-    if user is None:
+async def current_user(
+    login: Annotated[Login | None, Depends(optional_login)], scopes: SecurityScopes
+) -> User:
+    """The caller. With no scopes asked for, only a password login will do; a personal
+    access token must hold every scope asked for."""
+    if login is None:
         raise NotAuthenticated()
-    return user
+    allowed(login, scopes.scopes)
+    return login.user
 
 
-async def superuser(user: Annotated[User, Depends(current_user)]) -> User:
+async def superuser(user: Annotated[User, Security(current_user)]) -> User:
     if not user.is_superuser:
         raise Forbidden("Only superusers may do this.")
     return user
 
 
 async def current_session(
-    request: Request, user: Annotated[User, Depends(current_user)]
+    request: Request, user: Annotated[User, Security(current_user)]
 ) -> ObjectId:
-    """The session (login) the caller's access token belongs to."""
-    session_id: ObjectId = request.state.session_id
+    """The session (password login) the caller's access token belongs to."""
+    session_id: ObjectId = request.state.login.session_id
     return session_id
 
 
-OptionalUser = Annotated[User | None, Depends(optional_user)]
+OptionalUser = Annotated[User | None, Security(optional_user)]
 CurrentSession = Annotated[ObjectId, Depends(current_session)]
-CurrentUser = Annotated[User, Depends(current_user)]
+# A password login (a personal access token may not): the safe default.
+CurrentUser = Annotated[User, Security(current_user)]
 SuperUser = Annotated[User, Depends(superuser)]
+# A password login, or a personal access token with the scope named.
+ItemReader = Annotated[User, Security(current_user, scopes=["items:read"])]
+ItemWriter = Annotated[User, Security(current_user, scopes=["items:write"])]
+AccountReader = Annotated[User, Security(current_user, scopes=["account:read"])]
 
 UserId = Annotated[ObjectIdParam, Path(description="The user's 24-hex id")]
 
 
-async def target_user(user_id: UserId, user: CurrentUser) -> User:
+async def target_user(user_id: UserId, user: Annotated[User, Security(current_user)]) -> User:
     """Yourself, or anyone for a superuser; asking for another account is 403 either way."""
     if user_id == user.id:
         return user
@@ -132,4 +203,5 @@ async def target_user(user_id: UserId, user: CurrentUser) -> User:
     return target
 
 
-TargetUser = Annotated[User, Depends(target_user)]
+TargetUser = Annotated[User, Depends(target_user)]  # to change: a password login
+ReadableUser = Annotated[User, Security(target_user, scopes=["account:read"])]

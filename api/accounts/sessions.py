@@ -16,7 +16,6 @@ so checking a token costs no lookup beyond the user the request loads anyway.
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from beanie import PydanticObjectId
 from bson import ObjectId
@@ -27,7 +26,7 @@ from api.accounts.passwords import digest
 from api.config import Settings
 from api.core import sealing
 from api.core.errors import NotAuthenticated
-from documents import Session, User
+from documents import AccessToken, Session, User
 from documents.base import utcnow
 from documents.user import MAX_SESSIONS
 
@@ -139,14 +138,18 @@ def _parse(refresh_token: str) -> tuple[ObjectId, str | None, str]:
 async def end_sessions(
     user_id: PydanticObjectId | ObjectId | None, session_ids: list[ObjectId] | None = None
 ) -> None:
-    """End these sessions of the user (all of them when `session_ids` is None)."""
+    """End these sessions of the user (all of them, and every personal access token,
+    when `session_ids` is None)."""
     which: dict[str, object] = {"user_id": user_id, "revoked_at": None}
     if session_ids is not None:
         which["_id"] = {"$in": session_ids}
     await Session.get_pymongo_collection().update_many(which, {"$set": {"revoked_at": utcnow()}})
-    pull: dict[str, Any] = (
-        {"$set": {"session_ids": []}}
-        if session_ids is None
-        else {"$pull": {"session_ids": {"$in": session_ids}}}
+    if session_ids is None:  # every login: personal access tokens too
+        await User.get_pymongo_collection().update_one(
+            {"_id": user_id}, {"$set": {"session_ids": [], "access_token_ids": []}}
+        )
+        await AccessToken.get_pymongo_collection().delete_many({"user_id": user_id})
+        return
+    await User.get_pymongo_collection().update_one(
+        {"_id": user_id}, {"$pull": {"session_ids": {"$in": session_ids}}}
     )
-    await User.get_pymongo_collection().update_one({"_id": user_id}, pull)

@@ -12,6 +12,7 @@ from api.accounts.deps import (
     CurrentSession,
     CurrentUser,
     OptionalUser,
+    ReadableUser,
     SuperUser,
     TargetUser,
     UserId,
@@ -24,7 +25,16 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.mail import messages
 from api.mail.outbox import MailWorker
-from documents import Item, Purpose, Session, User, UserCreate, UserPublic, UserUpdate
+from documents import (
+    AccessToken,
+    Item,
+    Purpose,
+    Session,
+    User,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
 from documents.base import utcnow
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -114,7 +124,7 @@ async def list_users(
 
 
 @router.get("/{user_id}", responses=problem_responses(401, 403, 404))
-async def read_user(user: TargetUser) -> UserPublic:
+async def read_user(user: ReadableUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
@@ -219,6 +229,9 @@ async def delete_user(user_id: UserId, caller: SuperUser, services: AppServices)
         # Items first: without a transaction, a crash between the two leaves no orphans.
         await Item.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
         await Session.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
+        await AccessToken.get_pymongo_collection().delete_many(
+            {"user_id": user_id}, session=session
+        )
         result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
         if result.deleted_count == 0:
             raise NotFound("user")

@@ -3,12 +3,12 @@
 import logging
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request, Security
 from pydantic import ValidationError
 
-from api.accounts.deps import CurrentUser
+from api.accounts.deps import current_user
 from api.core.errors import DomainError, NotFound
-from documents import Item
+from documents import Item, User
 from documents.base import ObjectIdParam
 
 log = logging.getLogger("docstore.items")
@@ -23,7 +23,9 @@ class Unreadable(DomainError):
     )
 
 
-async def owned_item(item_id: ItemId, user: CurrentUser, request: Request) -> Item:
+async def owned_item(
+    item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
+) -> Item:
     scope = {} if user.is_superuser else {"owner_id": user.id}
     try:
         item = await Item.find_one({"_id": item_id, **scope})
@@ -36,4 +38,7 @@ async def owned_item(item_id: ItemId, user: CurrentUser, request: Request) -> It
     return item
 
 
-OwnedItem = Annotated[Item, Depends(owned_item)]
+# The item, for a caller allowed to read it, or to change it (a personal access token
+# needs the scope named).
+ReadableItem = Annotated[Item, Security(owned_item, scopes=["items:read"])]
+WritableItem = Annotated[Item, Security(owned_item, scopes=["items:write"])]

@@ -6,14 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BeforeValidator, ValidationError
+from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts.deps import CurrentUser
+from api.accounts.deps import ItemReader, ItemWriter
 from api.config import API_PREFIX
 from api.core.errors import DomainError, Forbidden, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
-from api.items.deps import OwnedItem
+from api.items.deps import ReadableItem, WritableItem
+from api.items.idempotency import Answer, IdempotencyKey, once
 from api.items.query import (
     FIELDS_PATTERN,
     RFC3339_PATTERN,
@@ -24,7 +26,7 @@ from api.items.query import (
     parse_rfc3339,
     parse_sort,
 )
-from api.items.writes import delete_item, insert_item, patched, write_content
+from api.items.writes import delete_item, insert_item, item_json, patched, write_content
 from documents import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.base import ObjectIdParam
 from documents.item import tag_key
@@ -44,13 +46,25 @@ MERGE_PATCH = {
 }
 
 
-@router.post("", status_code=201, responses=problem_responses(401))
-async def create_item(body: ItemCreate, user: CurrentUser, response: Response) -> Item:
-    assert user.id is not None
-    item = await insert_item(user.id, body)
-    response.headers["Location"] = f"{API_PREFIX}{router.prefix}/{item.id}"
-    response.headers["ETag"] = etag(item.version)
-    return item
+@router.post("", status_code=201, response_model=Item, responses=problem_responses(401, 403, 409))
+async def create_item(
+    body: ItemCreate,
+    user: ItemWriter,
+    request: Request,
+    services: AppServices,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Create an item (`Location` and `ETag` name it). With an Idempotency-Key, a retry
+    of the same request replays this answer instead of creating another."""
+    owner_id = user.id
+    assert owner_id is not None
+
+    async def perform(session: AsyncClientSession | None) -> Answer:
+        item = await insert_item(owner_id, body, session)
+        headers = {"Location": f"{API_PREFIX}{router.prefix}/{item.id}", "ETag": etag(item.version)}
+        return Answer(201, item_json(item), headers)
+
+    return await once(services, request, owner_id, idempotency_key, perform)
 
 
 def _rfc3339(value: object) -> object:
@@ -69,7 +83,7 @@ QueryTime = Annotated[
 @router.get("", response_model_exclude_unset=True, responses=problem_responses(401, 403))
 async def list_items(
     request: Request,
-    user: CurrentUser,
+    user: ItemReader,
     page: PageQuery,
     services: AppServices,
     where: Annotated[str | None, Query(description="MongoDB-style filter (JSON)")] = None,
@@ -158,7 +172,9 @@ class BadQuery(DomainError):
         304: {"description": "Not modified (If-None-Match)"},
     },
 )
-async def read_item(item: OwnedItem, response: Response, if_none_match: IfNoneMatch = None) -> Any:
+async def read_item(
+    item: ReadableItem, response: Response, if_none_match: IfNoneMatch = None
+) -> Any:
     if if_none_match and matches(if_none_match, item.version):
         return Response(status_code=304, headers={"ETag": etag(item.version)})
     response.headers["ETag"] = etag(item.version)
@@ -173,7 +189,7 @@ async def read_item(item: OwnedItem, response: Response, if_none_match: IfNoneMa
 )
 async def update_item(
     patch: Annotated[ItemMergePatch, Body()],
-    item: OwnedItem,
+    item: WritableItem,
     response: Response,
     if_match: IfMatch = None,
 ) -> Item:
@@ -185,7 +201,7 @@ async def update_item(
 
 @router.put("/{item_id}", responses=problem_responses(401, 404, 409, 412))
 async def replace_item(
-    body: ItemCreate, item: OwnedItem, response: Response, if_match: IfMatch = None
+    body: ItemCreate, item: WritableItem, response: Response, if_match: IfMatch = None
 ) -> Item:
     """Replace the content; the id, owner and created_at stay."""
     updated = await write_content(item, lambda _: body, if_match)
@@ -194,5 +210,5 @@ async def replace_item(
 
 
 @router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 409, 412))
-async def remove_item(item: OwnedItem, if_match: IfMatch = None) -> None:
+async def remove_item(item: WritableItem, if_match: IfMatch = None) -> None:
     await delete_item(item, if_match)

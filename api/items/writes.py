@@ -12,8 +12,9 @@ from typing import Any
 
 from beanie import PydanticObjectId
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.core.errors import Conflict, NotFound
 from api.items.conditional import PreconditionFailed, expected_version
@@ -46,12 +47,22 @@ def stored_content(content: ItemCreate) -> dict[str, Any]:
     return {**fields, "search_terms": terms}
 
 
-async def insert_item(owner_id: PydanticObjectId, content: ItemCreate) -> Item:
+async def insert_item(
+    owner_id: PydanticObjectId, content: ItemCreate, session: AsyncClientSession | None = None
+) -> Item:
     now = utcnow()
     doc = {"owner_id": owner_id, **stored_content(content)}
     doc |= {"created_at": now, "updated_at": now, "version": 1}
-    result = await Item.get_pymongo_collection().insert_one(doc)
+    result = await Item.get_pymongo_collection().insert_one(doc, session=session)
     return _item({**doc, "_id": result.inserted_id})
+
+
+_ITEM_JSON: TypeAdapter[Item] = TypeAdapter(Item)
+
+
+def item_json(item: Item) -> bytes:
+    """An item's JSON as a response shows it (as FastAPI would serialise it)."""
+    return _ITEM_JSON.dump_json(item, by_alias=True)
 
 
 def validated(content: dict[str, Any]) -> ItemCreate:

@@ -36,6 +36,7 @@ router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
 SUBSCRIBED = json.dumps({"event": "subscribed"})
+WATCH_SCOPES = ["items:read"]  # what a personal access token needs to watch
 
 
 @dataclass
@@ -124,6 +125,8 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
         raise Refused(error.detail) from None
     except PyMongoError:
         raise Refused(_DATABASE_AWAY.reason, TRY_AGAIN_LATER) from None
+    if login.missing_scopes(WATCH_SCOPES):
+        raise Refused("this access token lacks the scope items:read")
     user = login.user
     owner_id: ObjectId | None = user.id
     if "owner_id" in params:
@@ -219,7 +222,9 @@ async def _receive_until_gone(websocket: WebSocket) -> Ending:
 
 
 async def _expiry(login: Login) -> Ending:
-    await asyncio.sleep(max(0.0, login.claims.expires_at - time.time()))
+    if login.expires_at is None:  # a personal access token valid until revoked
+        await asyncio.Event().wait()
+    await asyncio.sleep(max(0.0, (login.expires_at or 0) - time.time()))
     return Ending(POLICY, "access token expired: reconnect with a fresh one and resume_after")
 
 

@@ -244,6 +244,35 @@ async def test_logging_out_closes_the_socket(
         assert await close_of(ws) == (1008, "access token revoked")
 
 
+async def _access_token(client: httpx2.AsyncClient, owner: Account, scopes: list[str]) -> Any:
+    body = {"name": "watcher", "scopes": scopes}
+    response = await client.post("/api/v1/auth/tokens", json=body, headers=owner.headers)
+    assert response.status_code == 201
+    return response.json()
+
+
+async def test_an_access_token_watches_and_revoking_it_closes_the_socket(
+    served: Served, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    token = await _access_token(client, alice, ["items:read"])
+    url = f"{served.url}{WS_PATH}?" + str(httpx2.QueryParams(token=token["token"]))
+    async with subscribe(url) as ws:
+        made = await create_item(client, alice)
+        assert (await next_event(ws))["item"]["id"] == made["id"]
+        revoked = await client.delete(f"/api/v1/auth/tokens/{token['id']}", headers=alice.headers)
+        assert revoked.status_code == 204
+        assert await close_of(ws) == (1008, "access token revoked")
+
+
+async def test_an_access_token_without_items_read_cannot_watch(
+    served: Served, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    token = await _access_token(client, alice, ["items:write", "account:read"])
+    async with connect(served.ws()) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token["token"]}))
+        assert await close_of(ws) == (1008, "this access token lacks the scope items:read")
+
+
 async def test_an_expiring_token_closes_the_socket(
     served: Served, app: FastAPI, alice: Account
 ) -> None:

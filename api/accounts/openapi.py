@@ -1,0 +1,41 @@
+"""What the OpenAPI document says about signing in, beyond what FastAPI derives."""
+
+from typing import Any
+
+from api.accounts.deps import oauth2_scheme
+from api.accounts.personal_tokens import ACCESS_TOKEN_SCHEME
+from documents.access_token import SCOPES
+
+PASSWORD_SCHEME = oauth2_scheme.scheme_name
+
+
+def describe_security(document: dict[str, Any]) -> None:
+    """Each operation accepts a password login, and a personal access token only where it
+    names the scopes one needs (FastAPI puts them on the OAuth2 scheme, where they would
+    tell Swagger UI to ask for scopes at password login, which grants everything)."""
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict) or "security" not in operation:
+                continue
+            scopes: list[str] = []
+            for requirement in operation["security"]:
+                scopes += requirement.get(PASSWORD_SCHEME, [])
+            operation["security"] = [
+                {} if requirement == {} else {PASSWORD_SCHEME: []}
+                for requirement in operation["security"]
+                if ACCESS_TOKEN_SCHEME not in requirement
+            ]
+            if scopes:
+                operation["security"].append({ACCESS_TOKEN_SCHEME: scopes})
+                operation.setdefault("description", "")
+                operation["description"] += (
+                    f"\n\nA personal access token needs the scope {', '.join(scopes)}."
+                ).lstrip()
+    schemes = document.get("components", {}).get("securitySchemes", {})
+    if ACCESS_TOKEN_SCHEME in schemes:
+        listed = "; ".join(f"`{name}`: {text}" for name, text in SCOPES.items())
+        schemes[ACCESS_TOKEN_SCHEME]["description"] = (
+            "A personal access token (`POST /api/v1/auth/tokens`), sent as "
+            f"`Authorization: Bearer dsk_...`. Scopes: {listed}. An operation that "
+            "does not list this scheme needs a password login."
+        )

@@ -1,0 +1,226 @@
+"""`Idempotency-Key` (IETF httpapi draft): a retried write replays its first answer.
+
+The key is claimed first (a `pending` record under a lease); the write and the record
+turning `done` with its answer then commit in one transaction. So two concurrent
+requests with one key write once (the second waits for the first, or gets a 409
+with Retry-After), a request killed mid-way leaves nothing half-done (its lease
+runs out and a retry proceeds), and a failed request (nothing written) frees the key.
+Keys are per caller, kept in MongoDB for IDEMPOTENCY_TTL_HOURS, seen by every worker.
+"""
+
+import asyncio
+import hashlib
+import json
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Header, Request, Response
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from api.config import Settings
+from api.core.errors import Conflict, DomainError
+from api.core.services import Services
+from documents import IdempotencyRecord
+from documents.base import utcnow
+from documents.idempotency import KeyState
+
+KEY_PATTERN = r'^"?[!-~]([ -~]{0,253}[!-~])?"?$'
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=257,
+        pattern=KEY_PATTERN,
+        description=(
+            "Makes a retry safe: the same key with the same body within "
+            "IDEMPOTENCY_TTL_HOURS replays the first answer (`Idempotent-Replayed: true`) "
+            "without writing again; with another body it is a 422. Printable ASCII, at "
+            "most 255 characters (a structured-field string: quotes are optional)."
+        ),
+    ),
+]
+
+
+@dataclass
+class Answer:
+    """A response as first sent, to be sent again on a replay."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class KeyReused(DomainError):
+    status, code, title = 422, "idempotency-key-reused", "Idempotency key reused"
+    detail = "This Idempotency-Key was used for a different request; use a new key."
+
+
+class KeyInUse(Conflict):
+    code, title = "idempotency-key-in-use", "Idempotency key in use"
+    detail = "A request with this Idempotency-Key is still in progress; retry shortly."
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """The request a key stands for: its method, path and body as JSON values (so key
+    order and spacing do not matter, and `1` is not `1.0`)."""
+    canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+Perform = Callable[[AsyncClientSession | None], Awaitable[Answer]]
+
+
+async def once(
+    services: Services,
+    request: Request,
+    owner_id: Any,
+    key: str | None,
+    perform: Perform,
+    *,
+    atomic: bool = False,
+) -> Response:
+    """The answer to the request (a replay, with `Idempotent-Replayed: true`, when the
+    key has one). Without a key, just `perform` (in a transaction when `atomic`)."""
+    answer, replayed = await _answer(services, request, owner_id, key, perform, atomic)
+    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
+    return Response(answer.body, answer.status, headers, media_type="application/json")
+
+
+async def _answer(
+    services: Services,
+    request: Request,
+    owner_id: Any,
+    key: str | None,
+    perform: Perform,
+    atomic: bool,
+) -> tuple[Answer, bool]:
+    settings = services.settings
+    if key is None:
+        return await _run(services, perform, atomic), False
+    key = key.strip('"')
+    print_ = fingerprint(request.method, request.url.path, await request.body())
+    claim = await _claim(owner_id, key, print_, settings)
+    if isinstance(claim, Answer):
+        return claim, True
+
+    async def perform_and_settle(session: AsyncClientSession | None) -> Answer:
+        answer = await perform(session)
+        await _settle(claim, answer, settings, session)
+        return answer
+
+    try:
+        return await _run(services, perform_and_settle, True), False
+    except BaseException:
+        await _release(claim)  # nothing was written: a retry may use the key again
+        raise
+
+
+async def _run(services: Services, perform: Perform, atomic: bool) -> Answer:
+    if not atomic:
+        return await perform(None)
+    answer: Answer | None = None
+
+    async def work(session: AsyncClientSession | None) -> None:
+        nonlocal answer
+        answer = await perform(session)
+
+    await services.atomically(work)
+    assert answer is not None
+    return answer
+
+
+@dataclass(frozen=True)
+class Claim:
+    record_id: Any
+    lease: str
+
+
+async def _claim(
+    owner_id: Any, key: str, request_fingerprint: str, settings: Settings
+) -> Claim | Answer:
+    """Hold the key for this request, or the first answer to replay; 422 for another
+    request's key, 409 when its first request is still running after the wait."""
+    records = IdempotencyRecord.get_pymongo_collection()
+    deadline = asyncio.get_running_loop().time() + settings.idempotency_wait_s
+    pause = 0.02
+    while True:
+        now, lease = utcnow(), secrets.token_hex(8)
+        lease_until = now + timedelta(seconds=settings.idempotency_lease_s)
+        try:
+            inserted = await records.insert_one(
+                {
+                    "owner_id": owner_id,
+                    "key": key,
+                    "fingerprint": request_fingerprint,
+                    "state": KeyState.pending,
+                    "lease": lease,
+                    "lease_until": lease_until,
+                    "headers": {},
+                    "created_at": now,
+                    "expires_at": now + timedelta(hours=settings.idempotency_ttl_hours),
+                }
+            )
+            return Claim(inserted.inserted_id, lease)
+        except DuplicateKeyError:
+            pass
+        found = await records.find_one({"owner_id": owner_id, "key": key})
+        if found is None:
+            continue  # released or expired meanwhile: claim it again
+        if found["expires_at"] <= now:  # expired; the TTL monitor has not run yet
+            await records.delete_one({"_id": found["_id"], "expires_at": found["expires_at"]})
+            continue
+        if found["fingerprint"] != request_fingerprint:
+            raise KeyReused()
+        if found["state"] == KeyState.done:
+            return Answer(found["status"], found["body"], found["headers"])
+        if found["lease_until"] <= now:  # its request died holding it: take it over
+            taken = await records.update_one(
+                {"_id": found["_id"], "lease": found["lease"]},
+                {"$set": {"lease": lease, "lease_until": lease_until}},
+            )
+            if taken.modified_count:
+                return Claim(found["_id"], lease)
+            continue
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise KeyInUse((found["lease_until"] - now).total_seconds())
+        await asyncio.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.25)
+
+
+async def _settle(
+    claim: Claim, answer: Answer, settings: Settings, session: AsyncClientSession | None
+) -> None:
+    """Record the answer, in the write's own transaction; if this request's lease was
+    taken over meanwhile, the whole write is abandoned (the other request makes it)."""
+    settled = await IdempotencyRecord.get_pymongo_collection().update_one(
+        {"_id": claim.record_id, "lease": claim.lease, "state": KeyState.pending},
+        {
+            "$set": {
+                "state": KeyState.done,
+                "status": answer.status,
+                "body": answer.body,
+                "headers": answer.headers,
+                "lease": None,
+                "lease_until": None,
+            }
+        },
+        session=session,
+    )
+    if not settled.modified_count:
+        raise KeyInUse(settings.idempotency_lease_s)
+
+
+async def _release(claim: Claim) -> None:
+    await IdempotencyRecord.get_pymongo_collection().delete_one(
+        {"_id": claim.record_id, "lease": claim.lease, "state": KeyState.pending}
+    )
