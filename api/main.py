@@ -24,9 +24,10 @@ from api.core.metrics import Metrics
 from api.core.middleware import BodyLimit, RequestContext
 from api.core.pagination import CursorCodec
 from api.core.services import Services
+from api.items import batch
 from api.items import routes as items
 from api.items.query import WHERE_DESCRIPTION, where_schemas
-from api.live import asyncapi, feed
+from api.live import asyncapi, feed, handoff
 from api.live import routes as live
 from api.live.feed import LiveFeed
 from api.mail import outbox, transports
@@ -55,13 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, token_routes, recovery, users, items, live):
+    for module in (auth, token_routes, recovery, users, batch, items, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)
     asyncapi.install(app)
-    _describe_items(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _describe_items(app, settings)
+    handoff.install(app)
+    batches = {f"{API_PREFIX}{batch.BATCH_PATH}": settings.batch_max_bytes}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=batches)
     metrics = app.state.metrics = Metrics()
     app.state.live = None  # until the lifespan opens a feed (and when it cannot)
     feed.instrument(metrics, lambda: app.state.live)
@@ -86,7 +89,14 @@ def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
                 allow_origins=settings.cors_origins,
                 allow_methods=["*"],
                 allow_headers=["*"],
-                expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+                expose_headers=[
+                    "ETag",
+                    "Location",
+                    "Retry-After",
+                    "X-Request-ID",
+                    "X-Feed-Cursor",
+                    "Idempotent-Replayed",
+                ],
             )
         return RequestContext(inner, hsts=hsts, metrics=metrics)
 
@@ -132,7 +142,7 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             await outbox_worker.stop()
 
 
-def _describe_items(app: FastAPI) -> None:
+def _describe_items(app: FastAPI, settings: Settings) -> None:
     """What FastAPI cannot derive: the schemas an item's `data` refers to (one per
     nesting level left), `where` as the JSON it is, with its own schema, and sign-up's
     optional token (FastAPI appends `openapi_extra`'s security to its own)."""
@@ -156,6 +166,8 @@ def _describe_items(app: FastAPI) -> None:
             {},  # open registration: no token needed
             {"OAuth2PasswordBearer": []},  # a superuser's lets them create superusers
         ]
+        operations = schemas["Batch"]["properties"]["operations"]
+        operations["maxItems"] = settings.batch_max_operations  # the setting, not the cap
         describe_security(document)
         described.update(document)
         return described

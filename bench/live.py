@@ -73,7 +73,7 @@ async def _subscribe(url: str) -> ClientConnection:
     """A socket once the server listens for it (its first message says so)."""
     ws = await connect(url, ping_interval=None)
     first = json.loads(await ws.recv())
-    assert first == {"event": "subscribed"}, first
+    assert first["event"] == "subscribed", first
     return ws
 
 

@@ -27,6 +27,7 @@ class DomainError(Exception):
     title = "Bad request"
     detail = "The request cannot be processed."
     headers: dict[str, str] | None = None
+    extra: dict[str, Any] | None = None  # members added to the problem (RFC 9457 3.2)
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.detail)
@@ -87,6 +88,7 @@ _DESCRIPTIONS = {
     422: "Validation failed",
     429: "Too many attempts (`Retry-After`)",
     431: "Too many, or too large, header fields",
+    501: "Not possible on this database server",
     503: "Unavailable: the database, or too busy to sign in (`Retry-After`)",
 }
 
@@ -126,7 +128,8 @@ def problem(
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers)
+    extra = exc.extra or {}
+    return problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers, **extra)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -160,12 +163,17 @@ def _allowed_methods(request: Request) -> str | None:
     return None
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    issues = [
+def validation_issues(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Each failed check as the problem's `errors` list shows it."""
+    return [
         {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
         for e in exc.errors()
     ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    issues = validation_issues(exc)
     if any(issue["type"] == "json_invalid" for issue in issues):
         detail = "The request body is not valid JSON."
         return problem(request, 400, "Malformed JSON", detail, "malformed-json", errors=issues)

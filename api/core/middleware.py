@@ -104,8 +104,10 @@ def _security_headers(path: str, hsts: bool) -> list[tuple[str, str]]:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    """Bodies of at most `max_bytes` (or, on the paths in `larger`, their own limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.default_bytes, self.larger = app, max_bytes, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,8 +124,9 @@ class BodyLimit:
             )
             await _refuse(scope, send, 431, "Header fields too large", detail, "headers-too-large")
             return
-        if _declared_length(scope) > self.max_bytes:
-            detail = _too_large_detail(self.max_bytes)
+        max_bytes = self.larger.get(scope["path"], self.default_bytes)
+        if _declared_length(scope) > max_bytes:
+            detail = _too_large_detail(max_bytes)
             await _refuse(scope, send, 413, "Content too large", detail, "body-too-large")
             return
         received = 0
@@ -132,8 +135,8 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, _too_large_detail(self.max_bytes))
+            if received > max_bytes:
+                raise HTTPException(413, _too_large_detail(max_bytes))
             return message
 
         await self.app(scope, counting_receive, send)

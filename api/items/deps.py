@@ -3,8 +3,10 @@
 import logging
 from typing import Annotated
 
+from bson import ObjectId
 from fastapi import Path, Request, Security
 from pydantic import ValidationError
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts.deps import current_user
 from api.core.errors import DomainError, NotFound
@@ -23,19 +25,29 @@ class Unreadable(DomainError):
     )
 
 
-async def owned_item(
-    item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
+async def find_owned(
+    item_id: ObjectId, user: User, session: AsyncClientSession | None = None
 ) -> Item:
+    """The item, if the caller may touch it: their own (any, for a superuser)."""
     scope = {} if user.is_superuser else {"owner_id": user.id}
     try:
-        item = await Item.find_one({"_id": item_id, **scope})
+        item = await Item.find_one({"_id": item_id, **scope}, session=session)
     except ValidationError:
         log.warning("item %s cannot be read: it is not a valid item", item_id)
-        request.app.state.metrics.skipped("item")
         raise Unreadable() from None
     if item is None:
         raise NotFound("item")  # someone else's item is a 404, not a 403
     return item
+
+
+async def owned_item(
+    item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
+) -> Item:
+    try:
+        return await find_owned(item_id, user)
+    except Unreadable:
+        request.app.state.metrics.skipped("item")
+        raise
 
 
 # The item, for a caller allowed to read it, or to change it (a personal access token

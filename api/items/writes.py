@@ -6,6 +6,8 @@ a mismatch is a 412; without it, we re-read and re-apply (a merge patch onto the
 newer item), so concurrent writers never overwrite each other silently.
 """
 
+import asyncio
+import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,7 @@ from documents.item import merge_patch
 from documents.search import search_terms
 
 MAX_ATTEMPTS = 20
+BACKOFF_S, BACKOFF_MAX_S = 0.002, 0.05
 CONTENT = {"title", "description", "tags", "data"}
 
 
@@ -85,11 +88,14 @@ def patched(item: Item, patch: ItemMergePatch) -> ItemCreate:
 
 
 async def write_content(
-    item: Item, change: Callable[[Item], ItemCreate], if_match: str | None
+    item: Item,
+    change: Callable[[Item], ItemCreate],
+    if_match: str | None,
+    session: AsyncClientSession | None = None,
 ) -> Item:
     """Apply `change` to the item as stored, atomically; bumps `version` and `updated_at`."""
     current: Item | None = item
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         assert current is not None
         pinned = expected_version(if_match, current.version) is not None
         content = change(current)
@@ -102,31 +108,38 @@ async def write_content(
                 "$inc": {"version": 1},
             },
             return_document=ReturnDocument.AFTER,
+            session=session,
         )
         if stored is not None:
             return _item(stored)
         if pinned:  # the version it named is gone; without one (or with `*`), try again
             raise PreconditionFailed()
-        current = await _reread(item)
+        # Lost a race: back off a little (randomly, so racing writers spread out) first.
+        await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)))
+        current = await _reread(item, session)
         if current is None:
             raise NotFound("item")
     raise Conflict("The item is changing too fast to update; try again.")
 
 
-async def delete_item(item: Item, if_match: str | None) -> None:
+async def delete_item(
+    item: Item, if_match: str | None, session: AsyncClientSession | None = None
+) -> None:
     expected = expected_version(if_match, item.version)
     condition = {} if expected is None else {"version": expected}
-    result = await Item.get_pymongo_collection().delete_one({"_id": item.id, **condition})
+    result = await Item.get_pymongo_collection().delete_one(
+        {"_id": item.id, **condition}, session=session
+    )
     if result.deleted_count == 0:
-        if expected is not None and await _reread(item) is not None:
+        if expected is not None and await _reread(item, session) is not None:
             raise PreconditionFailed()
         raise NotFound("item")
 
 
-async def _reread(item: Item) -> Item | None:
+async def _reread(item: Item, session: AsyncClientSession | None) -> Item | None:
     """The item as stored now; a 409 if another tool has since made it unreadable."""
     try:
-        return await Item.find_one({"_id": item.id})
+        return await Item.find_one({"_id": item.id}, session=session)
     except ValidationError:
         raise Unreadable() from None
 

@@ -23,8 +23,10 @@ Superusers receive everyone's, or one owner's with `owner_id`.
 
 Authenticate with `?token=<access token>`, or send `{"type": "auth", "token": "..."}`
 as the first message within a few seconds. Once the server is listening for your
-changes it sends `{"event": "subscribed"}`: every change committed after that message
-arrives (wait for it before writing what you expect to see). Each change carries a
+changes it sends `{"event": "subscribed", "cursor": ...}`: every change committed after
+that message (after its cursor) arrives; wait for it before writing what you expect to
+see. To join from a REST snapshot with no gap, list with `GET /api/v1/items` (every
+page), then connect with `?resume_after=<its X-Feed-Cursor header>`. Each change carries a
 `cursor`; reconnect with `?resume_after=<cursor>` to get what you missed, exactly once
 (the replay follows the `subscribed` message).
 
@@ -56,6 +58,11 @@ class Subscribed(BaseModel):
     """Sent once, first: the server now listens for your changes; none after this is missed."""
 
     event: Literal["subscribed"]
+    cursor: str | None = Field(
+        default=None,
+        description="The position from which this socket receives every change (your "
+        "resume_after, or where the feed stood when it started listening)",
+    )
 
 
 class Resync(BaseModel):

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,6 +190,10 @@ class LiveFeed(Background):
         self.subscribers: set[Subscriber] = set()
         self.ready = asyncio.Event()  # set once the watcher's stream is open
         self.up = False  # whether the watcher's stream is open now
+        # How far the watcher has read: every change after it is still to be offered to
+        # the subscribers. Never ahead of the database, so it is a safe place to resume
+        # from for anyone who read the database after taking it (X-Feed-Cursor).
+        self.position: Position | None = None
         self.skipped = skipped  # counts a change nobody can be shown
         _feeds.add(self)
 
@@ -253,6 +257,7 @@ class LiveFeed(Background):
             opened_at = None
             try:
                 async with await self._open(resume, max_await_ms=WATCH_AWAIT_MS) as stream:
+                    self._advance(stream.resume_token, None)
                     self.ready.set()
                     self.up = True
                     opened_at = time.monotonic()
@@ -260,6 +265,7 @@ class LiveFeed(Background):
                     while not self.stopping and stream.alive:
                         raw = await stream.try_next()
                         token = stream.resume_token or (raw["_id"] if raw is not None else None)
+                        self._advance(token, raw)
                         if token is not None:
                             resume = token["_data"]
                         if raw is not None:
@@ -282,6 +288,16 @@ class LiveFeed(Background):
             if not self.stopping:
                 await self.pause(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 5.0)
+
+    def _advance(self, token: Mapping[str, Any] | None, raw: Mapping[str, Any] | None) -> None:
+        """Move `position` to where the stream stands (its resume token, and the commit
+        time of the last change read: never later than the token's own)."""
+        if token is None:
+            return
+        seen = raw["clusterTime"] if raw is not None else None
+        if seen is None:
+            seen = self.position.time if self.position is not None else Timestamp(0, 0)
+        self.position = Position(token["_data"], seen)
 
     def _dispatch(self, raw: dict[str, Any]) -> None:
         try:

@@ -35,7 +35,6 @@ log = logging.getLogger("docstore.live")
 router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
-SUBSCRIBED = json.dumps({"event": "subscribed"})
 WATCH_SCOPES = ["items:read"]  # what a personal access token needs to watch
 
 
@@ -97,8 +96,12 @@ async def live_items(websocket: WebSocket) -> None:
     try:
         # From here on the watcher offers this socket every change it reads: say so, so a
         # client knows when what it writes next is sure to arrive.
+        start = request.resume_after or feed.position
+        subscribed: dict[str, Any] = {"event": "subscribed"}
+        if start is not None:  # every change after this position arrives on this socket
+            subscribed["cursor"] = services.cursors.encode(start.encode())
         try:
-            await websocket.send_text(SUBSCRIBED)
+            await websocket.send_text(json.dumps(subscribed))
         except Exception:  # the client went away already
             return
         ending = await _first_of(

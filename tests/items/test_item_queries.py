@@ -256,3 +256,12 @@ async def test_total_counts_the_filter(
     assert body["total"] == 2
     assert len(body["items"]) == 1
     assert body["next_cursor"]
+
+
+async def test_no_feed_cursor_without_a_live_feed(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """This app runs no live feed: it names no position it could not resume from."""
+    response = await client.get("/api/v1/items", headers=alice.headers)
+    assert response.status_code == 200
+    assert "x-feed-cursor" not in response.headers

@@ -5,9 +5,6 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +12,9 @@ import httpx2
 import pytest
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from api.config import Settings
 from api.core import embedded
 from api.main import create_app
-from api.server import Server
 from documents import Item
 from documents.base import utcnow
 from tests.conftest import (
@@ -36,74 +30,15 @@ from tests.conftest import (
     services_of,
     signer_of,
 )
-from tests.serving import api_env, api_process, uvicorn_serving
-
-WS_PATH = "/api/v1/ws/items"
-
-
-@dataclass
-class Served:
-    url: str  # ws://host:port
-    server: Server
-
-    def ws(self, account: Account | None = None, **params: Any) -> str:
-        if account is not None:
-            params["token"] = account.token
-        query = httpx2.QueryParams(params)
-        return f"{self.url}{WS_PATH}" + (f"?{query}" if params else "")
-
-
-@pytest.fixture
-def settings(mongodb_url: str, tmp_path: Path) -> Settings:
-    return make_settings(mongodb_url, tmp_path, live_feed=True)
-
-
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """An app of each test's own, not the module's: a shared feed could still be
-    delivering the deletes that emptied the database to the next test's subscribers."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield app
-    await drop_database(settings)
-
-
-@asynccontextmanager
-async def serving(app: FastAPI, ping_interval: float = 20.0) -> AsyncIterator[Served]:
-    """`app` (already in its lifespan) behind a real Uvicorn server on a free port."""
-    async with uvicorn_serving(app, ping_interval=ping_interval) as (port, server):
-        yield Served(f"ws://127.0.0.1:{port}", server)
-
-
-@pytest.fixture
-async def served(app: FastAPI) -> AsyncIterator[Served]:
-    async with serving(app) as served:
-        yield served
-
-
-@asynccontextmanager
-async def subscribe(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
-    """A socket, once the server says it listens: what is written after this arrives."""
-    async with connect(url, **options) as ws:
-        assert await next_event(ws) == {"event": "subscribed"}
-        yield ws
-
-
-async def next_event(ws: ClientConnection, within_s: float = 5) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), within_s))
-    return message
-
-
-async def close_of(ws: ClientConnection, within_s: float = 10) -> tuple[int, str]:
-    """Read until the server closes; its close code and reason."""
-    async with asyncio.timeout(within_s):
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed as closed:
-            frame = closed.rcvd
-    assert frame is not None, "closed without a close frame"
-    return frame.code, frame.reason
+from tests.live.conftest import (
+    WS_PATH,
+    Served,
+    close_of,
+    next_event,
+    serving,
+    subscribe,
+)
+from tests.serving import api_env, api_process
 
 
 async def quiet(ws: ClientConnection, seconds: float = 0.5) -> None:
@@ -197,7 +132,7 @@ async def test_the_token_may_come_in_a_first_message(
 ) -> None:
     async with connect(served.ws()) as ws:
         await ws.send(json.dumps({"type": "auth", "token": alice.token}))
-        assert await next_event(ws) == {"event": "subscribed"}
+        assert (await next_event(ws))["event"] == "subscribed"
         created = await create_item(client, alice)
         assert (await next_event(ws))["item"]["id"] == created["id"]
 

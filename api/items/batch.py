@@ -1,0 +1,146 @@
+"""`POST /items/batch`: many writes in one request, applied all or nothing.
+
+The operations run in order inside one transaction (the embedded server and replica
+sets have them; a standalone server refuses batches rather than half-apply one). The
+first that fails aborts the lot: the answer is its own problem, naming it by
+`operation`, and nothing is written. Each applied change reaches the live feed as
+its own event, from the change stream, when the transaction commits.
+"""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.accounts.deps import ItemWriter
+from api.core.errors import DomainError, problem_responses, validation_issues
+from api.core.services import AppServices
+from api.items.deps import find_owned
+from api.items.idempotency import Answer, IdempotencyKey, once
+from api.items.writes import delete_item, insert_item, patched, write_content
+from documents import User
+from documents.batch import (
+    Batch,
+    BatchResult,
+    BatchResults,
+    CreateOperation,
+    DeleteOperation,
+    PatchOperation,
+    ReplaceOperation,
+)
+
+
+class _BatchRoute(APIRoute):
+    """A batch's validation failures name the operation they are in (FastAPI's own
+    422 would only say so inside `loc`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except RequestValidationError as error:
+                raise _invalid(error) from None
+
+        return handler
+
+
+router = APIRouter(prefix="/items", tags=["items"], route_class=_BatchRoute)
+BATCH_PATH = "/items/batch"
+_RESULTS: TypeAdapter[BatchResults] = TypeAdapter(BatchResults)
+
+
+class BatchUnsupported(DomainError):
+    status, code, title = 501, "batch-unsupported", "Batches unsupported"
+    detail = (
+        "Batches need MongoDB transactions (a replica set or the embedded server); this "
+        "server is a standalone, so nothing was applied."
+    )
+
+
+class TooManyOperations(DomainError):
+    status, code, title = 422, "too-many-operations", "Too many operations"
+
+
+class BatchInvalid(DomainError):
+    status, code, title = 422, "validation", "Validation failed"
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResults,
+    responses=problem_responses(401, 403, 404, 409, 412, 501),
+)
+async def write_batch(
+    batch: Batch,
+    user: ItemWriter,
+    request: Request,
+    services: AppServices,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Create, patch, replace and delete items in one request, all or nothing (at most
+    BATCH_MAX_OPERATIONS, 100 by default, in at most BATCH_MAX_BYTES). A failure is
+    the failing operation's problem with `"operation": <index>`, and nothing changed.
+    With an Idempotency-Key, a retry replays the first answer."""
+    limit = services.settings.batch_max_operations
+    if len(batch.operations) > limit:
+        raise TooManyOperations(f"A batch holds at most {limit} operations.")
+    if not services.supports_transactions:
+        raise BatchUnsupported()
+
+    async def perform(session: AsyncClientSession | None) -> Answer:
+        results = [await _step(i, op, user, session) for i, op in enumerate(batch.operations)]
+        return Answer(200, _RESULTS.dump_json(BatchResults(results=results), by_alias=True))
+
+    return await once(services, request, user.id, idempotency_key, perform, atomic=True)
+
+
+async def _step(index: int, op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
+    """Apply one operation; any failure is that operation's, by index."""
+    try:
+        return await _apply(op, user, session)
+    except RequestValidationError as error:
+        raise _invalid(error, index) from None
+    except DomainError as error:
+        error.extra = {**(error.extra or {}), "operation": index}
+        error.detail = f"operations[{index}]: {error.detail}"
+        raise
+
+
+async def _apply(op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
+    if isinstance(op, CreateOperation):
+        assert user.id is not None
+        item = await insert_item(user.id, op.item, session)
+        return BatchResult(op="create", status=201, item=item)
+    current = await find_owned(op.id, user, session)
+    if isinstance(op, DeleteOperation):
+        await delete_item(current, op.if_match, session)
+        return BatchResult(op="delete", status=204, item=None)
+    if isinstance(op, PatchOperation):
+        patch = op.patch
+        item = await write_content(current, lambda now: patched(now, patch), op.if_match, session)
+        return BatchResult(op="patch", status=200, item=item)
+    assert isinstance(op, ReplaceOperation)
+    content = op.item
+    item = await write_content(current, lambda _: content, op.if_match, session)
+    return BatchResult(op="replace", status=200, item=item)
+
+
+def _invalid(error: RequestValidationError, index: int | None = None) -> BatchInvalid:
+    """A validation failure as a problem naming the operation it is in."""
+    issues = validation_issues(error)
+    if index is not None:  # found while applying: the result it would make is invalid
+        for issue in issues:
+            issue["loc"] = ["body", "operations", index, *issue["loc"][1:]]
+    elif issues and issues[0]["loc"][1:2] == ["operations"] and len(issues[0]["loc"]) > 2:
+        index = issues[0]["loc"][2] if isinstance(issues[0]["loc"][2], int) else None
+    first = issues[0] if issues else {"loc": [], "msg": "invalid input"}
+    where = ".".join(str(part) for part in first["loc"])
+    invalid = BatchInvalid(f"{where}: {first['msg']}" if where else str(first["msg"]))
+    invalid.extra = {"errors": issues, **({"operation": index} if index is not None else {})}
+    return invalid

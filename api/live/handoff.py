@@ -1,0 +1,69 @@
+"""From a REST snapshot to live changes with no gap: `X-Feed-Cursor` on `GET /items`.
+
+The header is the live feed's position taken as the request arrives, before the list
+is read: a client that lists (every page), then subscribes with
+`?resume_after=<header>`, receives every change committed after its snapshot began;
+perhaps a few its pages already showed (harmless: events carry `version`).
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.config import API_PREFIX
+from api.core.services import Services
+
+HEADER = "X-Feed-Cursor"
+LIST_PATH = f"{API_PREFIX}/items"
+DESCRIPTION = (
+    "The live feed's position before this list was read: subscribe with "
+    "`WS /api/v1/ws/items?resume_after=<this>` to receive every change made since "
+    "(perhaps a few this list already shows: compare `version`). Absent when the "
+    "server has no live feed, or it is restarting."
+)
+
+
+class FeedCursor:
+    """Adds the header to successful `GET /items` answers (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != LIST_PATH:
+            await self.app(scope, receive, send)
+            return
+        cursor = _cursor(scope["app"])  # taken now: before the handler reads anything
+
+        async def with_cursor(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200 and cursor:
+                message["headers"] = [*message["headers"], (b"x-feed-cursor", cursor.encode())]
+            await send(message)
+
+        await self.app(scope, receive, with_cursor)
+
+
+def _cursor(app: Any) -> str | None:
+    feed = getattr(app.state, "live", None)
+    services: Services | None = getattr(app.state, "services", None)
+    if feed is None or services is None or not feed.up or feed.position is None:
+        return None
+    return services.cursors.encode(feed.position.encode())
+
+
+def install(app: FastAPI) -> None:
+    """Add the header to every GET /items answer, and say so in the OpenAPI document."""
+    app.add_middleware(FeedCursor)
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = default()
+        ok = document["paths"][LIST_PATH]["get"]["responses"]["200"]
+        ok.setdefault("headers", {})[HEADER] = {
+            "description": DESCRIPTION,
+            "schema": {"type": "string"},
+        }
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
