@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
@@ -18,7 +19,7 @@ from api.accounts.passwords import verify_against_dummy
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
 from api.core.database import Client, connect
-from api.core.errors import install_error_handlers
+from api.core.errors import describe_problems, install_error_handlers
 from api.core.logs import configure_logging
 from api.core.metrics import Metrics
 from api.core.middleware import BodyLimit, RequestContext
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=_lifespan(settings),
         swagger_ui_parameters={"persistAuthorization": True},
+        generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
@@ -71,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     outbox.instrument(metrics)
     _outermost(app, settings, metrics)
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Operation ids are the handlers' names (`create_item`, `list_items`): what a
+    generated client calls its functions. (FastAPI's default appends path and method.)"""
+    return route.name
 
 
 def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
@@ -169,6 +177,7 @@ def _describe_items(app: FastAPI, settings: Settings) -> None:
         operations = schemas["Batch"]["properties"]["operations"]
         operations["maxItems"] = settings.batch_max_operations  # the setting, not the cap
         describe_security(document)
+        describe_problems(document)
         described.update(document)
         return described
 

@@ -8,8 +8,9 @@ passwords, email or sessions (those need a password login).
 from datetime import datetime
 from typing import Annotated, Literal
 
+from annotated_types import Interval
 from beanie import PydanticObjectId
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from pymongo import IndexModel
 
 from documents.base import ApiDocument
@@ -43,6 +44,13 @@ class AccessToken(ApiDocument):
         ]
 
 
+def _whole_number(value: object) -> object:
+    """JSON Schema's `integer` takes `30.0` too (a number with no fraction)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _distinct(scopes: list[str]) -> list[str]:
     if len(set(scopes)) != len(scopes):
         raise ValueError("each scope at most once")
@@ -65,8 +73,8 @@ class AccessTokenCreate(BaseModel):
         AfterValidator(_distinct),
     ]
     expires_in_days: Annotated[
-        int | None,
-        Field(ge=1, le=MAX_LIFETIME_DAYS, description="Omitted or null: valid until revoked"),
+        Annotated[int, Interval(ge=1, le=MAX_LIFETIME_DAYS), BeforeValidator(_whole_number)] | None,
+        Field(description="Omitted or null: valid until revoked"),
     ] = None
 
 

@@ -27,10 +27,9 @@ def describe_security(document: dict[str, Any]) -> None:
             ]
             if scopes:
                 operation["security"].append({ACCESS_TOKEN_SCHEME: scopes})
-                operation.setdefault("description", "")
-                operation["description"] += (
-                    f"\n\nA personal access token needs the scope {', '.join(scopes)}."
-                ).lstrip()
+                before = operation.get("description", "")
+                needs = f"A personal access token needs the scope {', '.join(scopes)}."
+                operation["description"] = f"{before}\n\n{needs}" if before else needs
     schemes = document.get("components", {}).get("securitySchemes", {})
     if ACCESS_TOKEN_SCHEME in schemes:
         listed = "; ".join(f"`{name}`: {text}" for name, text in SCOPES.items())

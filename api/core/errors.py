@@ -10,7 +10,7 @@ from bson.errors import BSONError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_503_SERVICE_UNAVAILABLE
@@ -74,7 +74,9 @@ class ValidationIssue(BaseModel):
 
 
 class ValidationProblem(Problem):
-    errors: list[ValidationIssue]
+    """A 422: `errors` lists each failed check (when the failure is a schema's)."""
+
+    errors: list[ValidationIssue] = Field(default_factory=list)
 
 
 _DESCRIPTIONS = {
@@ -104,6 +106,20 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in sorted({*statuses, *everywhere})
     }
+
+
+def describe_problems(document: dict[str, Any]) -> None:
+    """Errors as they are sent: `application/problem+json` with the Problem schema.
+    (FastAPI files a response's `model` under `application/json`, which errors never
+    are; a client generated from the document would find no schema for them.)"""
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if PROBLEM_JSON in content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
 
 
 def problem(

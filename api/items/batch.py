@@ -13,11 +13,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts.deps import ItemWriter
-from api.core.errors import DomainError, problem_responses, validation_issues
+from api.core.errors import (
+    DomainError,
+    Problem,
+    ValidationProblem,
+    problem_responses,
+    validation_issues,
+)
 from api.core.services import AppServices
 from api.items.deps import find_owned
 from api.items.idempotency import Answer, IdempotencyKey, once
@@ -55,6 +61,26 @@ BATCH_PATH = "/items/batch"
 _RESULTS: TypeAdapter[BatchResults] = TypeAdapter(BatchResults)
 
 
+class BatchProblem(Problem):
+    """A failed batch: the failing operation's own problem; nothing was applied."""
+
+    operation: int | None = Field(default=None, description="The failing operation's index")
+
+
+class BatchValidationProblem(ValidationProblem):
+    operation: int | None = Field(
+        default=None, description="The index of the operation that is not valid"
+    )
+
+
+def _responses() -> dict[int | str, dict[str, Any]]:
+    responses = problem_responses(401, 403, 404, 409, 412, 501)
+    for status in (404, 409, 412):
+        responses[status] = {**responses[status], "model": BatchProblem}
+    responses[422] = {**responses[422], "model": BatchValidationProblem}
+    return responses
+
+
 class BatchUnsupported(DomainError):
     status, code, title = 501, "batch-unsupported", "Batches unsupported"
     detail = (
@@ -74,7 +100,7 @@ class BatchInvalid(DomainError):
 @router.post(
     "/batch",
     response_model=BatchResults,
-    responses=problem_responses(401, 403, 404, 409, 412, 501),
+    responses=_responses(),
 )
 async def write_batch(
     batch: Batch,

@@ -27,6 +27,7 @@ import httpx2
 from pymongo import MongoClient
 
 from api.core import embedded
+from tests.fuzzing import hooks
 
 # Cases a run makes per example asked of each operation, without the coverage phase
 # (measured: 23 examples made 547 cases over this API's 27 operations).
@@ -62,10 +63,18 @@ NARROW: list[tuple[str, str, int]] = [
     ("PATCH", ITEM, 412),
     ("PUT", ITEM, 412),
     ("DELETE", ITEM, 412),
+    ("POST", "/api/v1/items/batch", 412),  # and a batch's `if_match`
     # (A made-up cursor is a 400: hooks.py keeps positive cases from sending one.)
     # Changing your own password or email takes your current one, which only you know.
     ("PATCH", "/api/v1/users/{user_id}", 400),
 ]
+# Settings of one operation's own, written into its [[operations]] entry above.
+TUNED: dict[tuple[str, str], list[str]] = {
+    # Schemathesis 4.32 fails to build batches that reuse ids from earlier responses
+    # ("Cannot generate an array with 1 demanded elements", a generator error, no request
+    # sent); hooks.py puts the seeded items' ids into half its operations instead.
+    ("POST", "/api/v1/items/batch"): ["phases.fuzzing.extra-data-sources.responses = false"],
+}
 
 
 def main() -> None:
@@ -100,7 +109,11 @@ def main() -> None:
         ]  # fmt: skip
         if args.quick:
             command += ["--phases", "examples,fuzzing,stateful"]
-        env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzzing.hooks"}
+        env = {
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.fuzzing.hooks",
+            hooks.ITEM_IDS: ",".join(ids["item_ids"]),  # for batch operations' ids
+        }
         started = time.monotonic()
         run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         took = time.monotonic() - started
@@ -136,6 +149,9 @@ def _api(tmp: Path) -> Iterator[tuple[str, str, str]]:
         "DATA_DIR": str(tmp),
         "LOG_LEVEL": "ERROR",
         "BCRYPT_ROUNDS": "4",
+        # The schema states this limit (maxItems): at 100 operations, each an item with
+        # data nested ten deep, Hypothesis spends minutes and a gigabyte on one batch.
+        "BATCH_MAX_OPERATIONS": "5",
         "RECOVERY_RESPONSE_FLOOR_MS": "0",
     }
     command = [sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "error"]
@@ -229,6 +245,7 @@ def _config(base: str, ids: dict[str, list[str]]) -> str:
             "[[operations]]",
             f'include-name = "{method} {path}"',  # one selector: separate ones would OR
             f"checks.positive_data_acceptance.expected-statuses = {_toml_list([*USUAL, status])}",
+            *TUNED.get((method, path), []),
         ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,176 @@
+"""A Python client generated from our live /openapi.json (openapi-python-client) runs a
+real flow: a schema change that breaks generated clients breaks this suite first."""
+
+import asyncio
+import importlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from documents import Item
+from tests.serving import uvicorn_serving
+
+PACKAGE = "docstore_client"
+# No post hooks: the generator would format its output with a ruff on PATH.
+CONFIG = "package_name_override: docstore_client\npost_hooks: []\n"
+
+
+@pytest.fixture
+async def base_url(app: FastAPI) -> AsyncIterator[str]:
+    async with uvicorn_serving(app) as (port, _):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def generate(base_url: str, into: Path) -> ModuleType:
+    """Run the generator against the served document, and import what it wrote."""
+    config = into / "config.yml"
+    config.write_text(CONFIG)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "openapi_python_client", "generate",
+        "--url", f"{base_url}/openapi.json", "--meta", "none",
+        "--output-path", str(into / PACKAGE), "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "Warning" not in text, text  # every operation and schema was understood
+    sys.path.insert(0, str(into))
+    try:
+        return importlib.import_module(PACKAGE)
+    finally:
+        sys.path.remove(str(into))
+
+
+def module(name: str) -> Any:
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+async def test_a_generated_python_client_runs_the_whole_flow(base_url: str, tmp_path: Path) -> None:
+    client_package = await generate(base_url, tmp_path)
+    try:
+        await flow(client_package, base_url)
+    finally:
+        for name in [n for n in sys.modules if n == PACKAGE or n.startswith(f"{PACKAGE}.")]:
+            del sys.modules[name]
+
+
+async def flow(package: ModuleType, base_url: str) -> None:
+    models = module("models")
+    auth, users, items = module("api.auth"), module("api.users"), module("api.items")
+    for name in ("login", "create_token"):
+        importlib.import_module(f"{auth.__name__}.{name}")
+    for name in ("create_user",):
+        importlib.import_module(f"{users.__name__}.{name}")
+    for name in ("create_item", "list_items", "update_item", "write_batch", "remove_item"):
+        importlib.import_module(f"{items.__name__}.{name}")
+    async with AsyncExitStack() as clients:  # each holds a connection pool: closed after
+        await _flow(package, base_url, clients, models, auth, users, items)
+
+
+async def _flow(
+    package: ModuleType,
+    base_url: str,
+    clients: AsyncExitStack,
+    models: Any,
+    auth: Any,
+    users: Any,
+    items: Any,
+) -> None:
+    anonymous = await clients.enter_async_context(
+        package.Client(base_url=base_url, raise_on_unexpected_status=True)
+    )
+
+    signed_up = await users.create_user.asyncio_detailed(
+        client=anonymous,
+        body=models.UserCreate(email="gen@example.com", username="gen", password="Generated-1"),
+    )
+    assert signed_up.status_code == 201, signed_up.content
+    logged_in = await auth.login.asyncio(
+        client=anonymous, body=models.PasswordGrant(username="gen", password="Generated-1")
+    )
+    assert isinstance(logged_in, models.LoginResponse), logged_in
+    person = await clients.enter_async_context(
+        package.AuthenticatedClient(base_url=base_url, token=logged_in.access_token)
+    )
+
+    scopes = [models.AccessTokenCreateScopesItem("items:read"),
+              models.AccessTokenCreateScopesItem("items:write")]  # fmt: skip
+    made = await auth.create_token.asyncio(
+        client=person, body=models.AccessTokenCreate(name="generated", scopes=scopes)
+    )
+    assert isinstance(made, models.AccessTokenCreated), made
+    program = await clients.enter_async_context(
+        package.AuthenticatedClient(base_url=base_url, token=made.token)
+    )
+
+    created = []
+    for title in ("first", "second", "third"):
+        answer = await items.create_item.asyncio_detailed(
+            client=program,
+            body=models.ItemCreate(title=title, tags=["gen"]),
+            idempotency_key=f"create-{title}",
+        )
+        assert answer.status_code == 201, answer.content
+        assert answer.headers["location"].endswith(answer.parsed.id)
+        created.append(answer.parsed)
+    replayed = await items.create_item.asyncio_detailed(
+        client=program, body=models.ItemCreate(title="first", tags=["gen"]),
+        idempotency_key="create-first",
+    )  # fmt: skip
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.parsed.id == created[0].id
+
+    seen, cursor = [], None
+    while True:
+        page = await items.list_items.asyncio(client=program, limit=2, cursor=cursor)
+        assert isinstance(page, models.PageItemFields), page
+        seen += [row.id for row in page.items]
+        if not isinstance(page.next_cursor, str):
+            break
+        cursor = page.next_cursor
+    assert seen == [item.id for item in reversed(created)]  # newest first, across pages
+
+    target = created[0]
+    patched = await items.update_item.asyncio_detailed(
+        target.id, client=program, body=models.ItemMergePatch(title="renamed"), if_match='"1"'
+    )
+    assert patched.status_code == 200, patched.content
+    assert (patched.parsed.title, patched.parsed.version) == ("renamed", 2)
+    stale = await items.update_item.asyncio_detailed(
+        target.id, client=program, body=models.ItemMergePatch(title="lost"), if_match='"1"'
+    )
+    assert stale.status_code == 412
+    assert isinstance(stale.parsed, models.Problem)  # errors parse as problems
+
+    batch = models.Batch(
+        operations=[
+            models.CreateOperation(op="create", item=models.ItemCreate(title="batched")),
+            models.PatchOperation(
+                op="patch", id=created[1].id, patch=models.ItemMergePatch(title="patched")
+            ),
+            models.DeleteOperation(op="delete", id=created[2].id),
+        ]
+    )
+    results = await items.write_batch.asyncio(client=program, body=batch)
+    assert isinstance(results, models.BatchResults), results
+    assert [(r.op, r.status) for r in results.results] == [
+        ("create", 201), ("patch", 200), ("delete", 204),
+    ]  # fmt: skip
+    failed = await items.write_batch.asyncio(
+        client=program,
+        body=models.Batch(operations=[models.DeleteOperation(op="delete", id=created[2].id)]),
+    )
+    assert isinstance(failed, models.BatchProblem), failed
+    assert (failed.status, failed.operation) == (404, 0)
+
+    removed = await items.remove_item.asyncio_detailed(target.id, client=program, if_match="*")
+    assert removed.status_code == 204
+    titles = sorted(doc.title for doc in await Item.find_all().to_list())
+    assert titles == ["batched", "patched"]
