@@ -8,6 +8,8 @@ one request at a time, then prints the database's plan for the cursor query.
 `--live N` connects N WebSocket subscribers and measures event latency and memory.
 `--storm N` sends N logins at once and times `/health` during the storm against idle.
 `--soak S` drives a mixed workload for S seconds: requests, 5xx, RSS and open files.
+`--batch N` times N creates in one batch against N single POSTs (the default run
+prints it for 100 after the throughput table).
 Not part of the test suite.
 """
 
@@ -15,7 +17,7 @@ import argparse
 import shutil
 import sys
 
-from bench import live, load, scale, soak, storm
+from bench import batch, live, load, scale, soak, storm
 from bench.harness import running
 
 
@@ -30,7 +32,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
+    parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
     args = parser.parse_args()
+    if args.batch:
+        with running(1) as setup:
+            batch.report(setup, args.batch, args.rounds)
+        return
     if args.soak:
         with running(1) as setup:
             soak.report(setup, args.soak)
@@ -52,6 +59,7 @@ def main() -> None:
         sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")
     with running(args.items) as setup:
         load.report(wrk, setup, args)
+        batch.report(setup, 100, args.rounds)
 
 
 if __name__ == "__main__":

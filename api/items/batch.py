@@ -27,7 +27,7 @@ from api.core.errors import (
 from api.core.services import AppServices
 from api.items.deps import find_owned
 from api.items.idempotency import Answer, IdempotencyKey, once
-from api.items.writes import delete_item, insert_item, patched, write_content
+from api.items.writes import delete_item, insert_items, patched, write_content
 from documents import User
 from documents.batch import (
     Batch,
@@ -120,16 +120,38 @@ async def write_batch(
         raise BatchUnsupported()
 
     async def perform(session: AsyncClientSession | None) -> Answer:
-        results = [await _step(i, op, user, session) for i, op in enumerate(batch.operations)]
+        results: list[BatchResult] = []
+        for start, run in _runs(batch.operations):
+            results += await _step(start, run, user, session)
         return Answer(200, _RESULTS.dump_json(BatchResults(results=results), by_alias=True))
 
     return await once(services, request, user.id, idempotency_key, perform, atomic=True)
 
 
-async def _step(index: int, op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
-    """Apply one operation; any failure is that operation's, by index."""
+def _runs(operations: list[Any]) -> list[tuple[int, list[Any]]]:
+    """The operations in order, consecutive creates together (one insert for them all),
+    each other operation alone; with the index each run starts at."""
+    runs: list[tuple[int, list[Any]]] = []
+    for index, op in enumerate(operations):
+        creating = isinstance(op, CreateOperation)
+        if creating and runs and isinstance(runs[-1][1][0], CreateOperation):
+            runs[-1][1].append(op)
+        else:
+            runs.append((index, [op]))
+    return runs
+
+
+async def _step(
+    index: int, run: list[Any], user: User, session: AsyncClientSession | None
+) -> list[BatchResult]:
+    """Apply a run of operations; a failure is its operation's, by index. (Validated
+    creates have nothing left to fail on but the database itself.)"""
     try:
-        return await _apply(op, user, session)
+        if isinstance(run[0], CreateOperation):
+            assert user.id is not None
+            made = await insert_items(user.id, [op.item for op in run], session)
+            return [BatchResult(op="create", status=201, item=item) for item in made]
+        return [await _apply(run[0], user, session)]
     except RequestValidationError as error:
         raise _invalid(error, index) from None
     except DomainError as error:
@@ -139,10 +161,6 @@ async def _step(index: int, op: Any, user: User, session: AsyncClientSession | N
 
 
 async def _apply(op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
-    if isinstance(op, CreateOperation):
-        assert user.id is not None
-        item = await insert_item(user.id, op.item, session)
-        return BatchResult(op="create", status=201, item=item)
     current = await find_owned(op.id, user, session)
     if isinstance(op, DeleteOperation):
         await delete_item(current, op.if_match, session)

@@ -60,6 +60,21 @@ async def insert_item(
     return _item({**doc, "_id": result.inserted_id})
 
 
+async def insert_items(
+    owner_id: PydanticObjectId, contents: list[ItemCreate], session: AsyncClientSession | None
+) -> list[Item]:
+    """Several new items in one round trip (in order), as insert_item makes one."""
+    now = utcnow()
+    docs = [
+        {"owner_id": owner_id, **stored_content(content)}
+        | {"created_at": now, "updated_at": now, "version": 1}
+        for content in contents
+    ]
+    result = await Item.get_pymongo_collection().insert_many(docs, session=session)
+    made = zip(docs, result.inserted_ids, strict=True)
+    return [_item({**doc, "_id": new_id}) for doc, new_id in made]
+
+
 _ITEM_JSON: TypeAdapter[Item] = TypeAdapter(Item)
 
 
