@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # POST /items/batch: at most this many operations, in a body of at most this size.
-    batch_max_operations: int = Field(default=100, ge=1, le=1000)
+    # (At most 150: the answer, up to 150 full items, is kept for Idempotency-Key retries
+    # in one MongoDB document, which holds 16 MiB.)
+    batch_max_operations: int = Field(default=100, ge=1, le=150)
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Idempotency-Key: how long a first answer is replayed; how long a retry waits for a
     # first request still running (then 409, Retry-After); how long a request may hold a

@@ -23,7 +23,7 @@ from api.core.errors import describe_problems, install_error_handlers
 from api.core.logs import configure_logging
 from api.core.metrics import Metrics
 from api.core.middleware import BodyLimit, RequestContext
-from api.core.pagination import CursorCodec
+from api.core.pagination import CursorCodec, SealedCursorCodec
 from api.core.services import Services
 from api.items import batch
 from api.items import routes as items
@@ -127,7 +127,8 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         secret = await asyncio.to_thread(lambda: settings.signing_secret)
         hello = await client.admin.command("hello")
         replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
-        app.state.services = Services(settings, client, CursorCodec(secret), replicated)
+        cursors, feed_cursors = CursorCodec(secret), SealedCursorCodec(secret)
+        app.state.services = Services(settings, client, cursors, replicated, feed_cursors)
         app.state.signer = _signer(settings, secret)
         sealer = Sealer(secret, settings.previous_secret_keys)
         outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)

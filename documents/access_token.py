@@ -31,7 +31,7 @@ class AccessToken(ApiDocument):
     name: str
     scopes: list[Scope]
     secret_hash: str  # sha256 of the secret; the secret itself is never stored
-    token_version: int  # the user's at creation: a password change or deactivation ends it
+    token_version: int  # the user's at creation: deactivation or a password reset ends it
     created_at: datetime
     expires_at: datetime | None = None  # None: until revoked
     last_used_at: datetime | None = None  # written at most once a minute

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from documents.base import ObjectIdParam
 from documents.item import Item, ItemCreate, ItemMergePatch
 
-MAX_OPERATIONS = 1000  # the most BATCH_MAX_OPERATIONS may allow; the schema states the setting
+MAX_OPERATIONS = 150  # the most BATCH_MAX_OPERATIONS may allow; the schema states the setting
 
 IfMatchValue = Annotated[
     str,

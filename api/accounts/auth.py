@@ -12,6 +12,7 @@ from api.accounts.deps import (
     CurrentSession,
     CurrentUser,
     client_address,
+    signed_in_account,
 )
 from api.accounts.passwords import verify_against_dummy, verify_password
 from api.accounts.tokens import TokenSigner
@@ -193,5 +194,5 @@ async def revoke_session(target: SessionId, user: CurrentUser) -> None:
 
 
 @router.get("/me", responses=problem_responses(401))
-async def read_me(user: AccountReader) -> UserPublic:
-    return UserPublic.model_validate(user)
+async def read_me(_: AccountReader, request: Request) -> UserPublic:
+    return UserPublic.model_validate(signed_in_account(request))

@@ -16,7 +16,7 @@ from api.accounts.tokens import InvalidToken, TokenSigner
 from api.config import API_PREFIX
 from api.core.errors import Forbidden, NotAuthenticated, NotFound
 from api.core.services import dependency, get_services
-from documents import AccessToken, User
+from documents import User
 from documents.base import ObjectIdParam
 
 log = logging.getLogger("docstore.accounts")
@@ -41,7 +41,7 @@ class Login:
     token_version: int
     expires_at: float | None  # seconds since the epoch; None: until revoked
     session_id: ObjectId | None = None
-    access_token: AccessToken | None = None
+    access_token: personal_tokens.Grant | None = None
 
     def still_valid(self, user: User) -> bool:
         """One document decides it: the account is active, and this login is still live."""
@@ -50,6 +50,15 @@ class Login:
         if self.access_token is not None:
             return self.access_token.id in user.access_token_ids
         return self.session_id in user.session_ids
+
+    @property
+    def acting_user(self) -> User:
+        """Whom the request acts as: a personal access token never carries superuser
+        powers (its scopes speak of *your* items and account), even a superuser's."""
+        if self.access_token is None or not self.user.is_superuser:
+            return self.user
+        acting: User = self.user.model_copy(update={"is_superuser": False})
+        return acting
 
     def missing_scopes(self, needed: list[str]) -> list[str] | None:
         """What a personal access token lacks for this (None: a token may never do it)."""
@@ -150,7 +159,7 @@ async def optional_user(
     if login is None:
         return None
     allowed(login, scopes.scopes)
-    return login.user
+    return login.acting_user
 
 
 async def current_user(
@@ -161,7 +170,7 @@ async def current_user(
     if login is None:
         raise NotAuthenticated()
     allowed(login, scopes.scopes)
-    return login.user
+    return login.acting_user
 
 
 async def superuser(user: Annotated[User, Security(current_user)]) -> User:
@@ -178,6 +187,12 @@ async def current_session(
     return session_id
 
 
+def signed_in_account(request: Request) -> User:
+    """The caller's account as stored (not as a token acts: see Login.acting_user)."""
+    login: Login = request.state.login
+    return login.user
+
+
 OptionalUser = Annotated[User | None, Security(optional_user)]
 CurrentSession = Annotated[ObjectId, Depends(current_session)]
 # A password login (a personal access token may not): the safe default.
@@ -191,10 +206,13 @@ AccountReader = Annotated[User, Security(current_user, scopes=["account:read"])]
 UserId = Annotated[ObjectIdParam, Path(description="The user's 24-hex id")]
 
 
-async def target_user(user_id: UserId, user: Annotated[User, Security(current_user)]) -> User:
-    """Yourself, or anyone for a superuser; asking for another account is 403 either way."""
+async def target_user(
+    user_id: UserId, user: Annotated[User, Security(current_user)], request: Request
+) -> User:
+    """Yourself (as stored), or anyone for a superuser; asking for another account is
+    403 either way."""
     if user_id == user.id:
-        return user
+        return signed_in_account(request)
     if not user.is_superuser:
         raise Forbidden("You may only see and change your own account.")
     target = await User.find_one({"_id": user_id})

@@ -7,6 +7,10 @@ from api.accounts.personal_tokens import ACCESS_TOKEN_SCHEME
 from documents.access_token import SCOPES
 
 PASSWORD_SCHEME = oauth2_scheme.scheme_name
+FORBIDDEN = {
+    "description": "Forbidden (a personal access token lacks the scope, or may never do this)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 
 
 def describe_security(document: dict[str, Any]) -> None:
@@ -25,6 +29,9 @@ def describe_security(document: dict[str, Any]) -> None:
                 for requirement in operation["security"]
                 if ACCESS_TOKEN_SCHEME not in requirement
             ]
+            # Any operation that takes a login can refuse a token for its scopes: a 403.
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("403", FORBIDDEN)
             if scopes:
                 operation["security"].append({ACCESS_TOKEN_SCHEME: scopes})
                 before = operation.get("description", "")

@@ -12,15 +12,16 @@ No FastAPI here: the dependencies (deps.py) and the routes (token_routes.py) use
 import hmac
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from bson import ObjectId
-from pydantic import ValidationError
 
 from api.accounts.passwords import digest
-from api.core.errors import Conflict, NotAuthenticated
+from api.core.errors import Conflict, DomainError, NotAuthenticated
 from documents import AccessToken, AccessTokenCreate, User
-from documents.access_token import MAX_ACCESS_TOKENS
+from documents.access_token import MAX_ACCESS_TOKENS, SCOPES
 from documents.base import utcnow
 
 ACCESS_TOKEN_SCHEME = "AccessToken"
@@ -43,8 +44,11 @@ def looks_personal(token: str) -> bool:
     return token.startswith(PREFIX)
 
 
-async def issue(user: User, body: AccessTokenCreate) -> tuple[AccessToken, str]:
-    """A new token for `user` and the one text that ever shows its secret."""
+async def issue(
+    user: User, session_id: ObjectId, body: AccessTokenCreate
+) -> tuple[AccessToken, str]:
+    """A new token for `user`, made from the login `session_id`, and the one text that
+    ever shows its secret."""
     secret, now = secrets.token_urlsafe(32), utcnow()
     expires_at = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token = AccessToken(
@@ -57,33 +61,79 @@ async def issue(user: User, body: AccessTokenCreate) -> tuple[AccessToken, str]:
         expires_at=expires_at,
     )
     await token.insert()
-    if not await _listed(user, token.id):
+    listed = await _listed(user, session_id, token.id)
+    if listed is not True:
         await AccessToken.get_pymongo_collection().delete_one({"_id": token.id})
-        raise TooManyTokens()
+        raise listed
     return token, f"{PREFIX}{token.id}_{secret}"
 
 
-async def _listed(user: User, token_id: ObjectId | None) -> bool:
-    """Add the token to the user's live ones, unless that makes more than the limit
-    (checked in the same update, so a burst of creations cannot pass it). Ids whose
-    token has expired are dropped first."""
+async def _listed(
+    user: User, session_id: ObjectId, token_id: ObjectId | None
+) -> Literal[True] | DomainError:
+    """Add the token to the user's live ones, in one update that also checks the limit
+    (so a burst of creations cannot pass it) and that the login making it is still
+    live (so a logout-all meanwhile cannot miss it). Ids whose token has expired are
+    dropped, and the update tried once more, before the limit is the answer."""
     users = User.get_pymongo_collection()
     for _ in range(2):
         added = await users.update_one(
-            {"_id": user.id, f"access_token_ids.{MAX_ACCESS_TOKENS - 1}": {"$exists": False}},
+            {
+                "_id": user.id,
+                "session_ids": session_id,
+                f"access_token_ids.{MAX_ACCESS_TOKENS - 1}": {"$exists": False},
+            },
             {"$push": {"access_token_ids": token_id}},
         )
         if added.modified_count:
             return True
+        if not await users.count_documents({"_id": user.id, "session_ids": session_id}):
+            return NotAuthenticated("This login has ended; sign in again.")
         live = await AccessToken.get_pymongo_collection().distinct(
             "_id", {"user_id": user.id, "_id": {"$ne": token_id}}
         )
         await users.update_one({"_id": user.id}, {"$pull": {"access_token_ids": {"$nin": live}}})
-    return False
+    return TooManyTokens()
 
 
-async def find(token: str) -> AccessToken:
-    """The stored token this text names, if its secret matches and it has not expired."""
+@dataclass(frozen=True)
+class Grant:
+    """What a stored token grants, read on every request it makes: only the fields
+    checked, their types checked by hand (a Beanie document costs more to build than
+    the lookup that found it)."""
+
+    id: ObjectId
+    user_id: ObjectId
+    scopes: frozenset[str]
+    token_version: int
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, stored: dict[str, Any]) -> "Grant":
+        grant = cls(
+            stored["_id"],
+            stored.get("user_id"),  # type: ignore[arg-type]
+            frozenset(stored.get("scopes") or ()),
+            stored.get("token_version"),  # type: ignore[arg-type]
+            stored.get("expires_at"),
+            stored.get("last_used_at"),
+        )
+        times = (grant.expires_at, grant.last_used_at)
+        well_formed = (
+            isinstance(grant.user_id, ObjectId)
+            and type(grant.token_version) is int
+            and all(time is None or isinstance(time, datetime) for time in times)
+            and grant.scopes <= SCOPES.keys()
+        )
+        if not well_formed:
+            raise ValueError("not an access token this API wrote")
+        return grant
+
+
+async def find(token: str) -> Grant:
+    """What the stored token this text names grants, if its secret matches and it has
+    not expired."""
     shape = _SHAPE.fullmatch(token)
     if shape is None:
         raise InvalidAccessToken()
@@ -91,15 +141,15 @@ async def find(token: str) -> AccessToken:
     if stored is None or not hmac.compare_digest(str(stored.get("secret_hash")), digest(shape[2])):
         raise InvalidAccessToken()
     try:
-        found: AccessToken = AccessToken.model_validate(stored)
-    except ValidationError:  # written by another tool: honoured by nobody
+        grant = Grant.of(stored)
+    except (ValueError, TypeError):  # written by another tool: honoured by nobody
         raise InvalidAccessToken() from None
-    if found.expires_at is not None and found.expires_at <= utcnow():
+    if grant.expires_at is not None and grant.expires_at <= utcnow():
         raise InvalidAccessToken()  # the TTL monitor removes it within a minute
-    return found
+    return grant
 
 
-async def touch(token: AccessToken) -> None:
+async def touch(token: Grant) -> None:
     """Record use at most once a minute: of concurrent requests, one writes."""
     now = utcnow()
     if token.last_used_at is not None and now - token.last_used_at < TOUCH_EVERY:

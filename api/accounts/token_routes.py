@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.accounts import personal_tokens
-from api.accounts.deps import CurrentUser
+from api.accounts.deps import CurrentSession, CurrentUser
 from api.core.errors import NotFound, problem_responses
 from api.core.pagination import Page
 from documents import AccessToken, AccessTokenCreate, AccessTokenCreated, AccessTokenPublic
@@ -16,10 +16,12 @@ TokenId = Annotated[ObjectIdParam, Path(description="An access token's id")]
 
 
 @router.post("", status_code=201, responses=problem_responses(401, 403, 409))
-async def create_token(body: AccessTokenCreate, user: CurrentUser) -> AccessTokenCreated:
+async def create_token(
+    body: AccessTokenCreate, user: CurrentUser, session_id: CurrentSession
+) -> AccessTokenCreated:
     """A token for a program: shown this once, stored only as a hash. It can do what its
     scopes allow, never manage tokens, passwords, email or sessions."""
-    token, text = await personal_tokens.issue(user, body)
+    token, text = await personal_tokens.issue(user, session_id, body)
     return AccessTokenCreated(**AccessTokenPublic.model_validate(token).model_dump(), token=text)
 
 

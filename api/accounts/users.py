@@ -27,6 +27,7 @@ from api.mail import messages
 from api.mail.outbox import MailWorker
 from documents import (
     AccessToken,
+    IdempotencyRecord,
     Item,
     Purpose,
     Session,
@@ -231,6 +232,10 @@ async def delete_user(user_id: UserId, caller: SuperUser, services: AppServices)
         await Session.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
         await AccessToken.get_pymongo_collection().delete_many(
             {"user_id": user_id}, session=session
+        )
+        # The answers kept for retries hold the user's items: they go too.
+        await IdempotencyRecord.get_pymongo_collection().delete_many(
+            {"owner_id": user_id}, session=session
         )
         result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
         if result.deleted_count == 0:

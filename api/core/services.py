@@ -26,6 +26,8 @@ class Services:
     cursors: CursorCodec
     # A replica set (or the embedded server) can delete a user and their items atomically.
     supports_transactions: bool
+    # Live-feed positions: sealed, since they name other users' changes.
+    feed_cursors: CursorCodec
 
     async def atomically(
         self, work: Callable[[AsyncClientSession | None], Awaitable[None]]

@@ -26,7 +26,7 @@ from api.core.errors import (
 )
 from api.core.services import AppServices
 from api.items.deps import find_owned
-from api.items.idempotency import Answer, IdempotencyKey, once
+from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.writes import delete_item, insert_items, patched, write_content
 from documents import User
 from documents.batch import (
@@ -51,6 +51,8 @@ class _BatchRoute(APIRoute):
             try:
                 return await handle(request)
             except RequestValidationError as error:
+                if any(issue.get("type") == "json_invalid" for issue in error.errors()):
+                    raise  # not JSON at all: the 400 every endpoint gives
                 raise _invalid(error) from None
 
         return handler
@@ -100,7 +102,7 @@ class BatchInvalid(DomainError):
 @router.post(
     "/batch",
     response_model=BatchResults,
-    responses=_responses(),
+    responses=documented(_responses(), 200),
 )
 async def write_batch(
     batch: Batch,

@@ -29,7 +29,8 @@ from documents import IdempotencyRecord
 from documents.base import utcnow
 from documents.idempotency import KeyState
 
-KEY_PATTERN = r'^"?[!-~]([ -~]{0,253}[!-~])?"?$'
+# A structured-field string (`"..."`, no quote inside) or the same characters bare.
+KEY_PATTERN = r'^(?:"[ !#-~]{1,255}"|[!#-~](?:[ !#-~]{0,253}[!#-~])?)$'
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -44,6 +45,31 @@ IdempotencyKey = Annotated[
         ),
     ),
 ]
+
+
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the first answer to an earlier request with "
+        "the same Idempotency-Key, sent again (nothing was written this time)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until a retry may find the first request's answer",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def documented(responses: dict[int | str, dict[str, Any]], success: int) -> dict[int | str, Any]:
+    """`responses` with the headers an idempotent write adds: Idempotent-Replayed on
+    its success, Retry-After on its 409."""
+    done = {**responses, success: {**responses.get(success, {})}}
+    done[success]["headers"] = {**done[success].get("headers", {}), **REPLAYED}
+    if 409 in done:
+        done[409] = {**done[409], "headers": {**done[409].get("headers", {}), **RETRY_AFTER}}
+    return done
 
 
 @dataclass
@@ -106,7 +132,7 @@ async def _answer(
     settings = services.settings
     if key is None:
         return await _run(services, perform, atomic), False
-    key = key.strip('"')
+    key = key[1:-1] if key.startswith('"') else key
     print_ = fingerprint(request.method, request.url.path, await request.body())
     claim = await _claim(owner_id, key, print_, settings)
     if isinstance(claim, Answer):

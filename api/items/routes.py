@@ -15,7 +15,7 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
 from api.items.deps import ReadableItem, WritableItem
-from api.items.idempotency import Answer, IdempotencyKey, once
+from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.query import (
     FIELDS_PATTERN,
     RFC3339_PATTERN,
@@ -46,7 +46,22 @@ MERGE_PATCH = {
 }
 
 
-@router.post("", status_code=201, response_model=Item, responses=problem_responses(401, 403, 409))
+CREATED: dict[int | str, dict[str, Any]] = {
+    201: {
+        "headers": {
+            "Location": {"description": "The new item's URL", "schema": {"type": "string"}},
+            "ETag": {"description": "The new item's version", "schema": {"type": "string"}},
+        }
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Item,
+    responses=documented({**problem_responses(401, 403, 409), **CREATED}, 201),
+)
 async def create_item(
     body: ItemCreate,
     user: ItemWriter,

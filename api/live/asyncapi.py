@@ -21,8 +21,10 @@ Upgrade to a WebSocket to receive your items' changes as they commit, in commit 
 from MongoDB change streams (any worker, host or admin script's write arrives).
 Superusers receive everyone's, or one owner's with `owner_id`.
 
-Authenticate with `?token=<access token>`, or send `{"type": "auth", "token": "..."}`
-as the first message within a few seconds. Once the server is listening for your
+Authenticate with `?token=<access token>`, an `Authorization: Bearer` header on the
+handshake, or a first message `{"type": "auth", "token": "..."}` within a few seconds.
+A personal access token (`dsk_...`) is refused in the URL, where logs keep it: send it
+in the header or the first message. Once the server is listening for your
 changes it sends `{"event": "subscribed", "cursor": ...}`: every change committed after
 that message (after its cursor) arrives; wait for it before writing what you expect to
 see. To join from a REST snapshot with no gap, list with `GET /api/v1/items` (every

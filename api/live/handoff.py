@@ -49,7 +49,7 @@ def _cursor(app: Any) -> str | None:
     services: Services | None = getattr(app.state, "services", None)
     if feed is None or services is None or not feed.up or feed.position is None:
         return None
-    return services.cursors.encode(feed.position.encode())
+    return services.feed_cursors.encode(feed.position.encode())
 
 
 def install(app: FastAPI) -> None:

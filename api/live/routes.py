@@ -20,6 +20,7 @@ from bson.errors import InvalidId
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pymongo.errors import PyMongoError
 
+from api.accounts import personal_tokens
 from api.accounts.deps import Login, authenticate, token_signer
 from api.accounts.tokens import TokenSigner
 from api.core.background import uninterrupted
@@ -36,6 +37,11 @@ router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
 WATCH_SCOPES = ["items:read"]  # what a personal access token needs to watch
+# URLs end up in logs (the server's, proxies'): a token valid until revoked must not.
+URL_TOKEN = (
+    "send a personal access token in the Authorization header or the first message, "
+    "never in the URL"
+)
 
 
 @dataclass
@@ -96,10 +102,13 @@ async def live_items(websocket: WebSocket) -> None:
     try:
         # From here on the watcher offers this socket every change it reads: say so, so a
         # client knows when what it writes next is sure to arrive.
-        start = request.resume_after or feed.position
+        # Every change after this position arrives on this socket: the client's own
+        # resume_after (as it sent it), or where the feed stands now.
         subscribed: dict[str, Any] = {"event": "subscribed"}
-        if start is not None:  # every change after this position arrives on this socket
-            subscribed["cursor"] = services.cursors.encode(start.encode())
+        if "resume_after" in websocket.query_params:
+            subscribed["cursor"] = websocket.query_params["resume_after"]
+        elif feed.position is not None:
+            subscribed["cursor"] = services.feed_cursors.encode(feed.position.encode())
         try:
             await websocket.send_text(json.dumps(subscribed))
         except Exception:  # the client went away already
@@ -119,8 +128,14 @@ async def live_items(websocket: WebSocket) -> None:
 
 async def _read_request(websocket: WebSocket, services: Services, signer: TokenSigner) -> Request:
     params = websocket.query_params
-    token = params.get("token") or await _auth_message(
-        websocket, services.settings.live_auth_timeout_s
+    if personal_tokens.looks_personal(params.get("token", "")):
+        raise Refused(URL_TOKEN)
+    scheme, _, bearer = websocket.headers.get("authorization", "").partition(" ")
+    header_token = bearer.strip() if scheme.lower() == "bearer" else ""
+    token = (
+        params.get("token")
+        or header_token
+        or await _auth_message(websocket, services.settings.live_auth_timeout_s)
     )
     try:
         login = await authenticate(token, signer)
@@ -130,7 +145,7 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
         raise Refused(_DATABASE_AWAY.reason, TRY_AGAIN_LATER) from None
     if login.missing_scopes(WATCH_SCOPES):
         raise Refused("this access token lacks the scope items:read")
-    user = login.user
+    user = login.acting_user
     owner_id: ObjectId | None = user.id
     if "owner_id" in params:
         try:
@@ -148,7 +163,7 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
     resume_after = None
     if "resume_after" in params:
         try:
-            resume_after = Position.decode(services.cursors.decode(params["resume_after"]))
+            resume_after = Position.decode(services.feed_cursors.decode(params["resume_after"]))
         except (InvalidCursor, ValueError):
             raise Refused("resume_after is not a cursor this feed issued") from None
     tags = [tag_key(tag) for tag in params.getlist("tag")]
@@ -198,7 +213,7 @@ async def _send_changes(
             subscriber, resume_after, services.settings.live_replay_max
         ):
             try:
-                message = change.message(subscriber.fields, services.cursors)
+                message = change.message(subscriber.fields, services.feed_cursors)
             except Exception:  # a stored item the API cannot show: this event is skipped
                 if change.mark_unrenderable():  # logged and counted once, not per socket
                     log.warning("live feed skipped item %s it cannot render", change.item_id)

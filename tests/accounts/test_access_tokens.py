@@ -7,10 +7,12 @@ from typing import Any
 
 import httpx2
 import pytest
+from bson import ObjectId
 from fastapi import FastAPI
 
 from api.accounts import action_tokens, personal_tokens
-from documents import AccessToken, Purpose, User
+from api.core.errors import NotAuthenticated
+from documents import AccessToken, AccessTokenCreate, Purpose, User
 from documents.base import utcnow
 from tests.conftest import PASSWORD, Account, create_item
 
@@ -132,6 +134,7 @@ async def test_openapi_says_exactly_where_a_token_is_accepted(
                 continue
             url = path.format(**ids)
             response = await client.request(method, url, json={}, headers=bearer(token))
+            assert "403" in operation["responses"], (method, path)  # documented, as given
             refused = response.status_code == 403 and response.json()["type"] == SCOPE_PROBLEM
             assert refused == ("AccessToken" not in names), (method, path, response.text)
             assert response.status_code != 401, (method, path)
@@ -272,4 +275,72 @@ async def test_a_bad_token_request_is_a_422_and_makes_nothing(
 ) -> None:
     response = await client.post(TOKENS, json=body, headers=alice.headers)
     assert response.status_code == 422, response.text
+    assert await AccessToken.find_all().count() == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"$set": {"token_version": "0"}},
+        {"$set": {"scopes": ["items:read", "admin"]}},
+        {"$unset": {"user_id": ""}},
+        {"$set": {"expires_at": "never"}},
+    ],
+)
+async def test_a_token_document_another_tool_mangled_is_honoured_by_nobody(
+    client: httpx2.AsyncClient, alice: Account, damage: dict[str, Any]
+) -> None:
+    token = await make_token(client, alice, ["items:read"])
+    await AccessToken.get_pymongo_collection().update_one({}, damage)
+    response = await client.get(ITEMS, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json()["type"] == INVALID_TOKEN
+
+
+async def test_a_superusers_token_acts_as_a_plain_user(
+    client: httpx2.AsyncClient, admin: Account, bob: Account
+) -> None:
+    """Its scopes speak of *your* items and account: a token never carries superuser
+    powers, even when a superuser made it."""
+    token = await make_token(client, admin, ALL_SCOPES)
+    theirs = await create_item(client, bob)
+    mine = await create_item(client, admin)
+    listed = (await client.get(ITEMS, headers=bearer(token))).json()["items"]
+    assert [row["id"] for row in listed] == [mine["id"]]
+    assert (await client.get(f"{ITEMS}/{theirs['id']}", headers=bearer(token))).status_code == 404
+    patch = await client.patch(
+        f"{ITEMS}/{theirs['id']}", json={"title": "x"}, headers=bearer(token)
+    )
+    assert patch.status_code == 404
+    others = await client.get(ITEMS, params={"owner_id": bob.id}, headers=bearer(token))
+    assert others.status_code == 403
+    assert (await client.get(f"/api/v1/users/{bob.id}", headers=bearer(token))).status_code == 403
+    me = (await client.get("/api/v1/auth/me", headers=bearer(token))).json()
+    assert me["is_superuser"] is True  # the account is shown as it is
+    # The same admin, signed in with the password, sees everyone's.
+    assert len((await client.get(ITEMS, headers=admin.headers)).json()["items"]) == 2
+
+
+async def test_no_token_outlives_a_logout_all_it_races(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Creations racing a logout-all: whatever they answered, no token is left alive."""
+    body = {"name": "racer", "scopes": ["items:read"]}
+    creations = [client.post(TOKENS, json=body, headers=alice.headers) for _ in range(20)]
+    logout = client.post("/api/v1/auth/logout-all", headers=alice.headers)
+    answers = await asyncio.gather(*creations[:10], logout, *creations[10:])
+    assert answers.pop(10).status_code == 204
+    made = [answer.json() for answer in answers if answer.status_code == 201]
+    for token in made:
+        assert (await client.get(ITEMS, headers=bearer(token))).status_code == 401
+    assert await AccessToken.find_all().count() == 0
+
+
+async def test_a_login_that_has_ended_makes_no_token(
+    alice: Account, client: httpx2.AsyncClient
+) -> None:
+    assert (await client.post("/api/v1/auth/logout-all", headers=alice.headers)).status_code == 204
+    body = AccessTokenCreate(name="late", scopes=["items:read"])
+    with pytest.raises(NotAuthenticated):
+        await personal_tokens.issue(alice.user, ObjectId(alice.session_id), body)
     assert await AccessToken.find_all().count() == 0

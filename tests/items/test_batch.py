@@ -185,3 +185,12 @@ async def test_a_read_only_token_cannot_batch(client: httpx2.AsyncClient, alice:
     assert response.status_code == 403
     assert "items:write" in response.json()["detail"]
     assert await Item.find_all().count() == 0
+
+
+async def test_a_batch_that_is_not_json_is_the_usual_400(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    headers = {**alice.headers, "Content-Type": "application/json"}
+    response = await client.post(BATCH, content=b'{"operations": [', headers=headers)
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:docstore:problem:malformed-json"

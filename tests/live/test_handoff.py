@@ -1,13 +1,15 @@
 """From REST to live with no gap (X-Feed-Cursor, the subscribed cursor), and batches live."""
 
 import asyncio
+import base64
 import random
 from typing import Any
 
 import httpx2
+from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
-from tests.conftest import Account, create_item, walk_pages
+from tests.conftest import Account, create_item, eventually, feed_of, walk_pages
 from tests.live.conftest import WS_PATH, Served, next_event, subscribe
 
 ITEMS = "/api/v1/items"
@@ -120,3 +122,27 @@ async def test_each_change_of_a_batch_arrives_as_its_own_event(
         ("deleted", deleted["id"]),
     ]
     assert events[1]["item"]["title"] == "patched"
+
+
+async def test_feed_cursors_reveal_nothing_of_other_users_changes(
+    app: FastAPI, served: Served, client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    """A feed position names the last change anyone made: sealed, not just signed."""
+    theirs = await create_item(client, bob, title="bob's secret plans")
+
+    async def shown() -> str:
+        response = await client.get(ITEMS, headers=alice.headers)
+        return str(response.headers.get("x-feed-cursor", ""))
+
+    async def names_it() -> bool:  # the watcher has read bob's change
+        feed = feed_of(app)
+        return feed is not None and feed.position is not None and feed.position.time.time > 0
+
+    await eventually(names_it)
+    async with connect(served.ws(alice)) as ws:
+        subscribed = (await next_event(ws))["cursor"]
+    for cursor in (await shown(), subscribed):
+        payload = cursor.split(".")[0]
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        assert theirs["id"] not in decoded.decode("latin-1")  # not as text
+        assert theirs["id"] not in decoded.hex()  # nor as bytes

@@ -190,13 +190,25 @@ async def test_an_access_token_watches_and_revoking_it_closes_the_socket(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
     token = await _access_token(client, alice, ["items:read"])
-    url = f"{served.url}{WS_PATH}?" + str(httpx2.QueryParams(token=token["token"]))
-    async with subscribe(url) as ws:
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    async with subscribe(served.ws(), additional_headers=bearer) as ws:
         made = await create_item(client, alice)
         assert (await next_event(ws))["item"]["id"] == made["id"]
         revoked = await client.delete(f"/api/v1/auth/tokens/{token['id']}", headers=alice.headers)
         assert revoked.status_code == 204
         assert await close_of(ws) == (1008, "access token revoked")
+
+
+async def test_an_access_token_is_refused_in_the_url(
+    served: Served, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """URLs are logged (by the server, by proxies): a long-lived token must not be in one."""
+    token = await _access_token(client, alice, ["items:read"])
+    url = f"{served.url}{WS_PATH}?" + str(httpx2.QueryParams(token=token["token"]))
+    async with connect(url) as ws:
+        code, reason = await close_of(ws)
+    assert code == 1008
+    assert "never in the URL" in reason
 
 
 async def test_an_access_token_without_items_read_cannot_watch(
