@@ -16,6 +16,7 @@ from beanie import init_beanie
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
+import tests.commands  # noqa: F401  (registers the command recorder before any client)
 from api.accounts import passwords
 from api.accounts.passwords import hash_password
 from api.accounts.sessions import open_session

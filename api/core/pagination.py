@@ -124,13 +124,14 @@ async def fetch_page(
 
     `sort` ends with `_id` so positions are unique; with a matching index each page is
     one index range scan however deep it is. The sort fields are always fetched (the
-    cursor needs them) even when `projection` leaves them out of what the caller shows.
+    cursor needs them) even when `projection` leaves them out of what the caller shows;
+    a projection that only leaves fields out (`{"search_terms": 0}`) keeps them anyway.
     """
     where = query
     if params.cursor:
         after = _keyset_after(sort, codec.decode(params.cursor))
         where = {"$and": [query, after]} if query else after
-    if projection is not None:
+    if projection is not None and all(projection.values()):  # fields named: and the keys
         projection = {**projection, **{field: 1 for field, _ in sort}}
     found = collection.find(where, projection).sort(sort).skip(params.skip).limit(params.limit + 1)
     rows = await found.to_list()

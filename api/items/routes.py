@@ -95,6 +95,10 @@ QueryTime = Annotated[
 ]
 
 
+# What a list never shows, so never reads: the search words (up to 400 an item).
+UNSHOWN = {"search_terms": 0}
+
+
 @router.get("", response_model_exclude_unset=True, responses=problem_responses(401, 403))
 async def list_items(
     request: Request,
@@ -143,7 +147,12 @@ async def list_items(
     query = {"$and": [*filters, scope]} if filters else scope
     collection = Item.get_pymongo_collection()
     rows, next_cursor, total = await fetch_page(
-        collection, query, order, page, services.cursors, projection
+        collection,
+        query,
+        order,
+        page,
+        services.cursors,
+        UNSHOWN if projection is None else projection,
     )
     if projection is not None:
         rows = [{k: v for k, v in row.items() if k in projection or k == "_id"} for row in rows]

@@ -5,8 +5,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from fastapi import FastAPI
 
-from tests.conftest import Account, create_item, walk_pages
+from tests.commands import recording
+from tests.conftest import Account, create_item, services_of, walk_pages
 
 ITEMS = "/api/v1/items"
 
@@ -265,3 +267,22 @@ async def test_no_feed_cursor_without_a_live_feed(
     response = await client.get("/api/v1/items", headers=alice.headers)
     assert response.status_code == 200
     assert "x-feed-cursor" not in response.headers
+
+
+async def test_a_list_reads_only_what_it_shows(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """Items store up to 400 search words each: a list never reads them, and with
+    `fields` reads only those (and the sort key its cursor needs)."""
+    await create_item(client, alice, title="Banana bread", description="ripe bananas " * 50)
+    database = services_of(app).settings.mongodb_db
+    with recording(database) as commands:
+        everything = await client.get("/api/v1/items", headers=alice.headers)
+        some = await client.get("/api/v1/items", params={"fields": "title"}, headers=alice.headers)
+    assert everything.status_code == some.status_code == 200
+    finds = [c for c in commands if c["name"] == "find" and c["find"] == "items"]
+    assert [find.get("projection") for find in finds] == [
+        {"search_terms": 0},
+        {"title": 1, "created_at": 1, "_id": 1},
+    ]
+    assert set(some.json()["items"][0]) == {"id", "title"}
