@@ -7,11 +7,10 @@ from typing import Annotated
 from bson import ObjectId
 from bson.errors import InvalidId
 from fastapi import Depends, Path, Request, Security
-from fastapi.security import HTTPBearer, OAuth2PasswordBearer, SecurityScopes
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from starlette.requests import HTTPConnection
 
 from api.accounts import personal_tokens
-from api.accounts.personal_tokens import ACCESS_TOKEN_SCHEME
 from api.accounts.tokens import InvalidToken, TokenSigner
 from api.config import API_PREFIX
 from api.core.errors import Forbidden, NotAuthenticated, NotFound
@@ -21,14 +20,6 @@ from documents.base import ObjectIdParam
 
 log = logging.getLogger("docstore.accounts")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/login", auto_error=False)
-# The same `Authorization: Bearer` header, for a personal access token: a scheme of its own
-# so Swagger UI can take one, and each operation says which scopes a token needs there.
-access_token_scheme = HTTPBearer(
-    scheme_name=ACCESS_TOKEN_SCHEME,
-    bearerFormat="dsk_<id>_<secret>",
-    description="A personal access token (POST /api/v1/auth/tokens).",
-    auto_error=False,
-)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
@@ -74,7 +65,7 @@ async def authenticate(token: str, signer: TokenSigner) -> Login:
     session (or revocation) all hold."""
     if personal_tokens.looks_personal(token):
         access_token = await personal_tokens.find(token)
-        owner = await User.find_one({"_id": access_token.user_id})
+        owner = await _user(access_token.user_id)
         expiry = access_token.expires_at.timestamp() if access_token.expires_at else None
         if owner is not None:
             login = Login(owner, access_token.token_version, expiry, access_token=access_token)
@@ -87,12 +78,19 @@ async def authenticate(token: str, signer: TokenSigner) -> Login:
         user_id, session_id = ObjectId(claims.user_id), ObjectId(claims.session_id)
     except (InvalidToken, InvalidId, TypeError):
         raise NotAuthenticated("The access token is invalid or expired.") from None
-    user = await User.find_one({"_id": user_id})
+    user = await _user(user_id)
     if user is not None:
         login = Login(user, claims.token_version, claims.expires_at, session_id)
         if login.still_valid(user):
             return login
     raise NotAuthenticated("The access token is no longer valid.")
+
+
+async def _user(user_id: ObjectId) -> User | None:
+    """The user, read raw and validated once (Beanie's find_one adds to every request
+    what its query builder costs)."""
+    stored = await User.get_pymongo_collection().find_one({"_id": user_id})
+    return None if stored is None else User.model_validate(stored)
 
 
 _told_of_untrusted_proxy = False
@@ -128,7 +126,6 @@ async def optional_login(
     token: BearerToken,
     request: Request,
     signer: AppSigner,
-    _: Annotated[object, Depends(access_token_scheme)],
 ) -> Login | None:
     """The caller's login when a token is sent; a bad token is still a 401, never anonymous.
     Loaded once per request, whichever scopes the dependencies on it ask for."""

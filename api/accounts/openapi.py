@@ -37,11 +37,17 @@ def describe_security(document: dict[str, Any]) -> None:
                 before = operation.get("description", "")
                 needs = f"A personal access token needs the scope {', '.join(scopes)}."
                 operation["description"] = f"{before}\n\n{needs}" if before else needs
-    schemes = document.get("components", {}).get("securitySchemes", {})
-    if ACCESS_TOKEN_SCHEME in schemes:
-        listed = "; ".join(f"`{name}`: {text}" for name, text in SCOPES.items())
-        schemes[ACCESS_TOKEN_SCHEME]["description"] = (
+    # Declared here rather than as a dependency: it reads the same header the OAuth2
+    # scheme does, and a second security dependency would run on every request.
+    listed = "; ".join(f"`{name}`: {text}" for name, text in SCOPES.items())
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[ACCESS_TOKEN_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "dsk_<id>_<secret>",
+        "description": (
             "A personal access token (`POST /api/v1/auth/tokens`), sent as "
             f"`Authorization: Bearer dsk_...`. Scopes: {listed}. An operation that "
             "does not list this scheme needs a password login."
-        )
+        ),
+    }

@@ -196,13 +196,13 @@ class BadQuery(DomainError):
         304: {"description": "Not modified (If-None-Match)"},
     },
 )
-async def read_item(
-    item: ReadableItem, response: Response, if_none_match: IfNoneMatch = None
-) -> Any:
+async def read_item(item: ReadableItem, if_none_match: IfNoneMatch = None) -> Any:
+    headers = {"ETag": etag(item.version)}
     if if_none_match and matches(if_none_match, item.version):
-        return Response(status_code=304, headers={"ETag": etag(item.version)})
-    response.headers["ETag"] = etag(item.version)
-    return item
+        return Response(status_code=304, headers=headers)
+    # Serialised here, once: the item was validated as it was read, and FastAPI would
+    # validate it again against the response model before serialising it.
+    return Response(item_json(item), headers=headers, media_type="application/json")
 
 
 @router.patch(
