@@ -1,4 +1,4 @@
-"""Runs the API under Uvicorn: `python -m api.server [--host H] [--port P]`.
+"""Runs the API under Uvicorn: `python -m api.server [--host H] [--port P] [--workers N]`.
 
 The one thing plain `uvicorn` cannot do for us: on shutdown, Uvicorn closes open
 WebSockets itself (code 1012) before the app hears of it. This server first closes
@@ -6,13 +6,16 @@ the live-change sockets with 1001 (going away), then shuts down as usual.
 """
 
 import argparse
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 from api.config import Settings
+from api.core import embedded
 from api.live import feed
 
 APP = "api.main:app_from_env"
@@ -68,16 +71,60 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ws-ping-interval", type=float, default=20.0, metavar="SECONDS")
     parser.add_argument("--ws-per-message-deflate", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        # WEB_CONCURRENCY, as Uvicorn and Gunicorn read it: how the Docker image is scaled.
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        metavar="N",
+        help="API processes on the one port (default: WEB_CONCURRENCY, else 1)",
+    )
     args = parser.parse_args(argv)
-    Server(
-        config(
-            host=args.host,
-            port=args.port,
-            ping_interval=args.ws_ping_interval,
-            log_level=args.log_level,
-            per_message_deflate=args.ws_per_message_deflate,
-        )
-    ).run()
+    settings = config(
+        host=args.host,
+        port=args.port,
+        ping_interval=args.ws_ping_interval,
+        log_level=args.log_level,
+        per_message_deflate=args.ws_per_message_deflate,
+    )
+    if args.workers > 1:
+        run_workers(settings, args.workers)
+    else:
+        Server(settings).run()
+
+
+def run_workers(settings: uvicorn.Config, workers: int) -> None:
+    """`workers` processes sharing one listening socket (Uvicorn's supervisor restarts
+    any that dies), each with its own live feed, each closing its sockets with 1001
+    on shutdown. Without MONGODB_URL, the embedded database is started here, once,
+    and every worker is pointed at it (a worker owning it would take it down with it).
+    """
+    settings.workers = workers
+    server = None
+    if Settings().mongodb_url is None:
+        server = embedded.start_or_attach(Settings().data_dir)
+        os.environ["MONGODB_URL"] = server.url  # the workers are spawned with it
+    # Uvicorn's supervisor builds each worker's server as a plain uvicorn.Server, which
+    # would close live sockets with 1012 itself; its workers are made from the module's
+    # `Process`, so ours (whose server is this module's Server) stands in while it runs.
+    plain, multiprocess.Process = multiprocess.Process, _Worker  # type: ignore[misc]
+    try:
+        sock = settings.bind_socket()
+        multiprocess.Multiprocess(settings, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = plain  # type: ignore[misc]
+        if server is not None:
+            server.stop()
+
+
+class _Worker(multiprocess.Process):
+    """A worker process of Uvicorn's supervisor, serving with this module's Server."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = Server(config=self.config)
+        return self._server
 
 
 if __name__ == "__main__":

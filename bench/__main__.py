@@ -10,6 +10,7 @@ one request at a time, then prints the database's plan for the cursor query.
 `--soak S` drives a mixed workload for S seconds: requests, 5xx, RSS and open files.
 `--batch N` times N creates in one batch against N single POSTs (the default run
 prints it for 100 after the throughput table).
+`--workers N` compares GET /items/{id} on one API process and on N.
 Not part of the test suite.
 """
 
@@ -17,7 +18,7 @@ import argparse
 import shutil
 import sys
 
-from bench import batch, live, load, scale, soak, storm
+from bench import batch, live, load, scale, soak, storm, workers
 from bench.harness import running
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
+    parser.add_argument("--workers", type=int, metavar="N", help="by id: 1 worker vs N")
     args = parser.parse_args()
     if args.batch:
         with running(1) as setup:
@@ -58,6 +60,9 @@ def main() -> None:
     if wrk is None:
         sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")
     with running(args.items) as setup:
+        if args.workers:
+            workers.report(wrk, setup, args.workers, args)
+            return
         load.report(wrk, setup, args)
         batch.report(setup, 100, args.rounds)
 

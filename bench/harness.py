@@ -38,6 +38,7 @@ class Setup:
     first_item: str
     mongodb_url: str
     pids: dict[str, int]  # label -> server process id
+    env: dict[str, str]  # the servers' environment (to start more of them)
 
 
 @contextmanager
@@ -69,7 +70,7 @@ def running(items: int) -> Iterator[Setup]:
                 first = _seed_items(url, user_id, items)
                 targets = {"app": app[1], "floor": floor[1]}
                 pids = {"app": app[0].pid, "floor": floor[0].pid}
-                yield Setup(targets, token, access_token, user_id, first, url, pids)
+                yield Setup(targets, token, access_token, user_id, first, url, pids, env)
             finally:
                 for process, _ in (app, floor):
                     process.terminate()
@@ -153,6 +154,11 @@ def _item(owner: ObjectId, i: int, now: datetime) -> dict[str, Any]:
 
 
 WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel"]
+
+
+def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m <target>` on a free port, once it answers: the process and its URL."""
+    return _serve(target, env)
 
 
 def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:

@@ -60,13 +60,15 @@ async def api_process(env: dict[str, str]) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def running_api(
-    env: dict[str, str],
+    env: dict[str, str], *args: str, without: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """As `api_process`, with the process too (for tests that kill it)."""
+    """As `api_process`, with the process too (for tests that kill it); `args` go to
+    `python -m api.server`, and the variables named in `without` are left unset."""
     port = embedded.free_port()
+    environment = {k: v for k, v in {**os.environ, **env}.items() if k not in without}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "warning",
-        env={**os.environ, **env},
+        *args, env=environment,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

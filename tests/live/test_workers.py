@@ -1,0 +1,51 @@
+"""`python -m api.server --workers N`: N processes on one port, one embedded database,
+every worker's sockets fed, and each closing them with 1001 on shutdown."""
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx2
+from websockets.asyncio.client import connect
+
+from api.core import embedded
+from tests.conftest import PASSWORD
+from tests.live.conftest import WS_PATH, close_of, next_event
+from tests.serving import api_env, running_api
+
+
+def workers_of(pid: int) -> list[int]:
+    """The worker processes Uvicorn's supervisor spawned (not the embedded database, nor
+    multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+async def test_two_workers_share_a_port_a_database_and_a_clean_shutdown(tmp_path: Path) -> None:
+    env = api_env("unused", "docstore", tmp_path, LIVE_FEED="true")
+    async with running_api(env, "--workers", "2", without=("MONGODB_URL",)) as (base, process):
+        assert len(workers_of(process.pid)) == 2
+        async with httpx2.AsyncClient(base_url=base) as client:
+            body = {"email": "w@example.com", "username": "worker", "password": PASSWORD}
+            assert (await client.post("/api/v1/users", json=body)).status_code == 201
+            form = {"username": "worker", "password": PASSWORD}
+            token = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+            url = base.replace("http", "ws") + f"{WS_PATH}?token={token}"
+            sockets = [await connect(url) for _ in range(6)]  # spread by the kernel
+            for ws in sockets:
+                assert (await next_event(ws))["event"] == "subscribed"
+            headers = {"Authorization": f"Bearer {token}"}
+            made = await client.post("/api/v1/items", json={"title": "t"}, headers=headers)
+            assert made.status_code == 201
+            for ws in sockets:  # whichever worker holds it, its feed saw the write
+                event = await next_event(ws)
+                assert (event["event"], event["item"]["id"]) == ("created", made.json()["id"])
+        process.send_signal(signal.SIGTERM)
+        closes = await asyncio.gather(*(close_of(ws) for ws in sockets))
+        assert {code for code, _ in closes} == {1001}
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert embedded.running_server(tmp_path / "mongo.json") is None  # stopped with them
