@@ -3,8 +3,8 @@
 Both run as single Uvicorn workers on the embedded database (or MONGODB_URL when
 set). The default run drives both with wrk in interleaved rounds, so drift in the
 machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
-`--scale N` seeds N items for one user and times deep pages, filters and search
-one request at a time, then prints the database's plan for the cursor query.
+`--scale N` times page 1, a deep page, a filter and search one request at a time at
+1,000, 10,000, ... and N items of one user, then prints the plan of the cursor query.
 `--live N` connects N WebSocket subscribers and measures event latency and memory.
 `--storm N` sends N logins at once and times `/health` during the storm against idle.
 `--soak S` drives a mixed workload for S seconds: requests, 5xx, RSS and open files.
@@ -53,7 +53,7 @@ def main() -> None:
             live.report(setup, args.live, args.rate, args.seconds * 2)
         return
     if args.scale:
-        with running(args.scale) as setup:
+        with running(1) as setup:  # seeded as the sizes grow
             scale.report(setup, args.scale)
         return
     wrk = shutil.which("wrk")

@@ -123,16 +123,22 @@ def _seed_user(url: str) -> tuple[str, str, ObjectId]:
 
 
 def _seed_items(url: str, user_id: ObjectId, count: int) -> str:
+    return seed_items(url, user_id, 0, count)
+
+
+def seed_items(url: str, user_id: ObjectId, start: int, stop: int) -> str:
+    """Items number `start` to `stop` of the user (older as the number grows), raw; the
+    first one's id."""
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     now = datetime.now(UTC).replace(microsecond=0)
     first = None
     started = time.monotonic()
     with client:
-        for start in range(0, count, 5000):
-            batch = [_item(user_id, i, now) for i in range(start, min(start + 5000, count))]
+        for low in range(start, stop, 5000):
+            batch = [_item(user_id, i, now) for i in range(low, min(low + 5000, stop))]
             client[DB].items.insert_many(batch)
             first = first or str(batch[0]["_id"])
-    print(f"seeded {count} items in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"seeded {stop - start} items in {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert first is not None
     return first
 

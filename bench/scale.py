@@ -15,18 +15,47 @@ import httpx2
 from pymongo import MongoClient
 
 from api.core.pagination import CursorCodec, sort_tag
-from bench.harness import SECRET, Setup
+from bench.harness import SECRET, Setup, seed_items
 
 REPEATS = 3
 LIMIT = 50
 NEWEST = [("created_at", -1), ("_id", -1)]
 
 
+def sizes(count: int) -> list[int]:
+    """1,000, 10,000, ... below `count`, then `count` itself."""
+    steps = [10**power for power in range(3, 9) if 10**power < count]
+    return [*steps, count]
+
+
 def report(setup: Setup, count: int) -> None:
+    """The scenarios at each size up to `count` (items seeded as it grows), then the
+    database's plan for the deepest cursor query."""
+    print(f"\nscale check: items of one user, limit={LIMIT}, median of {REPEATS}\n")
+    print(f"{'items':>8}  {'scenario':<24}{'app ms':>10}{'floor ms':>10}{'ratio':>8}")
+    seeded = 1  # the harness seeds one item
+    plan: dict[str, Any] = {}
+    for size in sizes(count):
+        seed_items(setup.mongodb_url, setup.user_id, seeded, size)
+        seeded = size
+        scenarios, plan = _scenarios(setup, size)
+        for name, (app_query, floor_query) in scenarios.items():
+            app_ms = _time(setup, "app", app_query)
+            floor_ms = _time(setup, "floor", floor_query)
+            print(
+                f"{size:>8,}  {name:<24}{app_ms:>10.1f}{floor_ms:>10.1f}{floor_ms / app_ms:>8.2f}"
+            )
+    print("\nplan of the deep cursor query:")
+    print(json.dumps(plan.get("queryPlanner", {}).get("winningPlan", plan), indent=1, default=str))
+    print("stages:", " -> ".join(_stages(plan.get("queryPlanner", {}).get("winningPlan", {}))))
+
+
+def _scenarios(setup: Setup, count: int) -> tuple[dict[str, tuple[str, str]], dict[str, Any]]:
+    """What is timed at this size (app query, floor query), and the deep query's plan."""
     client: MongoClient[dict[str, Any]] = MongoClient(setup.mongodb_url, tz_aware=True)
     with client:
         items = client["bench"].items
-        deep = min(999 * LIMIT, count - LIMIT)  # the row before page 1,000
+        deep = min(999 * LIMIT, count - LIMIT)  # the row before page 1,000 (or the last)
         last = items.find({"owner_id": setup.user_id}).sort(NEWEST).skip(deep - 1).limit(1)[0]
         keyset = {
             "created_at": {"$lte": last["created_at"]},
@@ -35,7 +64,8 @@ def report(setup: Setup, count: int) -> None:
                 {"created_at": last["created_at"], "_id": {"$lt": last["_id"]}},
             ],
         }
-        plan = items.find({"owner_id": setup.user_id, **keyset}).sort(NEWEST).limit(LIMIT).explain()
+        query = {"owner_id": setup.user_id, **keyset}
+        plan = items.find(query).sort(NEWEST).limit(LIMIT).explain()
     cursor = CursorCodec(SECRET).encode([sort_tag(NEWEST), last["created_at"], last["_id"]])
     after = f"{int(last['created_at'].timestamp() * 1000)},{last['_id']}"
     where = quote(json.dumps({"data.n": {"$gte": count - LIMIT}}))
@@ -48,15 +78,7 @@ def report(setup: Setup, count: int) -> None:
         "where data.n >= N-50": (f"where={where}", f"n_gte={count - LIMIT}"),
         "q=cherry": ("q=cherry", "q=cherry"),
     }
-    print(f"\nscale check: {count} items of one user, limit={LIMIT}, median of {REPEATS}\n")
-    print(f"{'scenario':<24}{'app ms':>10}{'floor ms':>10}{'ratio':>8}")
-    for name, (app_query, floor_query) in scenarios.items():
-        app_ms = _time(setup, "app", app_query)
-        floor_ms = _time(setup, "floor", floor_query)
-        print(f"{name:<24}{app_ms:>10.1f}{floor_ms:>10.1f}{floor_ms / app_ms:>8.2f}")
-    print("\nplan of the deep cursor query:")
-    print(json.dumps(plan.get("queryPlanner", {}).get("winningPlan", plan), indent=1, default=str))
-    print("stages:", " -> ".join(_stages(plan.get("queryPlanner", {}).get("winningPlan", {}))))
+    return scenarios, plan
 
 
 def _time(setup: Setup, label: str, query: str) -> float:
