@@ -11,6 +11,7 @@ machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 `--batch N` times N creates in one batch against N single POSTs (the default run
 prints it for 100 after the throughput table).
 `--workers N` compares GET /items/{id} on one API process and on N.
+`--seed N` times `docstore-admin seed` of N items against a raw insert_many.
 Not part of the test suite.
 """
 
@@ -18,7 +19,7 @@ import argparse
 import shutil
 import sys
 
-from bench import batch, live, load, scale, soak, storm, workers
+from bench import batch, live, load, scale, seed, soak, storm, workers
 from bench.harness import running
 
 
@@ -35,7 +36,12 @@ def main() -> None:
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
     parser.add_argument("--workers", type=int, metavar="N", help="by id: 1 worker vs N")
+    parser.add_argument("--seed", type=int, metavar="N", help="seed N items vs insert_many")
     args = parser.parse_args()
+    if args.seed:
+        with running(1) as setup:
+            seed.report(setup, args.seed)
+        return
     if args.batch:
         with running(1) as setup:
             batch.report(setup, args.batch, args.rounds)
