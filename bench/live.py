@@ -46,7 +46,7 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     after = rss_kb(pid)
     per = (after - before) / subscribers
     print(f"RSS: {before / 1024:.1f} MiB idle, {after / 1024:.1f} MiB with {subscribers}")
-    print(f"     {per:.1f} KB per idle subscriber (target < 100)")
+    print(f"     {per:.1f} KB per idle subscriber (target < 60)")
 
     total = int(rate * seconds)
     app_latencies: list[float] = []
