@@ -18,9 +18,10 @@ Not part of the test suite.
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 
 from bench import batch, live, load, scale, seed, soak, storm, workers
-from bench.harness import running
+from bench.harness import Setup, running
 
 
 def main() -> None:
@@ -38,30 +39,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, metavar="N", help="by id: 1 worker vs N")
     parser.add_argument("--seed", type=int, metavar="N", help="seed N items vs insert_many")
     args = parser.parse_args()
-    if args.seed:
-        with running(1) as setup:
-            seed.report(setup, args.seed)
-        return
-    if args.batch:
-        with running(1) as setup:
-            batch.report(setup, args.batch, args.rounds)
-        return
-    if args.soak:
-        with running(1) as setup:
-            soak.report(setup, args.soak)
-        return
-    if args.storm:
-        with running(1) as setup:
-            storm.report(setup, args.storm, args.rounds)
-        return
-    if args.live:
-        with running(1) as setup:
-            live.report(setup, args.live, args.rate, args.seconds * 2)
-        return
-    if args.scale:
-        with running(1) as setup:  # seeded as the sizes grow
-            scale.report(setup, args.scale)
-        return
+    # The modes that need only a user (each seeds what it measures), first given wins.
+    alone: list[tuple[object, Callable[[Setup], None]]] = [
+        (args.seed, lambda setup: seed.report(setup, args.seed)),
+        (args.batch, lambda setup: batch.report(setup, args.batch, args.rounds)),
+        (args.soak, lambda setup: soak.report(setup, args.soak)),
+        (args.storm, lambda setup: storm.report(setup, args.storm, args.rounds)),
+        (args.live, lambda setup: live.report(setup, args.live, args.rate, args.seconds * 2)),
+        (args.scale, lambda setup: scale.report(setup, args.scale)),  # seeded as sizes grow
+    ]
+    for asked, report in alone:
+        if asked:
+            with running(1) as setup:
+                report(setup)
+            return
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")

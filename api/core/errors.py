@@ -193,10 +193,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if any(issue["type"] == "json_invalid" for issue in issues):
         detail = "The request body is not valid JSON."
         return problem(request, 400, "Malformed JSON", detail, "malformed-json", errors=issues)
+    detail = validation_detail(issues)
+    return problem(request, 422, "Validation failed", detail, "validation", errors=issues)
+
+
+def validation_detail(issues: list[dict[str, Any]]) -> str:
+    """A 422's `detail`: where the first check failed, and why."""
     first = issues[0] if issues else {"loc": [], "msg": "invalid input"}
     where = ".".join(str(part) for part in first["loc"])
-    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-    return problem(request, 422, "Validation failed", detail, "validation", errors=issues)
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def _message(error: Mapping[str, Any]) -> str:

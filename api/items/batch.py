@@ -22,6 +22,7 @@ from api.core.errors import (
     Problem,
     ValidationProblem,
     problem_responses,
+    validation_detail,
     validation_issues,
 )
 from api.core.services import AppServices
@@ -185,8 +186,6 @@ def _invalid(error: RequestValidationError, index: int | None = None) -> BatchIn
             issue["loc"] = ["body", "operations", index, *issue["loc"][1:]]
     elif issues and issues[0]["loc"][1:2] == ["operations"] and len(issues[0]["loc"]) > 2:
         index = issues[0]["loc"][2] if isinstance(issues[0]["loc"][2], int) else None
-    first = issues[0] if issues else {"loc": [], "msg": "invalid input"}
-    where = ".".join(str(part) for part in first["loc"])
-    invalid = BatchInvalid(f"{where}: {first['msg']}" if where else str(first["msg"]))
+    invalid = BatchInvalid(validation_detail(issues))
     invalid.extra = {"errors": issues, **({"operation": index} if index is not None else {})}
     return invalid
