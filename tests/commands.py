@@ -21,9 +21,18 @@ class Recorder(monitoring.CommandListener):
     commands: list[dict[str, Any]] = field(default_factory=list)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        mine = self.database is not None and event.database_name == self.database
+        mine = self.database is not None and (
+            event.database_name == self.database or self._touches_database(event)
+        )
         if mine and event.command_name not in BACKGROUND:
             self.commands.append({"name": event.command_name, **event.command})
+
+    def _touches_database(self, event: monitoring.CommandStartedEvent) -> bool:
+        """A client-level bulk write runs on `admin` and names its collections."""
+        if event.command_name != "bulkWrite":
+            return False
+        namespaces = [info["ns"] for info in event.command.get("nsInfo", [])]
+        return any(ns.startswith(f"{self.database}.") for ns in namespaces)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

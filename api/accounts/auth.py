@@ -1,9 +1,10 @@
 """Sign in (OAuth2 password grant), refresh, log out, and see your logins."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import AsyncMongoClient, UpdateOne
 
 from api.accounts import passwords, sessions, throttle
 from api.accounts.deps import (
@@ -20,6 +21,7 @@ from api.config import Settings
 from api.core.errors import DomainError, NotAuthenticated, NotFound, problem_responses
 from api.core.pagination import Page
 from api.core.services import AppServices
+from api.core.together import Write, write_together
 from documents import Session, SessionPublic, User, UserPublic
 from documents.base import ObjectIdParam, utcnow
 from documents.user import CASE_INSENSITIVE
@@ -102,35 +104,56 @@ async def login(
     settings = services.settings
     if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
         raise InvalidCredentials()
+    address = client_address(request)
     with passwords.hashing_slot():  # a storm is turned away before any database work
-        user = await _checked(form, client_address(request), settings)
-    if not user.is_active:
-        raise InactiveUser()
-    if settings.require_verified_email and not user.email_verified:
-        raise EmailNotVerified()
+        user, settle = await _signed_in(form, address, settings)
+    refusal = _refusal(user, settings)
+    if refusal is not None:
+        await write_together(_client(), settle)
+        raise refusal
+    # Three commands in all: the user, the reservation, and this one, which opens the
+    # session and settles the attempt.
     user_agent = request.headers.get("user-agent")
-    opened = await sessions.open_session(user, settings, user_agent, client_address(request))
+    opened = await sessions.open_session(user, settings, user_agent, address, along=settle)
     return _pair(signer, user, opened)
 
 
-async def _checked(form: PasswordGrant, address: str | None, settings: Settings) -> User:
-    """The account whose password this is (401 otherwise), its hash at today's cost."""
+def _refusal(user: User, settings: Settings) -> DomainError | None:
+    """Why an account that gave its password still may not sign in, if it may not."""
+    if not user.is_active:
+        return InactiveUser()
+    if settings.require_verified_email and not user.email_verified:
+        return EmailNotVerified()
+    return None
+
+
+async def _signed_in(
+    form: PasswordGrant, address: str | None, settings: Settings
+) -> tuple[User, list[Write]]:
+    """The account whose password this is (401 otherwise), and the writes that settle
+    the attempt (its reservation given back, this address's failures cleared, its hash
+    brought to today's cost), to be sent along with whatever comes next."""
     user = await find_by_login(form.username)
     account = throttle.account_key(user.id if user else None, form.username)
     # Counted before the password is checked, so a burst cannot outrun the limit; the
     # attempt stays counted if it fails.
     limits, from_here = throttle.password_limits(account, address, settings)
-    passed = await throttle.attempt(
-        limits,
-        settings.login_failure_window_s,
-        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
-        clear_on_success=[from_here],
-    )
+    reserved = await throttle.reserve(limits, settings.login_failure_window_s)
+    try:
+        passed = await _password_matches(user, form.password, settings.bcrypt_rounds)
+    except BaseException:  # a busy hashing pool: it answered nothing, so cost no guess
+        await throttle.give_back(reserved)
+        raise
     if user is None or not passed:
         raise InvalidCredentials()
-    if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
-        await _upgrade_hash(user, form.password, settings.bcrypt_rounds)
-    return user
+    settle: list[Write] = [*throttle.give_back_writes(reserved, clear=[from_here])]
+    try:
+        if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
+            settle.append(await _upgraded_hash(user, form.password, settings.bcrypt_rounds))
+    except BaseException:
+        await write_together(_client(), settle)
+        raise
+    return user, settle
 
 
 async def _password_matches(user: User | None, password: str, rounds: int) -> bool:
@@ -140,14 +163,20 @@ async def _password_matches(user: User | None, password: str, rounds: int) -> bo
     return await verify_password(password, user.hashed_password)
 
 
-async def _upgrade_hash(user: User, password: str, rounds: int) -> None:
-    """Re-hash at the configured cost, so raising BCRYPT_ROUNDS upgrades accounts as they
-    sign in (unless the password changed meanwhile)."""
+async def _upgraded_hash(user: User, password: str, rounds: int) -> UpdateOne:
+    """The write that re-hashes at the configured cost, so raising BCRYPT_ROUNDS upgrades
+    accounts as they sign in (unless the password changed meanwhile)."""
     old, new = user.hashed_password, await passwords.hash_password(password, rounds)
-    await User.get_pymongo_collection().update_one(
-        {"_id": user.id, "hashed_password": old}, {"$set": {"hashed_password": new}}
-    )
     user.hashed_password = new
+    return UpdateOne(
+        {"_id": user.id, "hashed_password": old},
+        {"$set": {"hashed_password": new}},
+        namespace=User.get_pymongo_collection().full_name,
+    )
+
+
+def _client() -> AsyncMongoClient[Any]:
+    return User.get_pymongo_collection().database.client
 
 
 @router.post("/refresh", responses=problem_responses(401))

@@ -14,18 +14,20 @@ so checking a token costs no lookup beyond the user the request loads anyway.
 """
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from beanie import PydanticObjectId
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ReturnDocument
+from pymongo import InsertOne, ReturnDocument, UpdateOne
 
 from api.accounts.passwords import digest
 from api.config import Settings
 from api.core import sealing
 from api.core.errors import NotAuthenticated
+from api.core.together import Write, write_together
 from documents import AccessToken, Session, User
 from documents.base import utcnow
 from documents.user import MAX_SESSIONS
@@ -51,24 +53,41 @@ def _unseal(replay: str, old_secret: str) -> str | None:
 
 
 async def open_session(
-    user: User, settings: Settings, user_agent: str | None, client: str | None
+    user: User,
+    settings: Settings,
+    user_agent: str | None,
+    client: str | None,
+    along: Sequence[Write] = (),
 ) -> Opened:
+    """A new login of `user`, listed on the user document so its tokens are honoured:
+    one round trip, carrying `along` (the sign-in's own writes) after the session's."""
     family, secret, now = secrets.token_urlsafe(16), secrets.token_urlsafe(32), utcnow()
-    session = Session(
-        user_id=user.id,
-        refresh_hash=digest(secret),
-        family_hash=digest(family),
-        user_agent=(user_agent or "")[:300] or None,
-        client=client,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + timedelta(days=settings.refresh_token_expire_days),
-    )
-    await session.insert()
-    await User.get_pymongo_collection().update_one(
-        {"_id": user.id},
-        {"$push": {"session_ids": {"$each": [session.id], "$slice": -MAX_SESSIONS}}},
-    )
+    doc = {
+        "_id": ObjectId(),
+        "user_id": user.id,
+        "refresh_hash": digest(secret),
+        "previous_hash": None,
+        "family_hash": digest(family),
+        "replay": None,
+        "rotated_at": None,
+        "user_agent": (user_agent or "")[:300] or None,
+        "client": client,
+        "created_at": now,
+        "last_used_at": now,
+        "expires_at": now + timedelta(days=settings.refresh_token_expire_days),
+        "revoked_at": None,
+    }
+    session = Session.model_validate(doc)  # what the database will hold, checked first
+    sessions, users = Session.get_pymongo_collection(), User.get_pymongo_collection()
+    listed = {"$push": {"session_ids": {"$each": [doc["_id"]], "$slice": -MAX_SESSIONS}}}
+    # The session before the list that honours it: stopped between the two, a login
+    # leaves a session nobody can use, never a listed one that does not exist.
+    writes = [
+        InsertOne(doc, namespace=sessions.full_name),
+        UpdateOne({"_id": user.id}, listed, namespace=users.full_name),
+        *along,
+    ]
+    await write_together(sessions.database.client, writes)
     return Opened(session, _token(session.id, family, secret))
 
 

@@ -6,6 +6,12 @@ restarts. An attempt is *reserved* with one atomic increment before any bcrypt w
 or email: a burst of concurrent requests cannot all pass the check before any of
 them is counted. A refused attempt gives its reservation back, so the stored count
 is exactly the attempts that were let through.
+
+Reserving every key of an attempt is one command while their windows are open and
+under their limits (an unordered batch of conditional increments); only a key at its
+limit, in a passed window or written oddly by another tool costs more. Giving back is
+a list of writes the caller may send along with its own (a login sends them with its
+new session), so a clean sign-in spends no command of its own on its counters.
 """
 
 import asyncio
@@ -16,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from api.config import Settings
 from api.core.errors import DomainError
@@ -33,8 +39,14 @@ class TooManyAttempts(DomainError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
-Reserved = dict[str, datetime]  # key -> the end of the window its attempt was counted in
+# key -> the windows its attempt may have been counted in: the window it was counted in
+# matches, any later one does not (a give-back must never buy a guess in a newer window).
+Reserved = dict[str, dict[str, datetime]]
 OPENING_TRIES = 5  # a window that cannot be opened after this many tries: a stray document
+# A window closer than this to its end is not reserved in by the one-command path, so the
+# bounds it gives back within exclude every window opened after this one.
+CLOSING_MARGIN_S = 5.0
+DUPLICATE_KEY = 11000
 
 
 def account_key(user_id: object | None, login: str) -> str:
@@ -85,18 +97,56 @@ def password_limits(
 async def reserve(limits: dict[str, int], window_s: int, detail: str | None = None) -> Reserved:
     """Count one attempt against every key of `limits`; 429 (counting nothing) when that
     takes any key past its limit in its current window."""
-    counts = await asyncio.gather(*(_count(key, window_s) for key in limits))
-    counted: Reserved = {}
+    counted, slow = await _reserve_in_open_windows(limits, window_s)
     over: list[datetime] = []
-    for (key, limit), (count, window_ends) in zip(limits.items(), counts, strict=True):
-        counted[key] = window_ends
-        if count > limit:
+    counts = await asyncio.gather(*(_count(key, window_s) for key in slow))
+    for key, (count, window_ends) in zip(slow, counts, strict=True):
+        counted[key] = {"$eq": window_ends}
+        if count > limits[key]:
             over.append(window_ends)
     if over:
         await give_back(counted)
         seconds = (max(over) - utcnow()).total_seconds()
         raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
     return counted
+
+
+async def _reserve_in_open_windows(
+    limits: dict[str, int], window_s: int
+) -> tuple[Reserved, list[str]]:
+    """One command: count the attempt in every key whose window is open (not about to
+    close) and under its limit, opening a window for a key that has none. The keys it
+    could not count in (at their limit, in a passed window, odd) are left to `_count`."""
+    now = utcnow()
+    margin = timedelta(seconds=min(CLOSING_MARGIN_S, window_s / 2))
+    window = timedelta(seconds=window_s)
+    still_open = now + margin
+    writes = [
+        UpdateOne(
+            {"_id": key, "window_ends": {"$gt": still_open}, "failures": {"$lt": limit}},
+            {"$inc": {"failures": 1}, "$setOnInsert": {"window_ends": now + window}},
+            upsert=True,
+        )
+        for key, limit in limits.items()
+    ]
+    keys = list(limits)
+    missed: set[int] = set()
+    try:
+        await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
+    except BulkWriteError as error:
+        # A key whose document exists but did not match (at its limit, its window passed
+        # or closing, written by another tool) makes its upsert a duplicate key.
+        errors = error.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        missed = {int(e["index"]) for e in errors}
+    # A window counted in here ends after `still_open` and was opened by `now`, or by
+    # another request during this command, which began before `still_open` (a slower
+    # command only makes the give-back miss: counted, never bought). A later window
+    # opens after this one ends, so it ends after `still_open + window`.
+    bounds = {"$gt": still_open, "$lte": still_open + window}
+    counted: Reserved = {keys[i]: bounds for i in range(len(keys)) if i not in missed}
+    return counted, [keys[i] for i in sorted(missed)]
 
 
 async def attempt(
@@ -151,19 +201,27 @@ async def _count(key: str, window_s: int) -> tuple[int, datetime]:
     raise RuntimeError(f"the throttle counter {key!r} cannot be opened")
 
 
-async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
-    """In one round trip: return reserved attempts that turned out not to count (refused,
-    or succeeded) to the window they were counted in, never to a newer one, which would
-    buy a guess; and set the counters of `clear` to zero (a success resets an account).
-    A cleared counter keeps its window, so the next attempt need not open one."""
+def give_back_writes(reserved: Reserved, clear: Iterable[str] = ()) -> list[UpdateOne]:
+    """The writes that return reserved attempts that turned out not to count (refused, or
+    succeeded) to the window they were counted in, never to a newer one, which would buy
+    a guess; and set the counters of `clear` to zero (a success resets an account). A
+    cleared counter keeps its window, so the next attempt need not open one. Each names
+    its collection, so they can go along in a client-level bulk write."""
     cleared = set(clear)
-    writes = [
+    namespace = LoginAttempts.get_pymongo_collection().full_name
+    return [
         UpdateOne(
-            {"_id": key, "window_ends": window_ends, "failures": {"$gt": 0}},
+            {"_id": key, "window_ends": window, "failures": {"$gt": 0}},
             {"$set": {"failures": 0}} if key in cleared else {"$inc": {"failures": -1}},
+            namespace=namespace,
         )
-        for key, window_ends in reserved.items()
+        for key, window in reserved.items()
     ]
+
+
+async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
+    """`give_back_writes`, sent now in one round trip."""
+    writes = give_back_writes(reserved, clear)
     if writes:
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
 
