@@ -41,8 +41,11 @@ class Settings(BaseSettings):
     signup_max_per_client: int = Field(default=20, ge=1)
     signup_window_s: int = Field(default=3600, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    # Sign-ins (and other hashes) that may be in progress beyond one per core; more at once
-    # are a 503 with Retry-After, before any database work.
+    # Threads hashing passwords; by default one fewer than the cores (at least one), so
+    # a storm of sign-ins leaves a core to everything else.
+    hashing_threads: int | None = Field(default=None, ge=1, le=256)
+    # Sign-ins (and other hashes) that may be in progress beyond one per hashing thread;
+    # more at once are a 503 with Retry-After, before any database work.
     bcrypt_max_waiting: int = Field(default=32, ge=0)
     access_token_expire_minutes: int = Field(default=30, ge=1)
     refresh_token_expire_days: int = Field(default=30, ge=1)

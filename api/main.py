@@ -114,7 +114,8 @@ def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with passwords.waiting_limit(settings.bcrypt_max_waiting):
+        threads = settings.hashing_threads or passwords.api_threads()
+        with passwords.hashing_pool(threads, settings.bcrypt_max_waiting):
             async with _running(app, settings):
                 yield
 

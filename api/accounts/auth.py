@@ -105,7 +105,7 @@ async def login(
     if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
         raise InvalidCredentials()
     address = client_address(request)
-    with passwords.hashing_slot():  # a storm is turned away before any database work
+    async with passwords.hashing_turn():  # a storm is turned away before any database work
         user, settle = await _signed_in(form, address, settings)
     refusal = _refusal(user, settings)
     if refusal is not None:

@@ -531,7 +531,7 @@ async def test_a_reset_the_server_was_too_busy_for_leaves_its_token_usable(
     reset = {"token": token, "new_password": "Recovered-pass-9"}
     with monkeypatch.context() as busy:  # every hashing place taken, none may wait
         busy.setattr(passwords, "_max_waiting", 0)
-        busy.setattr(passwords, "_in_pool_now", passwords._WORKERS)
+        busy.setattr(passwords, "_in_pool_now", passwords._threads)
         refused = await client.post(f"{AUTH}/reset-password", json=reset)
     assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
     assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 204
