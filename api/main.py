@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from api.accounts import auth, passwords, recovery, token_routes, users
 from api.accounts.openapi import describe_security
-from api.accounts.passwords import verify_against_dummy
+from api.accounts.passwords import HashingBusy, verify_against_dummy
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
 from api.core.database import Client, connect
@@ -135,8 +135,13 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
         app.state.outbox = outbox_worker
         await outbox.settle_legacy(settings.outbox_retention_days)
-        # Warm the dummy hash so the first unknown-user login costs what later ones do.
-        await verify_against_dummy("warm-up", settings.bcrypt_rounds)
+        # Warm the dummy hash so the first unknown-user login costs what later ones do; a
+        # CPU too busy for it now must not keep the process from starting (the first
+        # unknown-user login then makes it).
+        try:
+            await verify_against_dummy("warm-up", settings.bcrypt_rounds)
+        except HashingBusy:
+            log.warning("the CPU was too busy to warm the dummy hash at start-up")
         live_feed = None
         try:
             if settings.outbox_worker:

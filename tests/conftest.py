@@ -53,6 +53,9 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         # The throttle's bursts of 40 must meet the throttle, not the bound on sign-ins
         # waiting to be hashed (a test of its own sets that).
         "bcrypt_max_waiting": 100,
+        # ... and meet it concurrently: with one hashing thread, sign-ins would take turns
+        # at their reservations and a burst would test nothing (a test of its own sets 1).
+        "hashing_threads": 8,
         # Generous: a busy machine can keep the shared server from answering a new
         # client's first hello for a second or two. Outage tests set their own.
         "mongodb_timeout_ms": 5000,

@@ -111,10 +111,10 @@ async def login(
     if refusal is not None:
         await write_together(_client(), settle)
         raise refusal
-    # Three commands in all: the user, the reservation, and this one, which opens the
-    # session and settles the attempt.
+    # Three commands in all: the user, the reservation, and this one, which settles the
+    # attempt and opens the session.
     user_agent = request.headers.get("user-agent")
-    opened = await sessions.open_session(user, settings, user_agent, address, along=settle)
+    opened = await sessions.open_session(user, settings, user_agent, address, first=settle)
     return _pair(signer, user, opened)
 
 
@@ -147,12 +147,14 @@ async def _signed_in(
     if user is None or not passed:
         raise InvalidCredentials()
     settle: list[Write] = [*throttle.give_back_writes(reserved, clear=[from_here])]
-    try:
-        if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
+    if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
+        try:
             settle.append(await _upgraded_hash(user, form.password, settings.bcrypt_rounds))
-    except BaseException:
-        await write_together(_client(), settle)
-        raise
+        except passwords.HashingBusy:
+            pass  # the upgrade waits for a sign-in the server has time for
+        except BaseException:
+            await write_together(_client(), settle)
+            raise
     return user, settle
 
 

@@ -32,16 +32,14 @@ HASHING_NICENESS = 19  # how far below the event loop's CPU priority hashing run
 
 
 def _lower_priority() -> None:
-    """Run this pool thread below everything else: a storm of sign-ins then takes the
-    idle CPU rather than the event loop's or the database's (`scripts/bench --storm 50`).
-    On Linux each thread has its own policy: SCHED_IDLE, which the scheduler also counts
-    as idle when it picks a core for a task that wakes up (a nice thread it does not),
-    and niceness 19 as well, in case SCHED_IDLE is refused. Elsewhere this changes
-    nothing. `HASHING_TIMEOUT_S` bounds how long a sign-in waits for a busy CPU."""
+    """Run this pool thread below the event loop: a storm of sign-ins then takes the idle
+    CPU rather than the loop's (`scripts/bench --storm 50`). Niceness still leaves hashing
+    a share of a busy CPU (SCHED_IDLE would not: measured no better in the storm, it can
+    starve hashing past `HASHING_TIMEOUT_S` on a CPU other work keeps busy), and that
+    timeout bounds how long a sign-in waits. Linux gives each thread its own niceness;
+    elsewhere this changes nothing."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -116,15 +114,25 @@ async def verify_against_dummy(password: str, rounds: int) -> None:
 @contextlib.asynccontextmanager
 async def hashing_turn() -> AsyncIterator[None]:
     """A place in the pool for a whole sign-in (`hashing_slot`: 503 when too many wait),
-    then its turn: one sign-in per hashing thread, and one more getting ready, do their
-    database work at a time, so a storm of sign-ins reaches the database as the pool
-    frees up rather than all at once (the database may share the machine's cores)."""
+    then its turn: as many sign-ins as there are hashing threads do their database work
+    and their check at a time, so a storm of sign-ins reaches the database as the pool
+    frees up rather than all at once (the database may share the machine's cores). One
+    more getting ready would keep the pool busier; measured, it lost what the turns
+    gain (`/health` p99 in a storm back at about 2x idle). A turn not given within
+    `HASHING_TIMEOUT_S` is a 503, like a hash that takes that long."""
     with hashing_slot():
         if _turns is None:
             yield
             return
-        async with _turns:
+        try:
+            async with asyncio.timeout(HASHING_TIMEOUT_S):
+                await _turns.acquire()
+        except TimeoutError:
+            raise HashingBusy() from None
+        try:
             yield
+        finally:
+            _turns.release()
 
 
 @contextlib.contextmanager

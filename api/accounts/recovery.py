@@ -113,8 +113,9 @@ async def reset_password(body: PasswordReset, services: AppServices) -> None:
     if changed.matched_count == 0:
         raise action_tokens.InvalidActionToken()
     await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
+    window_s = services.settings.login_failure_window_s
     await asyncio.gather(
-        sessions.end_sessions(record.user_id), throttle.clear_account(record.user_id)
+        sessions.end_sessions(record.user_id), throttle.clear_account(record.user_id, window_s)
     )
 
 

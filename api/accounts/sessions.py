@@ -57,10 +57,11 @@ async def open_session(
     settings: Settings,
     user_agent: str | None,
     client: str | None,
-    along: Sequence[Write] = (),
+    first: Sequence[Write] = (),
 ) -> Opened:
     """A new login of `user`, listed on the user document so its tokens are honoured:
-    one round trip, carrying `along` (the sign-in's own writes) after the session's."""
+    one round trip, carrying `first` (the sign-in's own writes, which settle its
+    attempt) ahead of the session's: stopped part way, the attempt is settled."""
     family, secret, now = secrets.token_urlsafe(16), secrets.token_urlsafe(32), utcnow()
     doc = {
         "_id": ObjectId(),
@@ -83,9 +84,9 @@ async def open_session(
     # The session before the list that honours it: stopped between the two, a login
     # leaves a session nobody can use, never a listed one that does not exist.
     writes = [
+        *first,
         InsertOne(doc, namespace=sessions.full_name),
         UpdateOne({"_id": user.id}, listed, namespace=users.full_name),
-        *along,
     ]
     await write_together(sessions.database.client, writes)
     return Opened(session, _token(session.id, family, secret))

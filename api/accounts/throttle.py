@@ -4,8 +4,9 @@ The counters live in MongoDB (`login_attempts`, one document per key, removed by
 TTL index once its window has passed), so limits hold across workers, hosts and
 restarts. An attempt is *reserved* with one atomic increment before any bcrypt work
 or email: a burst of concurrent requests cannot all pass the check before any of
-them is counted. A refused attempt gives its reservation back, so the stored count
-is exactly the attempts that were let through.
+them is counted. A key at its limit counts nothing more, and a refused attempt gives
+back what it counted at its other keys, so the stored count is exactly the attempts
+that were let through.
 
 Reserving every key of an attempt is one command while their windows are open and
 under their limits (an unordered batch of conditional increments); only a key at its
@@ -99,10 +100,11 @@ async def reserve(limits: dict[str, int], window_s: int, detail: str | None = No
     takes any key past its limit in its current window."""
     counted, slow = await _reserve_in_open_windows(limits, window_s)
     over: list[datetime] = []
-    counts = await asyncio.gather(*(_count(key, window_s) for key in slow))
-    for key, (count, window_ends) in zip(slow, counts, strict=True):
-        counted[key] = {"$eq": window_ends}
-        if count > limits[key]:
+    results = await asyncio.gather(*(_count(key, limits[key], window_s) for key in slow))
+    for key, (window_ends, was_counted) in zip(slow, results, strict=True):
+        if was_counted:
+            counted[key] = {"$eq": window_ends}
+        else:
             over.append(window_ends)
     if over:
         await give_back(counted)
@@ -170,34 +172,44 @@ async def attempt(
     return passed
 
 
-async def _count(key: str, window_s: int) -> tuple[int, datetime]:
-    """One more attempt on `key`: its count and the end of its window, atomically. One
-    round trip while its window is open, two to open one."""
+async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:
+    """One more attempt on `key` if its window has room, atomically: the end of its
+    window, and whether the attempt was counted. At its limit it is not: a refused
+    attempt never raises a count, so it never refuses another in passing. One round trip
+    while the window has room, two at the limit or to open a window."""
     attempts = LoginAttempts.get_pymongo_collection()
     for _ in range(OPENING_TRIES):
         now = utcnow()
+        open_window = {"_id": key, "window_ends": {"$gt": now}}
         doc = await attempts.find_one_and_update(
-            {"_id": key, "window_ends": {"$gt": now}},
+            {**open_window, "failures": {"$lt": limit}},
             {"$inc": {"failures": 1}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
-            return int(doc["failures"]), doc["window_ends"]
-        # No open window: open one holding this attempt. It replaces a passed window
-        # awaiting the TTL sweep, or a counter some other tool wrote without a date. An
-        # upserting find-and-increment is not used: concurrent ones were seen to lose or
-        # repeat increments; a plain $inc loses none.
+            return doc["window_ends"], True
+        full = await attempts.find_one({**open_window, "failures": {"$gte": limit}})
+        if full is not None:
+            return full["window_ends"], False
+        # No open window with a count: open one holding this attempt. It replaces a passed
+        # window awaiting the TTL sweep, or a counter some other tool wrote without a date
+        # or a count. An upserting find-and-increment is not used: concurrent ones were
+        # seen to lose or repeat increments; a plain update loses none.
         window_ends = now + timedelta(seconds=window_s)
+        stale = [
+            {"window_ends": {"$not": {"$gt": now}}},
+            {"failures": {"$not": {"$type": "number"}}},
+        ]
         try:
             opened = await attempts.update_one(
-                {"_id": key, "window_ends": {"$not": {"$gt": now}}},
+                {"_id": key, "$or": stale},
                 {"$set": {"failures": 1, "window_ends": window_ends}},
                 upsert=True,
             )
         except DuplicateKeyError:
-            continue  # another request opened the window first: count in it
+            continue  # another request opened the window first (or it had room again)
         if opened.upserted_id is not None or opened.modified_count == 1:
-            return 1, window_ends
+            return window_ends, True
     raise RuntimeError(f"the throttle counter {key!r} cannot be opened")
 
 
@@ -226,9 +238,16 @@ async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
 
 
-async def clear_account(user_id: object) -> None:
+async def clear_account(user_id: object, window_s: int) -> None:
     """Forget an account's failed logins, from every address: its owner just proved they
-    hold its mailbox (a password reset), so a lock others ran up must not keep them out."""
+    hold its mailbox (a password reset), so a lock others ran up must not keep them out.
+    Each counter is kept, at zero, in a fresh window that ends after any an attempt
+    reserved before now could give back to: an attempt in flight across the reset
+    cannot buy a guess in it (a deleted counter would be re-opened by the next attempt
+    with a window such an attempt might still match)."""
     account = account_key(user_id, "")
     from_anywhere = {"$or": [{"_id": account}, {"_id": {"$regex": f"^{account}@"}}]}
-    await LoginAttempts.get_pymongo_collection().delete_many(from_anywhere)
+    fresh = utcnow() + timedelta(seconds=window_s + CLOSING_MARGIN_S + 1)
+    await LoginAttempts.get_pymongo_collection().update_many(
+        from_anywhere, {"$set": {"failures": 0, "window_ends": fresh}}
+    )

@@ -155,6 +155,46 @@ async def test_a_give_back_never_lands_in_a_newer_window(app: FastAPI) -> None:
     assert stored["failures"] == 3
 
 
+async def test_concurrent_reservations_count_exactly_to_the_limit(app: FastAPI) -> None:
+    """Straight at the counter, no hashing in between: 40 at once against a limit of 5,
+    the key opened by this very burst."""
+    outcomes = await asyncio.gather(
+        *(throttle.reserve({"account:x": 5}, 900) for _ in range(40)), return_exceptions=True
+    )
+    reserved = [outcome for outcome in outcomes if isinstance(outcome, dict)]
+    refused = [o for o in outcomes if isinstance(o, throttle.TooManyAttempts)]
+    assert (len(reserved), len(refused)) == (5, 35)
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "account:x"})
+    assert stored is not None
+    assert stored["failures"] == 5
+
+
+async def test_concurrent_reservations_on_two_keys_never_pass_either_limit(app: FastAPI) -> None:
+    limits = {"account:x": 5, "client:y": 7}
+    outcomes = await asyncio.gather(
+        *(throttle.reserve(limits, 900) for _ in range(40)), return_exceptions=True
+    )
+    reserved = [outcome for outcome in outcomes if isinstance(outcome, dict)]
+    assert 1 <= len(reserved) <= 5
+    assert all(isinstance(o, dict | throttle.TooManyAttempts) for o in outcomes)
+    found = LoginAttempts.get_pymongo_collection().find()
+    stored = {doc["_id"]: doc["failures"] async for doc in found}
+    assert stored == {"account:x": len(reserved), "client:y": len(reserved)}
+
+
+async def test_a_give_back_never_lands_in_the_window_a_reset_opened(app: FastAPI) -> None:
+    """An attempt in flight while the owner resets the password (which forgets the
+    account's failures) must not, on giving its reservation back, erase a failure
+    counted after the reset."""
+    in_flight = await throttle.reserve({"account:x": 5}, 900)
+    await throttle.clear_account("x", 900)
+    await throttle.reserve({"account:x": 5}, 900)  # a guess after the reset
+    await throttle.give_back(in_flight)
+    stored = await LoginAttempts.get_pymongo_collection().find_one({"_id": "account:x"})
+    assert stored is not None
+    assert stored["failures"] == 1
+
+
 async def wrong_guesses_from(app: FastAPI, address: str, login: str, count: int) -> list[int]:
     async with client_from(app, address) as client:
         return [(await attempt(client, login, "Wrong-pass-1")).status_code for _ in range(count)]
