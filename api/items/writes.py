@@ -7,7 +7,9 @@ newer item), so concurrent writers never overwrite each other silently.
 """
 
 import asyncio
+import itertools
 import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,7 +28,9 @@ from documents.base import utcnow
 from documents.item import merge_patch
 from documents.search import search_terms
 
-MAX_ATTEMPTS = 20
+# A write that keeps losing the race to other writers of one item tries again for this
+# long (not a number of times: under load each round takes longer) before a 409.
+RACE_BUDGET_S = 5.0
 BACKOFF_S, BACKOFF_MAX_S = 0.002, 0.05
 CONTENT = {"title", "description", "tags", "data"}
 
@@ -110,7 +114,8 @@ async def write_content(
 ) -> Item:
     """Apply `change` to the item as stored, atomically; bumps `version` and `updated_at`."""
     current: Item | None = item
-    for attempt in range(MAX_ATTEMPTS):
+    give_up_at = time.monotonic() + RACE_BUDGET_S
+    for attempt in itertools.count():
         assert current is not None
         pinned = expected_version(if_match, current.version) is not None
         content = change(current)
@@ -129,8 +134,10 @@ async def write_content(
             return _item(stored)
         if pinned:  # the version it named is gone; without one (or with `*`), try again
             raise PreconditionFailed()
+        if time.monotonic() > give_up_at:
+            break
         # Lost a race: back off a little (randomly, so racing writers spread out) first.
-        await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)))
+        await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2 ** min(attempt, 8))))
         current = await _reread(item, session)
         if current is None:
             raise NotFound("item")

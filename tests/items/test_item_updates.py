@@ -5,9 +5,13 @@ from typing import Any
 
 import httpx2
 import pytest
+from bson import ObjectId
+from fastapi import FastAPI
+from pymongo import MongoClient
 
+from api.items import writes
 from documents import Item
-from tests.conftest import Account, create_item
+from tests.conftest import Account, create_item, services_of
 
 ITEMS = "/api/v1/items"
 MERGE = {"content-type": "application/merge-patch+json"}
@@ -193,3 +197,39 @@ async def test_a_change_of_type_alone_is_written(
     url = f"{ITEMS}/{created['id']}"
     patched = await client.patch(url, json={"data": {"ok": True}}, headers=alice.headers)
     assert (patched.json()["data"], patched.json()["version"]) == ({"ok": True}, 2)
+
+
+async def test_a_write_that_keeps_losing_the_race_is_a_409_after_its_budget(
+    app: FastAPI,
+    client: httpx2.AsyncClient,
+    alice: Account,
+    item: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer wins every round (it writes just before each of the patch's
+    compare-and-swaps): the patch tries for RACE_BUDGET_S, then says so with a 409."""
+    settings = services_of(app).settings
+    other: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_url)
+    items = other[settings.mongodb_db][Item.get_collection_name()]
+    real = writes.stored_content
+
+    def after_another_writer(content: Any) -> dict[str, Any]:
+        items.update_one({"_id": ObjectId(item["id"])}, {"$inc": {"version": 1}})
+        return real(content)
+
+    monkeypatch.setattr(writes, "stored_content", after_another_writer)
+    monkeypatch.setattr(writes, "RACE_BUDGET_S", 1.5)  # longer than 20 tries take
+    started = asyncio.get_running_loop().time()
+    try:
+        response = await client.patch(
+            f"{ITEMS}/{item['id']}", json={"title": "never"}, headers=alice.headers
+        )
+    finally:
+        other.close()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert response.status_code == 409, response.text
+    assert response.json()["type"] == "urn:docstore:problem:conflict"
+    assert 1.5 <= elapsed < 5
+    after = await Item.get(item["id"])
+    assert after is not None
+    assert after.title == "Trip"
