@@ -113,10 +113,10 @@ async def reset_password(body: PasswordReset, services: AppServices) -> None:
     if changed.matched_count == 0:
         raise action_tokens.InvalidActionToken()
     await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
-    window_s = services.settings.login_failure_window_s
-    await asyncio.gather(
-        sessions.end_sessions(record.user_id), throttle.clear_account(record.user_id, window_s)
-    )
+    settings = services.settings
+    slack_s = settings.mongodb_socket_timeout_ms / 1000
+    cleared = throttle.clear_account(record.user_id, settings.login_failure_window_s, slack_s)
+    await asyncio.gather(sessions.end_sessions(record.user_id), cleared)
 
 
 @router.post("/verify-email/request", status_code=202, responses=problem_responses(401, 429))

@@ -43,11 +43,23 @@ class TooManyAttempts(DomainError):
 # key -> the windows its attempt may have been counted in: the window it was counted in
 # matches, any later one does not (a give-back must never buy a guess in a newer window).
 Reserved = dict[str, dict[str, datetime]]
-OPENING_TRIES = 5  # a window that cannot be opened after this many tries: a stray document
+OPENING_TRIES = 5  # a key still changing under a reservation after this many tries: refused
 # A window closer than this to its end is not reserved in by the one-command path, so the
 # bounds it gives back within exclude every window opened after this one.
 CLOSING_MARGIN_S = 5.0
 DUPLICATE_KEY = 11000
+# A counter fit to count in: a number (not NaN, not an array, whose elements a query
+# would compare one by one) and a date. Another tool may write anything; a counter that
+# is not sound is replaced by a fresh window, never incremented (an `$inc` on it fails).
+SOUND = {
+    "$expr": {
+        "$and": [
+            {"$isNumber": "$failures"},
+            {"$gte": ["$failures", -math.inf]},  # NaN sorts below every number
+            {"$eq": [{"$type": "$window_ends"}, "date"]},
+        ]
+    }
+}
 
 
 def account_key(user_id: object | None, login: str) -> str:
@@ -100,12 +112,20 @@ async def reserve(limits: dict[str, int], window_s: int, detail: str | None = No
     takes any key past its limit in its current window."""
     counted, slow = await _reserve_in_open_windows(limits, window_s)
     over: list[datetime] = []
-    results = await asyncio.gather(*(_count(key, limits[key], window_s) for key in slow))
-    for key, (window_ends, was_counted) in zip(slow, results, strict=True):
-        if was_counted:
-            counted[key] = {"$eq": window_ends}
+    results = await asyncio.gather(
+        *(_count(key, limits[key], window_s) for key in slow), return_exceptions=True
+    )
+    failed: BaseException | None = None
+    for key, result in zip(slow, results, strict=True):
+        if isinstance(result, BaseException):
+            failed = result
+        elif result[1]:
+            counted[key] = {"$eq": result[0]}
         else:
-            over.append(window_ends)
+            over.append(result[0])
+    if failed is not None:  # answered nothing: what was counted goes back
+        await give_back(counted)
+        raise failed
     if over:
         await give_back(counted)
         seconds = (max(over) - utcnow()).total_seconds()
@@ -125,7 +145,7 @@ async def _reserve_in_open_windows(
     still_open = now + margin
     writes = [
         UpdateOne(
-            {"_id": key, "window_ends": {"$gt": still_open}, "failures": {"$lt": limit}},
+            {"_id": key, "window_ends": {"$gt": still_open}, "failures": {"$lt": limit}, **SOUND},
             {"$inc": {"failures": 1}, "$setOnInsert": {"window_ends": now + window}},
             upsert=True,
         )
@@ -137,7 +157,7 @@ async def _reserve_in_open_windows(
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
     except BulkWriteError as error:
         # A key whose document exists but did not match (at its limit, its window passed
-        # or closing, written by another tool) makes its upsert a duplicate key.
+        # or closing, written oddly by another tool) makes its upsert a duplicate key.
         errors = error.details.get("writeErrors", [])
         if any(e.get("code") != DUPLICATE_KEY for e in errors):
             raise
@@ -180,7 +200,7 @@ async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:
     attempts = LoginAttempts.get_pymongo_collection()
     for _ in range(OPENING_TRIES):
         now = utcnow()
-        open_window = {"_id": key, "window_ends": {"$gt": now}}
+        open_window = {"_id": key, "window_ends": {"$gt": now}, **SOUND}
         doc = await attempts.find_one_and_update(
             {**open_window, "failures": {"$lt": limit}},
             {"$inc": {"failures": 1}},
@@ -191,18 +211,15 @@ async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:
         full = await attempts.find_one({**open_window, "failures": {"$gte": limit}})
         if full is not None:
             return full["window_ends"], False
-        # No open window with a count: open one holding this attempt. It replaces a passed
-        # window awaiting the TTL sweep, or a counter some other tool wrote without a date
-        # or a count. An upserting find-and-increment is not used: concurrent ones were
-        # seen to lose or repeat increments; a plain update loses none.
+        # No open, sound window: open one holding this attempt. It replaces a passed
+        # window awaiting the TTL sweep, or a counter some other tool wrote oddly. An
+        # upserting find-and-increment is not used: concurrent ones were seen to lose or
+        # repeat increments; a plain update loses none.
         window_ends = now + timedelta(seconds=window_s)
-        stale = [
-            {"window_ends": {"$not": {"$gt": now}}},
-            {"failures": {"$not": {"$type": "number"}}},
-        ]
+        open_and_sound = {"$and": [SOUND["$expr"], {"$gt": ["$window_ends", now]}]}
         try:
             opened = await attempts.update_one(
-                {"_id": key, "$or": stale},
+                {"_id": key, "$expr": {"$not": [open_and_sound]}},
                 {"$set": {"failures": 1, "window_ends": window_ends}},
                 upsert=True,
             )
@@ -210,7 +227,9 @@ async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:
             continue  # another request opened the window first (or it had room again)
         if opened.upserted_id is not None or opened.modified_count == 1:
             return window_ends, True
-    raise RuntimeError(f"the throttle counter {key!r} cannot be opened")
+    # Still changing under us after all those tries (a key in a storm of attempts and
+    # give-backs): refused, as a key at its limit is, rather than an error.
+    return utcnow() + timedelta(seconds=window_s), False
 
 
 def give_back_writes(reserved: Reserved, clear: Iterable[str] = ()) -> list[UpdateOne]:
@@ -238,16 +257,17 @@ async def give_back(reserved: Reserved, clear: Iterable[str] = ()) -> None:
         await LoginAttempts.get_pymongo_collection().bulk_write(writes, ordered=False)
 
 
-async def clear_account(user_id: object, window_s: int) -> None:
+async def clear_account(user_id: object, window_s: int, slack_s: float) -> None:
     """Forget an account's failed logins, from every address: its owner just proved they
     hold its mailbox (a password reset), so a lock others ran up must not keep them out.
-    Each counter is kept, at zero, in a fresh window that ends after any an attempt
-    reserved before now could give back to: an attempt in flight across the reset
-    cannot buy a guess in it (a deleted counter would be re-opened by the next attempt
-    with a window such an attempt might still match)."""
+    Each counter is kept, at zero, in a fresh window that ends after any an attempt in
+    flight could give back to: one reserved before this write lands, which may be up to
+    `slack_s` (the longest a command may take) after now. So such an attempt cannot buy
+    a guess in it (a deleted counter would be re-opened by the next attempt with a
+    window such an attempt might still match)."""
     account = account_key(user_id, "")
     from_anywhere = {"$or": [{"_id": account}, {"_id": {"$regex": f"^{account}@"}}]}
-    fresh = utcnow() + timedelta(seconds=window_s + CLOSING_MARGIN_S + 1)
+    fresh = utcnow() + timedelta(seconds=window_s + CLOSING_MARGIN_S + slack_s + 1)
     await LoginAttempts.get_pymongo_collection().update_many(
         from_anywhere, {"$set": {"failures": 0, "window_ends": fresh}}
     )

@@ -40,7 +40,7 @@ async def write_together(client: AsyncMongoClient[Any], writes: Sequence[Write])
             await _one_collection_at_a_time(client, writes)
             return
         if isinstance(cause, PyMongoError):  # a network error or timeout: a 503, as alone
-            raise cause from error
+            raise cause from None
         raise
     except OperationFailure as error:
         if not _not_taken(error):
