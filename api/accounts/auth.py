@@ -1,10 +1,10 @@
 """Sign in (OAuth2 password grant), refresh, log out, and see your logins."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 
 from api.accounts import passwords, sessions, throttle
 from api.accounts.deps import (
@@ -20,7 +20,7 @@ from api.accounts.tokens import TokenSigner
 from api.config import Settings
 from api.core.errors import DomainError, NotAuthenticated, NotFound, problem_responses
 from api.core.pagination import Page
-from api.core.services import AppServices
+from api.core.services import AppServices, Services
 from api.core.together import Write, write_together
 from documents import Session, SessionPublic, User, UserPublic
 from documents.base import ObjectIdParam, utcnow
@@ -106,10 +106,10 @@ async def login(
         raise InvalidCredentials()
     address = client_address(request)
     async with passwords.hashing_turn():  # a storm is turned away before any database work
-        user, settle = await _signed_in(form, address, settings)
+        user, settle = await _signed_in(form, address, services)
     refusal = _refusal(user, settings)
     if refusal is not None:
-        await write_together(_client(), settle)
+        await write_together(services.client, settle)
         raise refusal
     # Three commands in all: the user, the reservation, and this one, which settles the
     # attempt and opens the session.
@@ -128,23 +128,23 @@ def _refusal(user: User, settings: Settings) -> DomainError | None:
 
 
 async def _signed_in(
-    form: PasswordGrant, address: str | None, settings: Settings
+    form: PasswordGrant, address: str | None, services: Services
 ) -> tuple[User, list[Write]]:
     """The account whose password this is (401 otherwise), and the writes that settle
     the attempt (its reservation given back, this address's failures cleared, its hash
     brought to today's cost), to be sent along with whatever comes next."""
+    settings = services.settings
     user = await find_by_login(form.username)
     account = throttle.account_key(user.id if user else None, form.username)
     # Counted before the password is checked, so a burst cannot outrun the limit; the
     # attempt stays counted if it fails.
     limits, from_here = throttle.password_limits(account, address, settings)
-    reserved = await throttle.reserve(limits, settings.login_failure_window_s)
-    try:
-        passed = await _password_matches(user, form.password, settings.bcrypt_rounds)
-    except BaseException:  # a busy hashing pool: it answered nothing, so cost no guess
-        await throttle.give_back(reserved)
-        raise
-    if user is None or not passed:
+    reserved = await throttle.checked(
+        limits,
+        settings.login_failure_window_s,
+        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
+    )
+    if user is None or reserved is None:
         raise InvalidCredentials()
     settle: list[Write] = [*throttle.give_back_writes(reserved, clear=[from_here])]
     if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
@@ -153,7 +153,7 @@ async def _signed_in(
         except passwords.HashingBusy:
             pass  # the upgrade waits for a sign-in the server has time for
         except BaseException:
-            await write_together(_client(), settle)
+            await write_together(services.client, settle)
             raise
     return user, settle
 
@@ -175,10 +175,6 @@ async def _upgraded_hash(user: User, password: str, rounds: int) -> UpdateOne:
         {"$set": {"hashed_password": new}},
         namespace=User.get_pymongo_collection().full_name,
     )
-
-
-def _client() -> AsyncMongoClient[Any]:
-    return User.get_pymongo_collection().database.client
 
 
 @router.post("/refresh", responses=problem_responses(401))

@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import bcrypt
@@ -42,10 +43,20 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max_workers=threads, thread_name_prefix="bcrypt", initializer=_lower_priority
-    )
+@dataclass(frozen=True)
+class _Pool:
+    """The threads that hash, and how the API bounds the sign-ins waiting for them."""
+
+    threads: int
+    max_waiting: int | None = None  # hashes that may wait for a free thread; None: any
+    turns: asyncio.Semaphore | None = None  # sign-ins at their turn (`hashing_turn`)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        executor = ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
+        object.__setattr__(self, "executor", executor)
 
 
 def api_threads(cores: int = _CORES) -> int:
@@ -56,14 +67,10 @@ def api_threads(cores: int = _CORES) -> int:
     return max(1, cores - 1)
 
 
-_threads = _CORES
-_hash_pool = _pool(_threads)
-_max_waiting: int | None = None  # hashes that may wait for a free thread; None: any number
+_pool = _Pool(_CORES)  # the admin scripts': every core, no bound; the API sets its own
 # How long a hash may take, waiting included, before its request is a 503: on a CPU that
 # other work keeps busy, a low-priority hash must not hold a sign-in open for ever.
 HASHING_TIMEOUT_S = 30.0
-# Sign-ins past their database look-ups at once (`hashing_turn`); None: any number.
-_turns: asyncio.Semaphore | None = None
 _in_pool_now = 0  # running or waiting, or sign-ins holding a place (`hashing_slot`)
 _holding_slot: ContextVar[bool] = ContextVar("holding_hashing_slot", default=False)
 
@@ -79,16 +86,13 @@ def hashing_pool(threads: int, max_waiting: int) -> Iterator[None]:
     """Hash on `threads` threads and refuse hashing (HashingBusy) while more than
     `max_waiting` hashes wait for one; the previous pool is back afterwards (apps may
     nest, as in tests)."""
-    global _max_waiting, _threads, _hash_pool, _turns
-    previous = _max_waiting, _threads, _hash_pool, _turns
-    _max_waiting, _threads, _hash_pool = max_waiting, threads, _pool(threads)
-    _turns = asyncio.Semaphore(threads)
+    global _pool
+    previous, _pool = _pool, _Pool(threads, max_waiting, asyncio.Semaphore(threads))
     try:
         yield
     finally:
-        mine = _hash_pool
-        _max_waiting, _threads, _hash_pool, _turns = previous
-        mine.shutdown(wait=False, cancel_futures=True)
+        mine, _pool = _pool, previous
+        mine.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def cost_of(hashed: str) -> int | None:
@@ -121,18 +125,19 @@ async def hashing_turn() -> AsyncIterator[None]:
     gain (`/health` p99 in a storm back at about 2x idle). A turn not given within
     `HASHING_TIMEOUT_S` is a 503, like a hash that takes that long."""
     with hashing_slot():
-        if _turns is None:
+        turns = _pool.turns
+        if turns is None:
             yield
             return
         try:
             async with asyncio.timeout(HASHING_TIMEOUT_S):
-                await _turns.acquire()
+                await turns.acquire()
         except TimeoutError:
             raise HashingBusy() from None
         try:
             yield
         finally:
-            _turns.release()
+            turns.release()
 
 
 @contextlib.contextmanager
@@ -144,7 +149,7 @@ def hashing_slot() -> Iterator[None]:
     if _holding_slot.get():
         yield
         return
-    if _max_waiting is not None and _in_pool_now >= _threads + _max_waiting:
+    if _pool.max_waiting is not None and _in_pool_now >= _pool.threads + _pool.max_waiting:
         raise HashingBusy()
     _in_pool_now += 1
     try:
@@ -160,7 +165,7 @@ def hashing_slot() -> Iterator[None]:
 async def _in_pool(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     with hashing_slot():
         loop = asyncio.get_running_loop()
-        hashing = loop.run_in_executor(_hash_pool, functools.partial(fn, *args, **kwargs))
+        hashing = loop.run_in_executor(_pool.executor, functools.partial(fn, *args, **kwargs))
         try:
             return await asyncio.wait_for(hashing, HASHING_TIMEOUT_S)
         except TimeoutError:  # a hash not started yet is cancelled; a running one ends alone

@@ -123,14 +123,13 @@ async def reserve(limits: dict[str, int], window_s: int, detail: str | None = No
             counted[key] = {"$eq": result[0]}
         else:
             over.append(result[0])
-    if failed is not None:  # answered nothing: what was counted goes back
-        await give_back(counted)
+    if failed is None and not over:
+        return counted
+    await give_back(counted)  # refused, or answered nothing: what was counted goes back
+    if failed is not None:
         raise failed
-    if over:
-        await give_back(counted)
-        seconds = (max(over) - utcnow()).total_seconds()
-        raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
-    return counted
+    seconds = (max(over) - utcnow()).total_seconds()
+    raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
 
 
 async def _reserve_in_open_windows(
@@ -171,25 +170,34 @@ async def _reserve_in_open_windows(
     return counted, [keys[i] for i in sorted(missed)]
 
 
-async def attempt(
-    limits: dict[str, int],
-    window_s: int,
-    check: Callable[[], Awaitable[bool]],
-    clear_on_success: Iterable[str] = (),
-) -> bool:
+async def checked(
+    limits: dict[str, int], window_s: int, check: Callable[[], Awaitable[bool]]
+) -> Reserved | None:
     """Reserve an attempt (429 past a limit), then run `check` (a password check). A
-    failed check stays counted; a passed one gives its reservation back and clears
-    `clear_on_success`; one that raised (a busy hashing pool) gives it back too: it
-    answered nothing, so it cost the caller no guess."""
+    failed check stays counted: None. A passed one returns its reservation, for the
+    caller to give back (`give_back`, or `give_back_writes` along with its own writes).
+    One that raised (a busy hashing pool) gives it back now: it answered nothing, so it
+    cost the caller no guess."""
     reserved = await reserve(limits, window_s)
     try:
         passed = await check()
     except BaseException:
         await give_back(reserved)
         raise
-    if passed:
+    return reserved if passed else None
+
+
+async def attempt(
+    limits: dict[str, int],
+    window_s: int,
+    check: Callable[[], Awaitable[bool]],
+    clear_on_success: Iterable[str] = (),
+) -> bool:
+    """`checked`, a passed attempt given back at once (clearing `clear_on_success`)."""
+    reserved = await checked(limits, window_s, check)
+    if reserved is not None:
         await give_back(reserved, clear=clear_on_success)
-    return passed
+    return reserved is not None
 
 
 async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:

@@ -19,9 +19,9 @@ def test_the_api_leaves_a_core_to_everything_else() -> None:
 
 async def test_hashing_threads_is_how_many_threads_hash(mongodb_url: str, tmp_path: Path) -> None:
     async with app_with(make_settings(mongodb_url, tmp_path, hashing_threads=3)):
-        assert (passwords._threads, passwords._hash_pool._max_workers) == (3, 3)
+        assert (passwords._pool.threads, passwords._pool.executor._max_workers) == (3, 3)
     async with app_with(make_settings(mongodb_url, tmp_path, hashing_threads=None)):
-        assert passwords._hash_pool._max_workers == passwords.api_threads()
+        assert passwords._pool.executor._max_workers == passwords.api_threads()
 
 
 async def test_a_burst_of_sign_ins_reaches_the_database_a_turn_at_a_time(

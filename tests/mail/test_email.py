@@ -530,8 +530,8 @@ async def test_a_reset_the_server_was_too_busy_for_leaves_its_token_usable(
     token = token_in((await smtp.inbox.wait_for(1))[0])
     reset = {"token": token, "new_password": "Recovered-pass-9"}
     with monkeypatch.context() as busy:  # every hashing place taken, none may wait
-        busy.setattr(passwords, "_max_waiting", 0)
-        busy.setattr(passwords, "_in_pool_now", passwords._threads)
+        busy.setattr(passwords, "_pool", passwords._Pool(passwords._pool.threads, 0))
+        busy.setattr(passwords, "_in_pool_now", passwords._pool.threads)
         refused = await client.post(f"{AUTH}/reset-password", json=reset)
     assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
     assert (await client.post(f"{AUTH}/reset-password", json=reset)).status_code == 204
