@@ -38,6 +38,7 @@ from documents import (
 )
 from documents.base import utcnow
 
+LOCATION = {"Location": {"description": "The new user's URL", "schema": {"type": "string"}}}
 router = APIRouter(prefix="/users", tags=["users"])
 
 
@@ -60,7 +61,7 @@ SIGNUPS_THROTTLED = "Too many sign-ups from this address; wait before trying aga
 @router.post(
     "",
     status_code=201,
-    responses=problem_responses(401, 403, 409, 429),
+    responses={**problem_responses(401, 403, 409, 429), 201: {"headers": LOCATION}},
 )  # its security, a token or none, is stated in api/main.py
 async def create_user(
     body: UserCreate,

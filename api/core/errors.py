@@ -84,14 +84,30 @@ _DESCRIPTIONS = {
     401: "Not authenticated (`WWW-Authenticate: Bearer`)",
     403: "Forbidden",
     404: "Not found",
-    409: "Conflict with an existing resource",
+    409: "Conflict: a duplicate, or a change that cannot be made now (try again)",
     412: "The item changed since it was read (If-Match)",
     413: "Request body too large",
     422: "Validation failed",
     429: "Too many attempts (`Retry-After`)",
     431: "Too many, or too large, header fields",
     501: "Not possible on this database server",
-    503: "Unavailable: the database, or too busy to sign in (`Retry-After`)",
+    503: "Unavailable: the database, or too busy to hash a password (`Retry-After`)",
+}
+# Headers every problem of a status carries, as the document says they are sent.
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
+    429: {
+        "Retry-After": {
+            "description": "Seconds until the window lets an attempt through again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }
 
 
@@ -103,6 +119,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "model": ValidationProblem if status == 422 else Problem,
             "description": _DESCRIPTIONS[status],
             "content": {PROBLEM_JSON: {}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
         }
         for status in sorted({*statuses, *everywhere})
     }

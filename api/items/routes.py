@@ -46,14 +46,10 @@ MERGE_PATCH = {
 }
 
 
-CREATED: dict[int | str, dict[str, Any]] = {
-    201: {
-        "headers": {
-            "Location": {"description": "The new item's URL", "schema": {"type": "string"}},
-            "ETag": {"description": "The new item's version", "schema": {"type": "string"}},
-        }
-    }
-}
+ETAG = {"ETag": {"description": "The item's version", "schema": {"type": "string"}}}
+LOCATION = {"Location": {"description": "The new item's URL", "schema": {"type": "string"}}}
+CREATED: dict[int | str, dict[str, Any]] = {201: {"headers": {**LOCATION, **ETAG}}}
+VERSIONED: dict[int | str, dict[str, Any]] = {200: {"headers": ETAG}}
 
 
 @router.post(
@@ -193,7 +189,8 @@ class BadQuery(DomainError):
     response_model=Item,
     responses={
         **problem_responses(401, 404, 409),
-        304: {"description": "Not modified (If-None-Match)"},
+        **VERSIONED,
+        304: {"description": "Not modified (If-None-Match)", "headers": ETAG},
     },
 )
 async def read_item(item: ReadableItem, if_none_match: IfNoneMatch = None) -> Any:
@@ -208,7 +205,7 @@ async def read_item(item: ReadableItem, if_none_match: IfNoneMatch = None) -> An
 @router.patch(
     "/{item_id}",
     response_model=Item,
-    responses=problem_responses(401, 404, 409, 412),
+    responses={**problem_responses(401, 404, 409, 412), **VERSIONED},
     openapi_extra=MERGE_PATCH,
 )
 async def update_item(
@@ -223,7 +220,7 @@ async def update_item(
     return updated
 
 
-@router.put("/{item_id}", responses=problem_responses(401, 404, 409, 412))
+@router.put("/{item_id}", responses={**problem_responses(401, 404, 409, 412), **VERSIONED})
 async def replace_item(
     body: ItemCreate, item: WritableItem, response: Response, if_match: IfMatch = None
 ) -> Item:

@@ -239,3 +239,59 @@ async def test_the_live_feed_asked_as_plain_http_is_a_documented_426(
     assert response.headers["upgrade"] == "websocket"
     assert response.json()["type"] == "urn:docstore:problem:upgrade-required"
     assert "426" in document["paths"]["/api/v1/ws/items"]["get"]["responses"]
+
+
+def responses_of(document: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, status, response)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation.get("responses", {}).items()
+    ]
+
+
+async def test_every_429_503_and_401_declares_the_header_it_carries(
+    document: dict[str, Any],
+) -> None:
+    """Sent with every such problem (throttles, a busy hashing pool, a database away,
+    a missing login): a client generated from the document can read it."""
+    carried = {"429": "Retry-After", "503": "Retry-After", "401": "WWW-Authenticate"}
+    missing = [
+        (method, path, status)
+        for method, path, status, response in responses_of(document)
+        if status in carried and carried[status] not in response.get("headers", {})
+    ]
+    assert missing == []
+
+
+async def test_versions_and_new_urls_are_declared_where_sent(
+    document: dict[str, Any], client: httpx2.AsyncClient, alice: Account
+) -> None:
+    item_path, paths = f"{ITEMS}/{{item_id}}", document["paths"]
+    declared = {
+        ("get", item_path, "200"): "ETag",
+        ("get", item_path, "304"): "ETag",
+        ("patch", item_path, "200"): "ETag",
+        ("put", item_path, "200"): "ETag",
+        ("post", ITEMS, "201"): "ETag",
+        ("post", ITEMS, "201", "Location"): "Location",
+        ("post", USERS, "201"): "Location",
+    }
+    for where, header in declared.items():
+        method, path, status = where[:3]
+        assert header in paths[path][method]["responses"][status].get("headers", {}), where
+    # ... and sent there.
+    made = await client.post(ITEMS, json={"title": "t"}, headers=alice.headers)
+    url = f"{ITEMS}/{made.json()['id']}"
+    sent = [
+        made,
+        await client.get(url, headers=alice.headers),
+        await client.patch(url, json={"title": "u"}, headers=alice.headers),
+        await client.put(url, json={"title": "v"}, headers=alice.headers),
+    ]
+    assert all("etag" in response.headers for response in sent)
+    assert "location" in made.headers
+    signed_up = await client.post(
+        USERS, json={"email": "eve@example.com", "username": "eve", "password": "Eve-pass-123"}
+    )
+    assert (signed_up.status_code, "location" in signed_up.headers) == (201, True)
