@@ -207,7 +207,7 @@ async def test_concurrent_reservations_on_two_keys_never_pass_either_limit(app: 
         *(throttle.reserve(limits, 900) for _ in range(40)), return_exceptions=True
     )
     reserved = [outcome for outcome in outcomes if isinstance(outcome, dict)]
-    assert len(reserved) <= 5
+    assert 1 <= len(reserved) <= 5
     assert all(isinstance(o, dict | throttle.TooManyAttempts) for o in outcomes)
     found = LoginAttempts.get_pymongo_collection().find()
     stored = {doc["_id"]: doc["failures"] async for doc in found}

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import os
 import random
 from typing import Any
 
@@ -141,8 +142,17 @@ async def test_feed_cursors_reveal_nothing_of_other_users_changes(
     await eventually(names_it)
     async with connect(served.ws(alice)) as ws:
         subscribed = (await next_event(ws))["cursor"]
+    # Compared in one case: a resume token's hex is upper case on mongod, lower case on
+    # the embedded server. There the check can be seen to bite: the feed's own position
+    # names the id (mongod's may be a high-water mark that names no document).
+    their_id = theirs["id"].upper()
+    feed = feed_of(app)
+    assert feed is not None
+    assert feed.position is not None
+    if "MONGODB_URL" not in os.environ:
+        assert their_id in feed.position.token.upper()
     for cursor in (await shown(), subscribed):
         payload = cursor.split(".")[0]
         decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        assert theirs["id"] not in decoded.decode("latin-1")  # not as text
-        assert theirs["id"] not in decoded.hex()  # nor as bytes
+        assert their_id not in decoded.decode("latin-1").upper()  # not as text
+        assert their_id not in decoded.hex().upper()  # nor as bytes
