@@ -43,6 +43,18 @@ def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture
+async def failing_server() -> AsyncIterator[str]:
+    """A server of its own that takes failpoints (`configureFailPoint`): its URL."""
+    server = await asyncio.to_thread(
+        embedded.start, Path(":memory:"), extra_args=["--enable-test-commands"]
+    )
+    try:
+        yield server.url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "mongodb_url": mongodb_url,
@@ -210,6 +222,16 @@ async def walk_pages(
         cursor = page["next_cursor"]
         if cursor is None:
             return rows
+
+
+LOGIN = "/api/v1/auth/login"
+
+
+async def login(
+    client: httpx2.AsyncClient, username: str, password: str = PASSWORD
+) -> httpx2.Response:
+    """A password sign-in, as Swagger UI's Authorize sends it (a form)."""
+    return await client.post(LOGIN, data={"username": username, "password": password})
 
 
 async def create_item(client: httpx2.AsyncClient, owner: Account, **fields: Any) -> dict[str, Any]:

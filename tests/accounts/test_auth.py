@@ -12,24 +12,19 @@ from fastapi import FastAPI
 from api.accounts.tokens import TokenSigner
 from documents import LoginAttempts, User
 from tests.conftest import (
+    LOGIN,
     PASSWORD,
     TEST_SECRET,
     Account,
     app_with,
     interleaved_timings,
+    login,
     make_account,
     make_settings,
     signer_of,
 )
 
-LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/auth/me"
-
-
-async def login(
-    client: httpx2.AsyncClient, username: str, password: str = PASSWORD
-) -> httpx2.Response:
-    return await client.post(LOGIN, data={"username": username, "password": password})
 
 
 async def test_login_by_username_or_email_case_insensitively(

@@ -8,9 +8,7 @@ import pytest
 
 from api.accounts import passwords
 from tests.commands import recording
-from tests.conftest import PASSWORD, app_with, make_account, make_settings
-
-LOGIN = "/api/v1/auth/login"
+from tests.conftest import app_with, login, make_account, make_settings
 
 
 def test_the_api_leaves_a_core_to_everything_else() -> None:
@@ -42,10 +40,7 @@ async def test_a_burst_of_sign_ins_reaches_the_database_a_turn_at_a_time(
                 return real(password, hashed)
 
             spy.setattr(passwords, "_verify", checked)
-            sign_ins = [
-                client.post(LOGIN, data={"username": f"user{n}", "password": PASSWORD})
-                for n in range(6)
-            ]
+            sign_ins = [login(client, f"user{n}") for n in range(6)]
             statuses = [response.status_code for response in await asyncio.gather(*sign_ins)]
     assert statuses == [200] * 6
     steps = [_step(command) for command in commands if _step(command)]

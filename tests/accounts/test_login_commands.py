@@ -1,8 +1,6 @@
 """A sign-in's database commands, counted (PyMongo command monitoring on a real server):
 three on success, whatever the account's counters hold, and two on a wrong password."""
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,17 +11,11 @@ from fastapi import FastAPI
 from pymongo import InsertOne, UpdateOne
 
 from api.accounts import passwords
-from api.core import embedded, together
+from api.core import together
 from documents import LoginAttempts, Session, User
 from documents.base import utcnow
 from tests.commands import recording
-from tests.conftest import PASSWORD, Account, app_with, make_account, make_settings, services_of
-
-LOGIN = "/api/v1/auth/login"
-
-
-async def sign_in(client: httpx2.AsyncClient, password: str = PASSWORD) -> httpx2.Response:
-    return await client.post(LOGIN, data={"username": "alice", "password": password})
+from tests.conftest import Account, app_with, login, make_account, make_settings, services_of
 
 
 def names(commands: list[dict[str, Any]]) -> list[str]:
@@ -40,7 +32,7 @@ async def test_a_first_sign_in_takes_three_commands(
 ) -> None:
     """No counter exists yet: the reservation opens them in the same one command."""
     with recording(services_of(app).settings.mongodb_db) as commands:
-        response = await sign_in(client)
+        response = await login(client, "alice")
     assert response.status_code == 200, response.text
     assert names(commands) == ["find", "update", "bulkWrite"]
     assert len(commands[1]["updates"]) == 3  # this address's, the account's, the client's
@@ -55,9 +47,9 @@ async def test_a_first_sign_in_takes_three_commands(
 async def test_signing_in_again_takes_three_commands(
     app: FastAPI, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    assert (await sign_in(client)).status_code == 200
+    assert (await login(client, "alice")).status_code == 200
     with recording(services_of(app).settings.mongodb_db) as commands:
-        again = await sign_in(client)
+        again = await login(client, "alice")
     assert again.status_code == 200
     assert names(commands) == ["find", "update", "bulkWrite"]
 
@@ -66,11 +58,11 @@ async def test_a_sign_in_after_failures_clears_them_in_the_same_three(
     app: FastAPI, client: httpx2.AsyncClient, alice: Account
 ) -> None:
     for _ in range(2):
-        assert (await sign_in(client, "Wrong-pass-1")).status_code == 401
+        assert (await login(client, "alice", "Wrong-pass-1")).status_code == 401
     from_here = f"account:{alice.id}@client:127.0.0.1"
     assert (await counters())[from_here] == 2
     with recording(services_of(app).settings.mongodb_db) as commands:
-        assert (await sign_in(client)).status_code == 200
+        assert (await login(client, "alice")).status_code == 200
     assert names(commands) == ["find", "update", "bulkWrite"]
     stored = await counters()
     assert stored[from_here] == 0  # this address's failures: cleared by a success
@@ -81,7 +73,7 @@ async def test_a_wrong_password_takes_two_commands_and_stays_counted(
     app: FastAPI, client: httpx2.AsyncClient, alice: Account
 ) -> None:
     with recording(services_of(app).settings.mongodb_db) as commands:
-        assert (await sign_in(client, "Wrong-pass-1")).status_code == 401
+        assert (await login(client, "alice", "Wrong-pass-1")).status_code == 401
     assert names(commands) == ["find", "update"]
     assert set((await counters()).values()) == {1}
 
@@ -92,7 +84,7 @@ async def test_an_upgraded_hash_goes_in_the_same_three(
     services_of(app).settings.bcrypt_rounds = 5  # the accounts were hashed at 4
     try:
         with recording(services_of(app).settings.mongodb_db) as commands:
-            assert (await sign_in(client)).status_code == 200
+            assert (await login(client, "alice")).status_code == 200
     finally:
         services_of(app).settings.bcrypt_rounds = 4
     assert names(commands) == ["find", "update", "bulkWrite"]
@@ -112,7 +104,7 @@ async def test_a_window_passed_or_closing_is_counted_exactly(
     await LoginAttempts.get_pymongo_collection().insert_many(
         [{"_id": key, "failures": 1, "window_ends": window_ends} for key in (from_here, account)]
     )
-    assert (await sign_in(client)).status_code == 200
+    assert (await login(client, "alice")).status_code == 200
     stored = await counters()
     # This address's failures are cleared; the account-wide one is given back its
     # reservation, so it holds what it held: a failure when its window is still open.
@@ -150,22 +142,10 @@ async def test_a_server_before_8_gets_the_closing_writes_per_collection(
 ) -> None:
     monkeypatch.setattr(together, "_takes_client_bulk_writes", lambda _: False)
     with recording(services_of(app).settings.mongodb_db) as commands:
-        assert (await sign_in(client)).status_code == 200
+        assert (await login(client, "alice")).status_code == 200
     opening = [("find", "users"), ("update", "login_attempts")]
     assert collections(commands) == opening + CLOSING_PER_COLLECTION
     assert set((await counters()).values()) == {0}
-
-
-@pytest.fixture
-async def failing_server() -> AsyncIterator[str]:
-    """A server of its own that takes failpoints."""
-    server = await asyncio.to_thread(
-        embedded.start, Path(":memory:"), extra_args=["--enable-test-commands"]
-    )
-    try:
-        yield server.url
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def fail(app: FastAPI, times: int, **data: object) -> None:
@@ -189,7 +169,7 @@ async def test_a_server_that_refuses_client_bulk_writes_is_written_per_collectio
         await make_account(app, "alice")
         await fail(app, 1, errorCode=115)
         with recording(settings.mongodb_db) as commands:
-            first, second = await sign_in(client), await sign_in(client)
+            first, second = await login(client, "alice"), await login(client, "alice")
         assert (first.status_code, second.status_code) == (200, 200)
         opening = [("find", "users"), ("update", "login_attempts")]
         assert collections(commands) == [
@@ -209,7 +189,7 @@ async def test_a_lost_connection_on_the_closing_write_is_a_503(
     async with app_with(settings) as (app, client):
         await make_account(app, "alice")
         await fail(app, 2, closeConnection=True)  # the write and its one retry
-        lost = await sign_in(client)
+        lost = await login(client, "alice")
         assert lost.status_code == 503, lost.text
         assert lost.headers["retry-after"]
-        assert (await sign_in(client)).status_code == 200
+        assert (await login(client, "alice")).status_code == 200

@@ -18,12 +18,7 @@ from tests.conftest import (
     make_account,
     make_settings,
 )
-
-LOGIN = "/api/v1/auth/login"
-
-
-async def attempt(client: httpx2.AsyncClient, username: str, password: str) -> httpx2.Response:
-    return await client.post(LOGIN, data={"username": username, "password": password})
+from tests.conftest import login as attempt
 
 
 async def test_account_is_throttled_after_repeated_failures(

@@ -128,37 +128,31 @@ async def test_client_is_timezone_aware(app: FastAPI, alice: object) -> None:
     assert client.codec_options.tz_aware is True
 
 
-async def test_stalled_database_is_a_quick_503(tmp_path: Path) -> None:
-    server = await asyncio.to_thread(
-        embedded.start, Path(":memory:"), extra_args=["--enable-test-commands"]
-    )
-    try:
-        settings = make_settings(server.url, tmp_path, mongodb_socket_timeout_ms=500)
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            alice = await make_account(app, "alice")
-            await services_of(app).client.admin.command(
-                {
-                    "configureFailPoint": "failCommand",
-                    "mode": {"times": 2},  # the read and its one automatic retry
-                    "data": {
-                        "failCommands": ["find"],
-                        "blockConnection": True,
-                        "blockTimeMS": 5000,
-                    },
-                }
-            )
-            transport = httpx2.ASGITransport(app=app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
-                started = asyncio.get_running_loop().time()
-                stalled = await client.get("/api/v1/auth/me", headers=alice.headers)
-                assert asyncio.get_running_loop().time() - started < 3
-                assert stalled.status_code == 503
-                assert stalled.headers["retry-after"]
-                after = await client.get("/api/v1/auth/me", headers=alice.headers)
-                assert after.status_code == 200
-    finally:
-        await asyncio.to_thread(server.stop)
+async def test_stalled_database_is_a_quick_503(failing_server: str, tmp_path: Path) -> None:
+    settings = make_settings(failing_server, tmp_path, mongodb_socket_timeout_ms=500)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        alice = await make_account(app, "alice")
+        await services_of(app).client.admin.command(
+            {
+                "configureFailPoint": "failCommand",
+                "mode": {"times": 2},  # the read and its one automatic retry
+                "data": {
+                    "failCommands": ["find"],
+                    "blockConnection": True,
+                    "blockTimeMS": 5000,
+                },
+            }
+        )
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+            started = asyncio.get_running_loop().time()
+            stalled = await client.get("/api/v1/auth/me", headers=alice.headers)
+            assert asyncio.get_running_loop().time() - started < 3
+            assert stalled.status_code == 503
+            assert stalled.headers["retry-after"]
+            after = await client.get("/api/v1/auth/me", headers=alice.headers)
+            assert after.status_code == 200
 
 
 async def test_cascade_on_a_server_without_transactions(tmp_path: Path) -> None:
