@@ -3,7 +3,6 @@ with a token and items to read (`running`)."""
 
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,12 +61,12 @@ def running(items: int) -> Iterator[Setup]:
                 "MONGODB_SOCKET_TIMEOUT_MS": "900000",
             }
             # The app first: it creates the indexes while the collection is still empty.
-            app = _serve(["api.server"], env)
-            floor = _serve(
+            app = serve(["api.server"], env)
+            floor = serve(
                 ["uvicorn", "--factory", "bench.floor:create_app", "--no-access-log"], env
             )
             try:
-                first = _seed_items(url, user_id, items)
+                first = seed_items(url, user_id, 0, items)
                 targets = {"app": app[1], "floor": floor[1]}
                 pids = {"app": app[0].pid, "floor": floor[0].pid}
                 yield Setup(targets, token, access_token, user_id, first, url, pids, env)
@@ -122,10 +121,6 @@ def _seed_user(url: str) -> tuple[str, str, ObjectId]:
     return jwt, f"dsk_{token_id}_{secret}", user_id
 
 
-def _seed_items(url: str, user_id: ObjectId, count: int) -> str:
-    return seed_items(url, user_id, 0, count)
-
-
 def seed_items(url: str, user_id: ObjectId, start: int, stop: int) -> str:
     """Items number `start` to `stop` of the user (older as the number grows), raw; the
     first one's id."""
@@ -164,10 +159,6 @@ WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel"
 
 def serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m <target>` on a free port, once it answers: the process and its URL."""
-    return _serve(target, env)
-
-
-def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = embedded.free_port()
     command = [sys.executable, "-m", *target, "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, env=env)
@@ -181,7 +172,3 @@ def _serve(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[byt
             time.sleep(0.2)
     process.kill()
     sys.exit(f"{target} did not start")
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)

@@ -16,7 +16,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import MongoClient
 
-from bench.harness import DB, Setup
+from bench.harness import Setup
 from documents import Item
 from documents.search import search_terms
 
@@ -28,10 +28,9 @@ def report(setup: Setup, count: int) -> None:
         lines = Path(tmp) / "items.ndjson"
         records = [_record(n) for n in range(count)]
         lines.write_text("".join(json.dumps(record) + "\n" for record in records))
-        env = {**setup.env, "MONGODB_DB": DB}
         command = [str(Path(sys.executable).with_name("docstore-admin")), "seed", str(lines)]
         started = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, env=setup.env, capture_output=True, text=True, check=False)
         seeded = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"seed failed:\n{done.stdout}\n{done.stderr}")
