@@ -23,96 +23,335 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    environment: Environment = Environment.development
-    mongodb_url: str | None = None
-    mongodb_db: str = "docstore"
-    # How long a request waits for an unreachable database before answering 503.
-    mongodb_timeout_ms: int = Field(default=3000, ge=100)
-    # The longest the API waits for one database reply before answering 503, never a hang.
-    mongodb_socket_timeout_ms: int = Field(default=10_000, ge=100)
-    data_dir: Path = Path("./data")
-    secret_key: str | None = None
-    # Keys retired from signing whose tokens are still accepted until they expire
-    # (comma-separated): rotate by moving SECRET_KEY here and setting a new one.
-    previous_secret_keys: Annotated[list[str], NoDecode] = []
-    public_url: str = "http://127.0.0.1:8000"
-    registration_open: bool = True
-    # Open sign-ups (each sends a welcome email) one client address may make per window.
-    signup_max_per_client: int = Field(default=20, ge=1)
-    signup_window_s: int = Field(default=3600, ge=1)
-    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    # Threads hashing passwords; by default one fewer than the cores (at least one), so
-    # a storm of sign-ins leaves a core to everything else.
-    hashing_threads: int | None = Field(default=None, ge=1, le=256)
-    # Sign-ins (and other hashes) that may be in progress beyond one per hashing thread;
-    # more at once are a 503 with Retry-After, before any database work.
-    bcrypt_max_waiting: int = Field(default=32, ge=0)
-    access_token_expire_minutes: int = Field(default=30, ge=1)
-    refresh_token_expire_days: int = Field(default=30, ge=1)
-    # How long a spent refresh token may be presented again to get the same new one (a lost
-    # response); after that, presenting it is reuse and ends the whole session.
-    refresh_reuse_grace_s: int = Field(default=10, ge=0)
-    # Failed logins allowed in a window, then 429: for one account from one client
-    # address (tight), for one account from all addresses together (looser, so a spread
-    # of addresses still cannot guess freely), and for one address across accounts.
-    login_max_failures_per_account_client: int = Field(default=5, ge=1)
-    login_max_failures_per_account: int = Field(default=30, ge=1)
-    login_max_failures_per_client: int = Field(default=50, ge=1)
-    login_failure_window_s: int = Field(default=900, ge=1)
-    jwt_issuer: str = "docstore"
-    jwt_audience: str = "docstore-api"
-    cors_origins: Annotated[list[str], NoDecode] = []
-    # Addresses or networks (comma-separated) of the reverse proxies whose X-Forwarded-For
-    # and X-Forwarded-Proto are believed. Nobody's, by default; never `*`.
-    trusted_proxies: Annotated[list[str], NoDecode] = []
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # POST /items/batch: at most this many operations, in a body of at most this size.
-    # (At most 150: the answer, up to 150 full items, is kept for Idempotency-Key retries
-    # in one MongoDB document, which holds 16 MiB.)
-    batch_max_operations: int = Field(default=100, ge=1, le=150)
-    batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    # Idempotency-Key: how long a first answer is replayed; how long a retry waits for a
-    # first request still running (then 409, Retry-After); how long a request may hold a
-    # key before another may take it over (its writer is presumed dead).
-    idempotency_ttl_hours: int = Field(default=24, ge=1)
-    idempotency_wait_s: float = Field(default=5.0, ge=0)
-    idempotency_lease_s: float = Field(default=30.0, gt=0)
-    # Email: SMTP when SMTP_HOST is set, else .eml files under DATA_DIR/mail (and the log).
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
-    mail_from: str = "Docstore <docstore@localhost>"
-    # Whether this process delivers mail; any number of processes may (leases keep it safe).
-    outbox_worker: bool = True
-    outbox_poll_s: float = Field(default=1.0, gt=0)
-    outbox_lease_s: float = Field(default=60.0, gt=0)
-    outbox_max_attempts: int = Field(default=8, ge=1)
-    outbox_backoff_s: float = Field(default=2.0, gt=0)
-    # Sent and dead messages are removed (TTL index) this long after they settle.
-    outbox_retention_days: int = Field(default=14, ge=1)
-    password_reset_expire_minutes: int = Field(default=60, ge=1)
-    email_verification_expire_hours: int = Field(default=48, ge=1)
-    require_verified_email: bool = False
-    recovery_max_per_email: int = Field(default=3, ge=1)
-    recovery_max_per_client: int = Field(default=20, ge=1)
-    recovery_window_s: int = Field(default=3600, ge=1)
-    # Verification emails an account (and a client address) may ask for per window.
-    verification_max_per_account: int = Field(default=3, ge=1)
-    verification_max_per_client: int = Field(default=20, ge=1)
-    verification_window_s: int = Field(default=3600, ge=1)
-    # Password recovery answers no sooner than this, account or not: the work done for a
-    # real account (a token and an email, in a transaction) must not show in the timing.
-    recovery_response_floor_ms: int = Field(default=300, ge=0)
-    # Live changes (WS /api/v1/ws/items): unread events a socket may hold before it is
-    # closed with 1013, how many missed changes a resume may replay, and how long a
-    # socket without ?token= has to send its auth message.
-    live_feed: bool = True  # whether this process serves WS /api/v1/ws/items at all
-    live_queue_size: int = Field(default=1000, ge=1)
-    live_replay_max: int = Field(default=10_000, ge=1)
-    live_auth_timeout_s: float = Field(default=5.0, gt=0)
-    log_level: str = "INFO"
+    environment: Environment = Field(
+        default=Environment.development,
+        description=(
+            "`development` or `production`. Production refuses to start without a strong "
+            "`SECRET_KEY` (and strong `PREVIOUS_SECRET_KEYS`), and sends HSTS."
+        ),
+    )
+    mongodb_url: str | None = Field(
+        default=None,
+        description=(
+            "The MongoDB to use. Unset: the app starts its embedded development database "
+            "(SecantusDB) with its data under `DATA_DIR`."
+        ),
+    )
+    mongodb_db: str = Field(default="docstore", description="The database's name.")
+    mongodb_timeout_ms: int = Field(
+        default=3000,
+        ge=100,
+        description="How long a request waits for an unreachable database before answering 503.",
+    )
+    mongodb_socket_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description=(
+            "The longest the API waits for one database reply before answering 503, never a hang."
+        ),
+    )
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description=(
+            "The local data folder: the embedded database, development mail (`mail/`) and "
+            "the development secret key (`secret_key`)."
+        ),
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description=(
+            "Signs access tokens and cursors, and seals feed cursors and emailed tokens: "
+            "32+ random characters. Required in production; in development one is "
+            "generated once and kept in `DATA_DIR/secret_key`, so tokens survive restarts."
+        ),
+    )
+    previous_secret_keys: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Keys retired from signing whose tokens are still accepted until they expire "
+            "(comma-separated): rotate by moving `SECRET_KEY` here and setting a new one. "
+            "In production each must be as strong as `SECRET_KEY`."
+        ),
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description=(
+            "Where people reach the service: the links in emails, and the server named in "
+            "the AsyncAPI document."
+        ),
+    )
+    registration_open: bool = Field(
+        default=True,
+        description=(
+            "Whether anyone may sign up (`POST /api/v1/users`); superusers may always create users."
+        ),
+    )
+    signup_max_per_client: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Open sign-ups (each sends a welcome email) one client address may make per "
+            "`SIGNUP_WINDOW_S`; superusers creating accounts are not counted."
+        ),
+    )
+    signup_window_s: int = Field(
+        default=3600, ge=1, description="The window of `SIGNUP_MAX_PER_CLIENT`, in seconds."
+    )
+    bcrypt_rounds: int = Field(
+        default=12,
+        ge=4,
+        le=16,
+        description=(
+            "The bcrypt cost of new password hashes. A successful login re-hashes a "
+            "password stored at another cost, so raising it upgrades accounts as they "
+            "sign in."
+        ),
+    )
+    hashing_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "Threads hashing passwords, per API process; by default one fewer than the "
+            "cores (at least one), so a storm of sign-ins leaves a core to everything else."
+        ),
+    )
+    bcrypt_max_waiting: int = Field(
+        default=32,
+        ge=0,
+        description=(
+            "Sign-ins (and other hashes) that may be in progress beyond one per hashing "
+            "thread; more at once are a 503 with Retry-After, before any database work."
+        ),
+    )
+    access_token_expire_minutes: int = Field(
+        default=30, ge=1, description="How long an access token (a JWT) is valid."
+    )
+    refresh_token_expire_days: int = Field(
+        default=30, ge=1, description="How long a refresh token is valid."
+    )
+    refresh_reuse_grace_s: int = Field(
+        default=10,
+        ge=0,
+        description=(
+            "How long a spent refresh token may be presented again to get the same new one "
+            "(a lost response); after that, presenting it is reuse and ends the whole session."
+        ),
+    )
+    login_max_failures_per_account_client: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Failed logins allowed per window for one account from one client address "
+            "(tight), then 429."
+        ),
+    )
+    login_max_failures_per_account: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Failed logins allowed per window for one account from all addresses together "
+            "(looser, so a spread of addresses still cannot guess freely), then 429."
+        ),
+    )
+    login_max_failures_per_client: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Failed logins allowed per window for one client address across accounts, then 429."
+        ),
+    )
+    login_failure_window_s: int = Field(
+        default=900, ge=1, description="The window failed logins are counted in, in seconds."
+    )
+    jwt_issuer: str = Field(
+        default="docstore", description="The `iss` claim access tokens carry and must carry."
+    )
+    jwt_audience: str = Field(
+        default="docstore-api", description="The `aud` claim access tokens carry and must carry."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Origins (comma-separated) that browsers may call the API from; none by default."
+        ),
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Addresses or networks (comma-separated) of the reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto are believed. Nobody's, by default; "
+            "never `*`."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="The largest request body (1 MiB by default); past it, a 413.",
+    )
+    # At most 150: the answer, up to 150 full items, is kept for Idempotency-Key retries
+    # in one MongoDB document, which holds 16 MiB.
+    batch_max_operations: int = Field(
+        default=100,
+        ge=1,
+        le=150,
+        description=(
+            "The most operations one `POST /api/v1/items/batch` may carry; the OpenAPI "
+            "document states the configured value."
+        ),
+    )
+    batch_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "The largest body of `POST /api/v1/items/batch` (8 MiB by default), instead of "
+            "`MAX_BODY_BYTES`."
+        ),
+    )
+    idempotency_ttl_hours: int = Field(
+        default=24, ge=1, description="How long an Idempotency-Key's first answer is replayed."
+    )
+    idempotency_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "How long a retry waits for a first request still running, then 409 with Retry-After."
+        ),
+    )
+    idempotency_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long a request may hold an Idempotency-Key before another may take it over "
+            "(its writer is presumed dead)."
+        ),
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description=(
+            "Send email by SMTP through this host. Unset: email is written as `.eml` files "
+            "under `DATA_DIR/mail`, and logged."
+        ),
+    )
+    smtp_port: int = Field(default=587, description="The SMTP server's port.")
+    smtp_user: str | None = Field(default=None, description="The SMTP user, if it asks for one.")
+    smtp_password: str | None = Field(default=None, description="The SMTP user's password.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="How the SMTP connection is secured: `starttls`, `tls` or `none`.",
+    )
+    mail_from: str = Field(
+        default="Docstore <docstore@localhost>", description="The sender of every email."
+    )
+    outbox_worker: bool = Field(
+        default=True,
+        description=(
+            "Whether this process delivers mail; any number of processes may (leases keep it safe)."
+        ),
+    )
+    outbox_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How often, in seconds, an idle outbox worker looks for due messages (it is "
+            "woken at once when mail is enqueued in its process)."
+        ),
+    )
+    outbox_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a worker holds a message it claimed; a dead worker's message is "
+            "claimed again when its lease lapses."
+        ),
+    )
+    outbox_max_attempts: int = Field(
+        default=8, ge=1, description="Sending attempts before a message is marked dead."
+    )
+    outbox_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "The first retry's delay, in seconds, doubled at each further attempt, with "
+            "jitter (a delay between half and all of it)."
+        ),
+    )
+    outbox_retention_days: int = Field(
+        default=14,
+        ge=1,
+        description=("Sent and dead messages are removed (TTL index) this long after they settle."),
+    )
+    password_reset_expire_minutes: int = Field(
+        default=60, ge=1, description="How long an emailed password-reset token is valid."
+    )
+    email_verification_expire_hours: int = Field(
+        default=48, ge=1, description="How long an emailed email-confirmation token is valid."
+    )
+    require_verified_email: bool = Field(
+        default=False, description="Whether login waits for a confirmed email address."
+    )
+    recovery_max_per_email: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Password recovery emails per account (however its address is spelled) per "
+            "`RECOVERY_WINDOW_S`."
+        ),
+    )
+    recovery_max_per_client: int = Field(
+        default=20,
+        ge=1,
+        description="Password recovery requests per client address per `RECOVERY_WINDOW_S`.",
+    )
+    recovery_window_s: int = Field(
+        default=3600, ge=1, description="The window of the recovery limits, in seconds."
+    )
+    verification_max_per_account: int = Field(
+        default=3,
+        ge=1,
+        description="Verification emails an account may ask for per `VERIFICATION_WINDOW_S`.",
+    )
+    verification_max_per_client: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Verification emails one client address may ask for per `VERIFICATION_WINDOW_S`."
+        ),
+    )
+    verification_window_s: int = Field(
+        default=3600, ge=1, description="The window of the verification limits, in seconds."
+    )
+    recovery_response_floor_ms: int = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Password recovery answers no sooner than this, account or not: the work done "
+            "for a real account (a token and an email, in a transaction) must not show in "
+            "the timing."
+        ),
+    )
+    live_feed: bool = Field(
+        default=True,
+        description="Whether this process serves `WS /api/v1/ws/items` at all.",
+    )
+    live_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Unread events a live socket may hold before it is closed with 1013.",
+    )
+    live_replay_max: int = Field(
+        default=10_000,
+        ge=1,
+        description=("How many missed changes a resume may replay; more get a `resync` event."),
+    )
+    live_auth_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How long a live socket without a token in its handshake has to send its auth message."
+        ),
+    )
+    log_level: str = Field(default="INFO", description="The log level (`DEBUG`, `INFO`, ...).")
 
     @model_validator(mode="before")
     @classmethod

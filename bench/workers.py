@@ -1,7 +1,7 @@
 """Workers (scripts/bench --workers N): GET /items/{id} against one API process and
 against N (`python -m api.server --workers N`) on the same database, in interleaved
 wrk rounds. Prints requests/s of each and the ratio; what limits it on this machine
-is in the README.
+is in docs/benchmarks.md.
 """
 
 import statistics

@@ -180,7 +180,7 @@ async def test_a_body_that_is_not_json_is_refused(
 async def test_duplicate_keys_count_once_the_last_one(
     client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    """RFC 8259 leaves it open; like most parsers, the last one counts (README)."""
+    """RFC 8259 leaves it open; like most parsers, the last one counts (docs/index.md)."""
     body = b'{"title": "first", "title": "second"}'
     response = await client.post(ITEMS, content=body, headers={**alice.headers, **JSON})
     assert (response.status_code, response.json()["title"]) == (201, "second")
