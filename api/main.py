@@ -11,30 +11,32 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp
 
+from api import openapi
 from api.accounts import auth, passwords, recovery, token_routes, users
-from api.accounts.openapi import describe_security
 from api.accounts.passwords import HashingBusy, verify_against_dummy
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
+from api.core import queue
 from api.core.database import Client, connect
-from api.core.errors import describe_problems, install_error_handlers
+from api.core.errors import install_error_handlers
 from api.core.logs import configure_logging
 from api.core.metrics import Metrics
-from api.core.middleware import BodyLimit, RequestContext
+from api.core.middleware import BodyLimit, RequestContext, Unexpected
 from api.core.pagination import CursorCodec, SealedCursorCodec
+from api.core.queue import DurableQueue, Sealer
+from api.core.routing import RouteTable
 from api.core.services import Services
 from api.items import batch
 from api.items import routes as items
-from api.items.query import WHERE_DESCRIPTION, where_schemas
-from api.live import asyncapi, feed, handoff
+from api.items.cleanup import remove_items_of
+from api.live import asyncapi, feed
 from api.live import routes as live
 from api.live.feed import LiveFeed
-from api.mail import outbox, transports
-from api.mail.outbox import OutboxWorker, Sealer
+from api.live.handoff import FeedCursor
+from api.mail import transports
+from api.mail.channel import EmailChannel, adopt_legacy
 from api.operations import routes as operations
-from documents.free_json import data_value_schemas
 
 log = logging.getLogger("docstore")
 
@@ -48,31 +50,33 @@ Errors are RFC 9457 problem details (`application/problem+json`).
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    metrics = Metrics()
     app: FastAPI = FastAPIOffline(
         title="Docstore",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, metrics),
         swagger_ui_parameters={"persistAuthorization": True},
         generate_unique_id_function=_operation_id,
     )
-    install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, token_routes, recovery, users, batch, items, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)
-    asyncapi.install(app)
-    _describe_items(app, settings)
-    handoff.install(app)
-    batches = {f"{API_PREFIX}{batch.BATCH_PATH}": settings.batch_max_bytes}
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=batches)
-    metrics = app.state.metrics = Metrics()
-    app.state.live = None  # until the lifespan opens a feed (and when it cannot)
-    feed.instrument(metrics, lambda: app.state.live)
-    outbox.instrument(metrics)
-    _outermost(app, settings, metrics)
+    app.include_router(asyncapi.router)
+    install_error_handlers(app, RouteTable(app.routes))
+    openapi.install(app, settings)
+    _add_middleware(app, settings, metrics)
+    feed.instrument(metrics, lambda: _live_feed(app))
+    queue.instrument(metrics)
     return app
+
+
+def _live_feed(app: FastAPI) -> LiveFeed | None:
+    """The feed its lifespan opened; None before then, or when it has none."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.find(LiveFeed) if services is not None else None
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -81,60 +85,60 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def _outermost(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    """Put the request context and CORS around everything, Starlette's own error
-    middleware too (`add_middleware` would put them inside it): a 500 or a 413 then
-    carries the request id, the security and the CORS headers, and the 500's log line
-    its request id, like every other response."""
-    build = app.build_middleware_stack
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Innermost first (each `add_middleware` wraps what was added before). The request
+    context and CORS are outermost, with the 500 problem inside them: every answer, a 500
+    and a 413 included, carries the request id, the security and the CORS headers, and
+    the 500's log line its request id."""
+    app.add_middleware(FeedCursor)
+    batches = {f"{API_PREFIX}{batch.BATCH_PATH}": settings.batch_max_bytes}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=batches)
+    app.add_middleware(Unexpected)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Retry-After",
+                "X-Request-ID",
+                "X-Feed-Cursor",
+                "Idempotent-Replayed",
+            ],
+        )
     hsts = settings.environment is Environment.production
-
-    def build_around() -> ASGIApp:
-        inner = build()
-        if settings.cors_origins:
-            inner = CORSMiddleware(
-                inner,
-                allow_origins=settings.cors_origins,
-                allow_methods=["*"],
-                allow_headers=["*"],
-                expose_headers=[
-                    "ETag",
-                    "Location",
-                    "Retry-After",
-                    "X-Request-ID",
-                    "X-Feed-Cursor",
-                    "Idempotent-Replayed",
-                ],
-            )
-        return RequestContext(inner, hsts=hsts, metrics=metrics)
-
-    app.build_middleware_stack = build_around  # type: ignore[method-assign]
+    app.add_middleware(RequestContext, hsts=hsts, metrics=metrics)
 
 
-def _lifespan(settings: Settings) -> Any:
+def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = settings.hashing_threads or passwords.api_threads()
         with passwords.hashing_pool(threads, settings.bcrypt_max_waiting):
-            async with _running(app, settings):
+            async with _running(app, settings, metrics):
                 yield
 
     return lifespan
 
 
 @asynccontextmanager
-async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncIterator[None]:
     async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
         secret = await asyncio.to_thread(lambda: settings.signing_secret)
         hello = await client.admin.command("hello")
         replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
         cursors, feed_cursors = CursorCodec(secret), SealedCursorCodec(secret)
-        app.state.services = Services(settings, client, cursors, replicated, feed_cursors)
-        app.state.signer = _signer(settings, secret)
-        sealer = Sealer(secret, settings.previous_secret_keys)
-        outbox_worker = OutboxWorker(settings, transports.build(settings), sealer)
-        app.state.outbox = outbox_worker
-        await outbox.settle_legacy(settings.outbox_retention_days)
+        services = Services(settings, client, cursors, replicated, feed_cursors, metrics)
+        services.add(_signer(settings, secret))
+        services.account_cleanups.append(remove_items_of)
+        email = EmailChannel(transports.build(settings), settings.mail_from)
+        work = DurableQueue(settings, [email], Sealer(secret, settings.previous_secret_keys))
+        services.add(work)
+        app.state.services = services
+        await adopt_legacy(settings.outbox_retention_days)
         # Warm the dummy hash so the first unknown-user login costs what later ones do; a
         # CPU too busy for it now must not keep the process from starting (the first
         # unknown-user login then makes it).
@@ -145,50 +149,17 @@ async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         live_feed = None
         try:
             if settings.outbox_worker:
-                outbox_worker.start()
-            metrics: Metrics = app.state.metrics
-            live_feed = app.state.live = await _start_live_feed(
+                work.start()
+            live_feed = await _start_live_feed(
                 settings, client, replicated, lambda: metrics.skipped("live")
             )
+            if live_feed is not None:
+                services.add(live_feed)
             yield
         finally:
             if live_feed is not None:
                 await live_feed.stop()
-            await outbox_worker.stop()
-
-
-def _describe_items(app: FastAPI, settings: Settings) -> None:
-    """What FastAPI cannot derive: the schemas an item's `data` refers to (one per
-    nesting level left), `where` as the JSON it is, with its own schema, and sign-up's
-    optional token (FastAPI appends `openapi_extra`'s security to its own)."""
-    previous = app.openapi
-    described: dict[str, Any] = {}
-
-    def openapi() -> dict[str, Any]:
-        if described:  # built once, as FastAPI's own is
-            return described
-        document = previous()
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(data_value_schemas())
-        schemas.update(where_schemas())
-        for parameter in document["paths"][f"{API_PREFIX}/items"]["get"]["parameters"]:
-            if parameter["name"] == "where":
-                parameter.pop("schema", None)
-                parameter["description"] = WHERE_DESCRIPTION
-                schema = {"$ref": "#/components/schemas/WhereFilter0"}
-                parameter["content"] = {"application/json": {"schema": schema}}
-        document["paths"][f"{API_PREFIX}/users"]["post"]["security"] = [
-            {},  # open registration: no token needed
-            {"OAuth2PasswordBearer": []},  # a superuser's lets them create superusers
-        ]
-        operations = schemas["Batch"]["properties"]["operations"]
-        operations["maxItems"] = settings.batch_max_operations  # the setting, not the cap
-        describe_security(document)
-        describe_problems(document)
-        described.update(document)
-        return described
-
-    app.openapi = openapi  # type: ignore[method-assign]
+            await work.stop()
 
 
 def _signer(settings: Settings, secret: str) -> TokenSigner:

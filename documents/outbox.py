@@ -17,13 +17,17 @@ class Delivery(StrEnum):
 
 
 class OutboxMessage(ApiDocument):
+    """An entry of the durable queue (api/core/queue.py). The delivery fields are the
+    queue's; `kind` to `html` are the email channel's (api/mail/channel.py)."""
+
+    channel: str = "email"  # who delivers it; entries from before channels are email
     kind: str
     to: str
     subject: str
     text: str
     html: str
-    # The Message-ID header: the same on every attempt, so a retry after an uncertain
-    # send can be recognised as a duplicate downstream.
+    # The entry's id, the same on every attempt, so a retry after an uncertain delivery
+    # can be recognised as a duplicate downstream (an email's Message-ID header).
     message_id: str
     status: Delivery = Delivery.pending
     attempts: int = 0
@@ -33,7 +37,7 @@ class OutboxMessage(ApiDocument):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
-    # The body's secret (a reset or confirmation token), sealed: see api/mail/outbox.py.
+    # The body's secret (a reset or confirmation token), sealed: see api/core/queue.py.
     secret: str | None = None
     # Set when the message is sent or dead: the TTL index removes it then.
     purge_at: datetime | None = None

@@ -138,13 +138,11 @@ def services_of(app: FastAPI) -> Services:
 
 
 def signer_of(app: FastAPI) -> TokenSigner:
-    signer: TokenSigner = app.state.signer
-    return signer
+    return services_of(app).get(TokenSigner)
 
 
 def feed_of(app: FastAPI) -> LiveFeed | None:
-    feed: LiveFeed | None = app.state.live
-    return feed
+    return services_of(app).find(LiveFeed)
 
 
 @pytest.fixture

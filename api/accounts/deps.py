@@ -93,30 +93,25 @@ async def _user(user_id: ObjectId) -> User | None:
     return None if stored is None else User.model_validate(stored)
 
 
-_told_of_untrusted_proxy = False
-
-
 def client_address(request: Request) -> str | None:
     """The caller's address (as the proxy headers tell it, when Uvicorn trusts them).
 
     X-Forwarded-For with no TRUSTED_PROXIES set is logged, once: behind a proxy nobody
     named, every client is counted under the proxy's address."""
-    global _told_of_untrusted_proxy
     host = request.client.host if request.client else None
-    untold = not _told_of_untrusted_proxy and "x-forwarded-for" in request.headers
-    if untold and not get_services(request).settings.trusted_proxies:
-        _told_of_untrusted_proxy = True
-        log.warning(
-            "X-Forwarded-For from %s ignored: TRUSTED_PROXIES is not set, so behind a "
-            "proxy every client counts as the proxy's address (see the README)",
-            host,
-        )
+    if "x-forwarded-for" in request.headers:
+        services = get_services(request)
+        if not services.settings.trusted_proxies and services.first_time("untrusted proxy"):
+            log.warning(
+                "X-Forwarded-For from %s ignored: TRUSTED_PROXIES is not set, so behind a "
+                "proxy every client counts as the proxy's address (see the docs' deployment page)",
+                host,
+            )
     return host
 
 
 def token_signer(connection: HTTPConnection) -> TokenSigner:
-    signer: TokenSigner = connection.app.state.signer
-    return signer
+    return get_services(connection).get(TokenSigner)
 
 
 AppSigner = Annotated[TokenSigner, Depends(dependency(token_signer))]

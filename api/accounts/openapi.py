@@ -4,6 +4,7 @@ from typing import Any
 
 from api.accounts.deps import oauth2_scheme
 from api.accounts.personal_tokens import ACCESS_TOKEN_SCHEME
+from api.config import API_PREFIX
 from documents.access_token import SCOPES
 
 PASSWORD_SCHEME = oauth2_scheme.scheme_name
@@ -17,6 +18,12 @@ def describe_security(document: dict[str, Any]) -> None:
     """Each operation accepts a password login, and a personal access token only where it
     names the scopes one needs (FastAPI puts them on the OAuth2 scheme, where they would
     tell Swagger UI to ask for scopes at password login, which grants everything)."""
+    # Open registration needs no token; a superuser's lets them create superusers.
+    # (FastAPI would append `openapi_extra`'s security to its own.)
+    document["paths"][f"{API_PREFIX}/users"]["post"]["security"] = [
+        {},
+        {PASSWORD_SCHEME: []},
+    ]
     for path in document.get("paths", {}).values():
         for operation in path.values():
             if not isinstance(operation, dict) or "security" not in operation:

@@ -14,9 +14,10 @@ from api.accounts import action_tokens, sessions, throttle
 from api.accounts.deps import CurrentUser, client_address
 from api.accounts.passwords import hash_password
 from api.core.errors import problem_responses
+from api.core.queue import Queue
 from api.core.services import AppServices
 from api.mail import messages
-from api.mail.outbox import MailWorker
+from api.mail.channel import NAME as EMAIL
 from documents import Purpose, User
 from documents.base import utcnow
 from documents.user import CASE_INSENSITIVE, Password
@@ -52,7 +53,7 @@ SENT = Accepted(detail="If an account has this address, an email is on its way."
 
 @router.post("/password-recovery", status_code=202, responses=problem_responses(429))
 async def recover_password(
-    body: RecoveryRequest, request: Request, services: AppServices, mail: MailWorker
+    body: RecoveryRequest, request: Request, services: AppServices, mail: Queue
 ) -> Accepted:
     """Email a single-use reset token. The answer, and its timing, are the same whether or
     not the account exists."""
@@ -63,7 +64,7 @@ async def recover_password(
     return SENT
 
 
-async def _recover(email: str, request: Request, services: AppServices, mail: MailWorker) -> None:
+async def _recover(email: str, request: Request, services: AppServices, mail: Queue) -> None:
     settings = services.settings
     user = await User.find_one({"email": email}, collation=CASE_INSENSITIVE)
     # One counter per account however its address is spelled (the lookup ignores case);
@@ -90,7 +91,7 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Ma
         message = messages.password_reset(
             user, settings.public_url, settings.password_reset_expire_minutes
         )
-        await mail.enqueue(message, session, secret=token)
+        await mail.enqueue(EMAIL, message, session, secret=token)
 
     await services.atomically(send)
     mail.nudge()
@@ -121,7 +122,7 @@ async def reset_password(body: PasswordReset, services: AppServices) -> None:
 
 @router.post("/verify-email/request", status_code=202, responses=problem_responses(401, 429))
 async def request_verification(
-    user: CurrentUser, request: Request, services: AppServices, mail: MailWorker
+    user: CurrentUser, request: Request, services: AppServices, mail: Queue
 ) -> Accepted:
     """Email a single-use token confirming your current address (nothing is sent when it
     is confirmed already). Throttled per account and per client."""
@@ -142,7 +143,7 @@ async def request_verification(
             user, Purpose.verify_email, timedelta(hours=hours), session
         )
         message = messages.verify_email(user, settings.public_url, hours)
-        await mail.enqueue(message, session, secret=token)
+        await mail.enqueue(EMAIL, message, session, secret=token)
 
     await services.atomically(send)
     mail.nudge()

@@ -27,6 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from api.config import Settings
 from api.core.errors import DomainError
+from api.core.retry import Retry
 from documents import LoginAttempts
 from documents.base import utcnow
 
@@ -206,7 +207,7 @@ async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:
     attempt never raises a count, so it never refuses another in passing. One round trip
     while the window has room, two at the limit or to open a window."""
     attempts = LoginAttempts.get_pymongo_collection()
-    for _ in range(OPENING_TRIES):
+    async for _ in Retry(0, 0, tries=OPENING_TRIES):  # at once: it races, it does not wait
         now = utcnow()
         open_window = {"_id": key, "window_ends": {"$gt": now}, **SOUND}
         doc = await attempts.find_one_and_update(

@@ -22,13 +22,12 @@ from api.accounts.passwords import HashingBusy, hash_password, verify_password
 from api.config import API_PREFIX, Settings
 from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
+from api.core.queue import Queue
 from api.core.services import AppServices
 from api.mail import messages
-from api.mail.outbox import MailWorker
+from api.mail.channel import NAME as EMAIL
 from documents import (
     AccessToken,
-    IdempotencyRecord,
-    Item,
     Purpose,
     Session,
     User,
@@ -67,7 +66,7 @@ async def create_user(
     body: UserCreate,
     caller: OptionalUser,
     services: AppServices,
-    mail: MailWorker,
+    mail: Queue,
     request: Request,
     response: Response,
 ) -> UserPublic:
@@ -95,7 +94,7 @@ async def create_user(
 
     async def create(session: AsyncClientSession | None) -> None:
         await user.insert(session=session)
-        await mail.enqueue(messages.welcome(user, settings.public_url), session)
+        await mail.enqueue(EMAIL, messages.welcome(user, settings.public_url), session)
 
     await services.atomically(create)
     mail.nudge()
@@ -137,7 +136,7 @@ async def update_user(
     caller: CurrentUser,
     caller_session: CurrentSession,
     services: AppServices,
-    mail: MailWorker,
+    mail: Queue,
 ) -> UserPublic:
     """Change an account. Only superusers change `is_active` / `is_superuser`.
 
@@ -184,7 +183,7 @@ async def update_user(
         if stored is not None and notice is not None:
             # Tokens mailed to the old address must not work once it is not the account's.
             await action_tokens.void(target.id, list(Purpose), session)
-            await mail.enqueue(notice, session)
+            await mail.enqueue(EMAIL, notice, session)
 
     await services.atomically(change)
     if stored is None:
@@ -228,15 +227,13 @@ async def delete_user(user_id: UserId, caller: SuperUser, services: AppServices)
         raise SelfLockout()
 
     async def remove(session: AsyncClientSession | None) -> None:
-        # Items first: without a transaction, a crash between the two leaves no orphans.
-        await Item.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
+        # What the features keep of the account first (its items: without a transaction,
+        # a crash between two of these leaves no orphans), then its logins, then itself.
+        for cleanup in services.account_cleanups:
+            await cleanup(user_id, session)
         await Session.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
         await AccessToken.get_pymongo_collection().delete_many(
             {"user_id": user_id}, session=session
-        )
-        # The answers kept for retries hold the user's items: they go too.
-        await IdempotencyRecord.get_pymongo_collection().delete_many(
-            {"owner_id": user_id}, session=session
         )
         result = await User.get_pymongo_collection().delete_one({"_id": user_id}, session=session)
         if result.deleted_count == 0:

@@ -1,8 +1,7 @@
 """Domain errors and their one mapping to RFC 9457 problem details."""
 
 import logging
-import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +13,8 @@ from pydantic import BaseModel, Field
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_503_SERVICE_UNAVAILABLE
+
+from api.core.routing import RouteTable
 
 log = logging.getLogger("docstore.errors")
 
@@ -165,35 +166,30 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers, **extra)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    title = _http_title(exc.status_code)
-    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else f"{title}."
-    headers = dict(exc.headers or {})
-    if exc.status_code == 405:
-        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-    return problem(request, exc.status_code, title, detail, headers=headers)
+def _http_error(routes: RouteTable) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        title = _http_title(exc.status_code)
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else f"{title}."
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(routes.methods(request.url.path)) or headers.get(
+                "Allow", ""
+            )
+        return problem(request, exc.status_code, title, detail, headers=headers)
+
+    return http_error
 
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
-def _allowed_methods(request: Request) -> str | None:
-    """Every method of the path asked for, as the OpenAPI document lists them. (Starlette
-    answers a 405 with the methods of the first route whose path matched, one of several.)"""
-    app = request.app
-    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
-    if table is None:
-        table = []
-        for path, operations in app.openapi()["paths"].items():
-            template = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
-            table.append((re.compile(f"^{template}$"), {m.upper() for m in operations}))
-        app.state.allow = table
-    for pattern, methods in table:
-        if pattern.match(request.url.path):
-            # As documented: GET routes here do not answer HEAD, so it is not listed.
-            return ", ".join(method for method in METHODS if method in methods)
-    return None
+def _allowed(methods: set[str]) -> str:
+    """Every method of the path asked for. (Starlette answers a 405 with the methods of
+    the first route whose path matched, one of several.) As documented: GET routes here
+    do not answer HEAD, so it is not listed."""
+    methods = methods - {"HEAD"} if "GET" in methods else methods
+    return ", ".join(method for method in METHODS if method in methods)
 
 
 def validation_issues(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -229,7 +225,7 @@ def _message(error: Mapping[str, Any]) -> str:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PyMongoError)
     if not isinstance(exc, ConnectionFailure) and not exc.timeout:
-        return await _unexpected(request, exc)
+        return await unexpected(request, exc)
     log.warning("database unavailable: %s", exc)
     detail = "The database is unavailable; try again shortly."
     headers = {"Retry-After": RETRY_AFTER_S}
@@ -258,15 +254,16 @@ async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 400, "Nested too deeply", detail, "nested-too-deeply")
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Any exception no handler took (see core/middleware.py's `Unexpected`)."""
     log.exception("unhandled error", exc_info=exc)
     detail = "An unexpected error occurred; it has been logged."
     return problem(request, 500, "Internal server error", detail, "internal")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, routes: RouteTable) -> None:
     app.add_exception_handler(DomainError, _domain_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error(routes))
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Unreachable, or a reply slower than the socket timeout: both are a 503.
     app.add_exception_handler(PyMongoError, _database_unavailable)
@@ -274,7 +271,6 @@ def install_error_handlers(app: FastAPI) -> None:
     for unstorable in (BSONError, UnicodeEncodeError, OverflowError):
         app.add_exception_handler(unstorable, _unstorable)
     app.add_exception_handler(RecursionError, _too_deep)
-    app.add_exception_handler(Exception, _unexpected)
 
 
 def _http_title(status: int) -> str:

@@ -7,19 +7,20 @@ multiply the series. Features add gauges of their own, read when scraped.
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
-from starlette.routing import compile_path
 from starlette.types import Scope
+
+from api.core.routing import RouteTable
 
 UNMATCHED = "unmatched"
 
 
 class Metrics:
     def __init__(self) -> None:
+        self._routes: RouteTable | None = None  # read from the app at its first request
         self._templates: dict[int, str] = {}  # id of a matched route -> its full template
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -57,16 +58,11 @@ class Metrics:
         # long as the app, so an id is never reused for another route.
         template = self._templates.get(id(route))
         if template is None:  # first request of this route: look its template up once
-            template = self._templates[id(route)] = self._full_template(scope, route)
+            if self._routes is None:
+                self._routes = RouteTable(scope["app"].routes)
+            found = self._routes.template(scope["path"]) or getattr(route, "path", UNMATCHED)
+            template = self._templates[id(route)] = str(found)
         return template
-
-    def _full_template(self, scope: Scope, route: Any) -> str:
-        # Routers are included lazily, so a matched route knows only its own part of the
-        # path; the OpenAPI description has the whole templates, in routing order.
-        for path in scope["app"].openapi()["paths"]:
-            if compile_path(path)[0].match(scope["path"]):
-                return str(path)
-        return str(getattr(route, "path", UNMATCHED))  # routes left out of the description
 
     def skipped(self, where: str) -> None:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""

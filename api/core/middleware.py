@@ -2,6 +2,9 @@
 
 - `RequestContext`: a request id echoed in `X-Request-ID`, security headers on
   every response, one structured access-log line and the metrics of each request.
+- `Unexpected`: any exception no handler took, as the 500 problem, inside the two
+  above (Starlette's own error middleware sits outside every added middleware, so
+  its 500 would carry neither the request id nor the security and CORS headers).
 - `BodyLimit`: refuses bodies over the configured size with 413, whether or
   not the client announced the length, and header floods (more than MAX_HEADERS
   fields or MAX_HEADER_BYTES in all) with 431: the server in front of us may let
@@ -19,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.core.errors import problem
+from api.core.errors import problem, unexpected
 from api.core.metrics import Metrics
 
 access_log = logging.getLogger("docstore.access")
@@ -67,11 +70,6 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception:
-            # Starlette's error middleware has answered with our 500 problem and logged it,
-            # then re-raises for the server's sake: the client has its answer, we are done.
-            if not answered:
-                raise
         finally:
             elapsed = time.perf_counter() - started
             access_log.info(
@@ -84,6 +82,29 @@ class RequestContext:
             if self.metrics is not None:
                 self.metrics.observe(scope, status, elapsed)
             request_id_var.reset(token)
+
+
+class Unexpected:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            response = await unexpected(Request(scope), error)  # logged there
+            if not started:  # else the client has part of an answer: nothing more to say
+                await response(scope, _no_receive, send)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -9,13 +9,13 @@ acknowledged before the crash is there after it (the server syncs on commit).
 import asyncio
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from api.core import embedded
 from api.core.background import Background
+from api.core.retry import Retry
 
 log = logging.getLogger("docstore.embedded")
 CHECK_EVERY_S = 0.5
@@ -30,7 +30,7 @@ class Supervisor(Background):
         self.restarts = 0
 
     async def run(self) -> None:
-        delay, started_at = 1.0, time.monotonic()
+        restarting, started_at = Retry(1.0, MAX_BACKOFF_S, sleep=self.pause), time.monotonic()
         while not self.stopping:
             await self.pause(CHECK_EVERY_S)
             process = self.server.process
@@ -42,16 +42,16 @@ class Supervisor(Background):
                 process.returncode,
             )
             if time.monotonic() - started_at > STEADY_S:
-                delay = 1.0  # it had been up a while; a server that keeps dying backs off
-            while not self.stopping:
+                restarting.reset()  # it had been up a while; one that keeps dying backs off
+            async for _ in restarting:
+                if self.stopping:
+                    break
                 try:
                     await asyncio.to_thread(self._restart)
                     started_at = time.monotonic()
                     break
                 except embedded.EmbeddedServerError as error:
                     log.error("embedded MongoDB did not restart: %s; retrying", error)
-                await self.pause(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _restart(self) -> None:
         """Under the folder's lock, as `start_or_attach` takes it: a process that meanwhile

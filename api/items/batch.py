@@ -26,7 +26,7 @@ from api.core.errors import (
     validation_issues,
 )
 from api.core.services import AppServices
-from api.items.deps import find_owned
+from api.items.deps import find_writable
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.writes import delete_item, insert_items, patched, write_content
 from documents import User
@@ -164,7 +164,7 @@ async def _step(
 
 
 async def _apply(op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
-    current = await find_owned(op.id, user, session)
+    current = await find_writable(op.id, user, session)
     if isinstance(op, DeleteOperation):
         await delete_item(current, op.if_match, session)
         return BatchResult(op="delete", status=204, item=None)

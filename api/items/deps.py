@@ -9,7 +9,9 @@ from pydantic import ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts.deps import current_user
-from api.core.errors import DomainError, NotFound
+from api.core.errors import DomainError, Forbidden, NotFound
+from api.core.services import get_services
+from api.items import policy
 from documents import Item, User
 from documents.base import ObjectIdParam
 
@@ -25,15 +27,14 @@ class Unreadable(DomainError):
     )
 
 
-async def find_owned(
+async def find_readable(
     item_id: ObjectId, user: User, session: AsyncClientSession | None = None
 ) -> Item:
-    """The item, if the caller may touch it: their own (any, for a superuser)."""
-    scope = {} if user.is_superuser else {"owner_id": user.id}
+    """The item, if the access policy lets the caller read it."""
     try:
         # Read raw and validated once: Beanie's find_one adds a tenth to a by-id read.
         stored = await Item.get_pymongo_collection().find_one(
-            {"_id": item_id, **scope}, session=session
+            policy.by_id(item_id, user), session=session
         )
         if stored is None:
             raise NotFound("item")  # someone else's item is a 404, not a 403
@@ -44,17 +45,37 @@ async def find_owned(
     return item
 
 
-async def owned_item(
+async def find_writable(
+    item_id: ObjectId, user: User, session: AsyncClientSession | None = None
+) -> Item:
+    """The item, if the access policy lets the caller change it (one it may only read
+    is a 403)."""
+    return _changeable(await find_readable(item_id, user, session), user)
+
+
+def _changeable(item: Item, user: User) -> Item:
+    if not policy.may_change(user, item):
+        raise Forbidden("You may read this item but not change it.")
+    return item
+
+
+async def readable_item(
     item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
 ) -> Item:
     try:
-        return await find_owned(item_id, user)
+        return await find_readable(item_id, user)
     except Unreadable:
-        request.app.state.metrics.skipped("item")
+        get_services(request).metrics.skipped("item")
         raise
+
+
+async def writable_item(
+    item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
+) -> Item:
+    return _changeable(await readable_item(item_id, user, request), user)
 
 
 # The item, for a caller allowed to read it, or to change it (a personal access token
 # needs the scope named).
-ReadableItem = Annotated[Item, Security(owned_item, scopes=["items:read"])]
-WritableItem = Annotated[Item, Security(owned_item, scopes=["items:write"])]
+ReadableItem = Annotated[Item, Security(readable_item, scopes=["items:read"])]
+WritableItem = Annotated[Item, Security(writable_item, scopes=["items:write"])]

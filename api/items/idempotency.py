@@ -8,7 +8,6 @@ runs out and a retry proceeds), and a failed request (nothing written) frees the
 Keys are per caller, kept in MongoDB for IDEMPOTENCY_TTL_HOURS, seen by every worker.
 """
 
-import asyncio
 import hashlib
 import json
 import math
@@ -24,6 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from api.config import Settings
 from api.core.errors import Conflict, DomainError
+from api.core.retry import Retry
 from api.core.services import Services
 from documents import IdempotencyRecord
 from documents.base import utcnow
@@ -176,9 +176,9 @@ async def _claim(
     """Hold the key for this request, or the first answer to replay; 422 for another
     request's key, 409 when its first request is still running after the wait."""
     records = IdempotencyRecord.get_pymongo_collection()
-    deadline = asyncio.get_running_loop().time() + settings.idempotency_wait_s
-    pause = 0.02
-    while True:
+    found: dict[str, Any] | None = None
+    # Waiting for the first request's answer, or for a race with another to settle.
+    async for _ in Retry(0.02, 0.25, budget_s=settings.idempotency_wait_s):
         now, lease = utcnow(), secrets.token_hex(8)
         lease_until = now + timedelta(seconds=settings.idempotency_lease_s)
         try:
@@ -215,12 +215,8 @@ async def _claim(
             )
             if taken.modified_count:
                 return Claim(found["_id"], lease)
-            continue
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise KeyInUse((found["lease_until"] - now).total_seconds())
-        await asyncio.sleep(min(pause, remaining))
-        pause = min(pause * 2, 0.25)
+    running_s = (found["lease_until"] - utcnow()).total_seconds() if found else 1.0
+    raise KeyInUse(running_s)
 
 
 async def _settle(

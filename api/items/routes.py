@@ -10,9 +10,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts.deps import ItemReader, ItemWriter
 from api.config import API_PREFIX
-from api.core.errors import DomainError, Forbidden, problem_responses
+from api.core.errors import DomainError, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
+from api.items import policy
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
 from api.items.deps import ReadableItem, WritableItem
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
@@ -128,11 +129,7 @@ async def list_items(
     ] = None,
 ) -> Page[ItemFields]:
     """Your items (superusers: everyone's), filtered, sorted and paged by cursor."""
-    scope: dict[str, Any] = {"owner_id": user.id}
-    if user.is_superuser:
-        scope = {"owner_id": owner_id} if owner_id else {}
-    elif owner_id not in (None, user.id):
-        raise Forbidden("Only superusers may list other users' items.")
+    scope = policy.readable(user, owner_id, doing="list").filter
     try:
         filters = _filters(where, q, tag, created_after, created_before)
         order = parse_sort(sort)
@@ -158,7 +155,7 @@ async def list_items(
             items.append(ItemFields.model_validate(row))
         except ValidationError:  # written by another tool: skipped, not the whole page
             log.warning("list skipped item %r it cannot show", row.get("_id"))
-            request.app.state.metrics.skipped("list")
+            services.metrics.skipped("list")
     return Page[ItemFields](items=items, next_cursor=next_cursor, total=total)
 
 

@@ -6,10 +6,6 @@ a mismatch is a 412; without it, we re-read and re-apply (a merge patch onto the
 newer item), so concurrent writers never overwrite each other silently.
 """
 
-import asyncio
-import itertools
-import random
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -21,6 +17,8 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.core.errors import Conflict, NotFound
+from api.core.retry import Retry
+from api.items import policy
 from api.items.conditional import PreconditionFailed, expected_version
 from api.items.deps import Unreadable
 from documents import Item, ItemCreate, ItemMergePatch
@@ -58,7 +56,7 @@ async def insert_item(
     owner_id: PydanticObjectId, content: ItemCreate, session: AsyncClientSession | None = None
 ) -> Item:
     now = utcnow()
-    doc = {"owner_id": owner_id, **stored_content(content)}
+    doc = {**policy.ownership(owner_id), **stored_content(content)}
     doc |= {"created_at": now, "updated_at": now, "version": 1}
     result = await Item.get_pymongo_collection().insert_one(doc, session=session)
     return _item({**doc, "_id": result.inserted_id})
@@ -70,7 +68,7 @@ async def insert_items(
     """Several new items in one round trip (in order), as insert_item makes one."""
     now = utcnow()
     docs = [
-        {"owner_id": owner_id, **stored_content(content)}
+        {**policy.ownership(owner_id), **stored_content(content)}
         | {"created_at": now, "updated_at": now, "version": 1}
         for content in contents
     ]
@@ -114,8 +112,13 @@ async def write_content(
 ) -> Item:
     """Apply `change` to the item as stored, atomically; bumps `version` and `updated_at`."""
     current: Item | None = item
-    give_up_at = time.monotonic() + RACE_BUDGET_S
-    for attempt in itertools.count():
+    # Lost a race: back off a little (randomly, so racing writers spread out) first.
+    racing = Retry(BACKOFF_S, BACKOFF_MAX_S, budget_s=RACE_BUDGET_S, full_jitter=True)
+    async for attempt in racing:
+        if attempt:
+            current = await _reread(item, session)
+            if current is None:
+                raise NotFound("item")
         assert current is not None
         pinned = expected_version(if_match, current.version) is not None
         content = change(current)
@@ -134,13 +137,6 @@ async def write_content(
             return _item(stored)
         if pinned:  # the version it named is gone; without one (or with `*`), try again
             raise PreconditionFailed()
-        if time.monotonic() > give_up_at:
-            break
-        # Lost a race: back off a little (randomly, so racing writers spread out) first.
-        await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2 ** min(attempt, 8))))
-        current = await _reread(item, session)
-        if current is None:
-            raise NotFound("item")
     raise Conflict("The item is changing too fast to update; try again.")
 
 

@@ -4,7 +4,7 @@ route in the OpenAPI description (FastAPI leaves WebSocket routes out)."""
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from api.config import API_PREFIX
@@ -178,19 +178,14 @@ def _websocket_path() -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI) -> None:
-    """Serve /asyncapi.json and add the WebSocket route to the OpenAPI description."""
+def describe_socket(document: dict[str, Any]) -> None:
+    """Add the WebSocket route to the OpenAPI description (see api/openapi.py)."""
+    document["paths"][PATH] = _websocket_path()
 
-    default = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            default()["paths"][PATH] = _websocket_path()  # default() caches what it builds
-        assert app.openapi_schema is not None
-        return app.openapi_schema
+router = APIRouter(tags=["live"])
 
-    app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/asyncapi.json", tags=["live"], include_in_schema=False)
-    async def asyncapi(request: Request) -> dict[str, Any]:
-        return asyncapi_document(get_services(request).settings.public_url)
+@router.get("/asyncapi.json", include_in_schema=False)
+async def asyncapi(request: Request) -> dict[str, Any]:
+    return asyncapi_document(get_services(request).settings.public_url)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -31,6 +30,9 @@ from starlette.requests import HTTPConnection
 from api.core.background import Background, uninterrupted
 from api.core.metrics import Metrics
 from api.core.pagination import CursorCodec
+from api.core.retry import Retry
+from api.core.services import get_services
+from api.items import policy
 from documents import Item, ItemFields, User
 
 log = logging.getLogger("docstore.live")
@@ -150,7 +152,7 @@ class Subscriber:
 
     socket: Any  # closed by the feed when the server shuts down
     user_id: ObjectId
-    owner_id: ObjectId | None  # only this owner's items; None: all (superusers)
+    scope: policy.Scope  # the items it may read (and asked for), as the access policy says
     tags: frozenset[str]
     fields: tuple[str, ...] | None
     queue: asyncio.Queue[Change]
@@ -159,9 +161,7 @@ class Subscriber:
     resync: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wants(self, change: Change) -> bool:
-        if self.owner_id is not None and change.owner_id != self.owner_id:
-            return False
-        return self.tags <= change.tags
+        return self.scope.admits(change.owner_id) and self.tags <= change.tags
 
     def offer(self, change: Change) -> None:
         if self.overflowed.is_set() or not self.wants(change):
@@ -216,12 +216,12 @@ class LiveFeed(Background):
         self,
         socket: Any,
         user_id: ObjectId,
-        owner_id: ObjectId | None,
+        scope: policy.Scope,
         tags: Iterable[str],
         fields: tuple[str, ...] | None,
     ) -> Subscriber:
         subscriber = Subscriber(
-            socket, user_id, owner_id, frozenset(tags), fields, asyncio.Queue(self.queue_size)
+            socket, user_id, scope, frozenset(tags), fields, asyncio.Queue(self.queue_size)
         )
         self.subscribers.add(subscriber)
         return subscriber
@@ -252,8 +252,10 @@ class LiveFeed(Background):
         a stream has stayed open a while: one that fails right after opening is not
         reopened ten times a second."""
         resume: str | None = None
-        delay = 0.1
-        while not self.stopping:
+        reopening = Retry(0.1, 5.0, sleep=self.pause)
+        async for _ in reopening:
+            if self.stopping:
+                break
             opened_at = None
             try:
                 async with await self._open(resume, max_await_ms=WATCH_AWAIT_MS) as stream:
@@ -284,10 +286,7 @@ class LiveFeed(Background):
                 log.exception("live feed watcher failed; restarting it")
             self.up = False
             if opened_at is not None and time.monotonic() - opened_at > STEADY_S:
-                delay = 0.1
-            if not self.stopping:
-                await self.pause(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 5.0)
+                reopening.reset()
 
     def _advance(self, token: Mapping[str, Any] | None, raw: Mapping[str, Any] | None) -> None:
         """Move `position` to where the stream stands (its resume token, and the commit
@@ -380,8 +379,7 @@ async def close_all(code: int = 1001) -> None:
 
 def feed_of(connection: HTTPConnection) -> LiveFeed | None:
     """The feed the app's lifespan opened; None when it has none (off, or no change streams)."""
-    feed: LiveFeed | None = connection.app.state.live
-    return feed
+    return get_services(connection).find(LiveFeed)
 
 
 def instrument(metrics: Metrics, current: Callable[[], LiveFeed | None]) -> None:

@@ -8,11 +8,11 @@ perhaps a few its pages already showed (harmless: events carry `version`).
 
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import API_PREFIX
 from api.core.services import Services
+from api.live.feed import LiveFeed
 
 HEADER = "X-Feed-Cursor"
 LIST_PATH = f"{API_PREFIX}/items"
@@ -45,25 +45,17 @@ class FeedCursor:
 
 
 def _cursor(app: Any) -> str | None:
-    feed = getattr(app.state, "live", None)
     services: Services | None = getattr(app.state, "services", None)
-    if feed is None or services is None or not feed.up or feed.position is None:
+    feed = services.find(LiveFeed) if services is not None else None
+    if services is None or feed is None or not feed.up or feed.position is None:
         return None
     return services.feed_cursors.encode(feed.position.encode())
 
 
-def install(app: FastAPI) -> None:
-    """Add the header to every GET /items answer, and say so in the OpenAPI document."""
-    app.add_middleware(FeedCursor)
-    default = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        document = default()
-        ok = document["paths"][LIST_PATH]["get"]["responses"]["200"]
-        ok.setdefault("headers", {})[HEADER] = {
-            "description": DESCRIPTION,
-            "schema": {"type": "string"},
-        }
-        return document
-
-    app.openapi = openapi  # type: ignore[method-assign]
+def describe_feed_cursor(document: dict[str, Any]) -> None:
+    """Say in the OpenAPI description that GET /items answers carry the header."""
+    ok = document["paths"][LIST_PATH]["get"]["responses"]["200"]
+    ok.setdefault("headers", {})[HEADER] = {
+        "description": DESCRIPTION,
+        "schema": {"type": "string"},
+    }

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bson import ObjectId
@@ -24,9 +24,10 @@ from api.accounts import personal_tokens
 from api.accounts.deps import Login, authenticate, token_signer
 from api.accounts.tokens import TokenSigner
 from api.core.background import uninterrupted
-from api.core.errors import DomainError, NotAuthenticated
+from api.core.errors import DomainError, Forbidden, NotAuthenticated
 from api.core.pagination import InvalidCursor
 from api.core.services import Services, get_services
+from api.items import policy
 from api.items.query import InvalidQuery, parse_fields
 from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber, feed_of
 from documents import User
@@ -62,7 +63,8 @@ class Refused(Exception):
 @dataclass
 class Request:
     login: Login
-    owner_id: ObjectId | None
+    owner_id: ObjectId | None  # the owner asked for, if one was
+    scope: policy.Scope
     tags: list[str]
     fields: tuple[str, ...] | None
     resume_after: Position | None
@@ -98,7 +100,7 @@ async def live_items(websocket: WebSocket) -> None:
         return
     user_id = request.login.user.id
     assert user_id is not None
-    subscriber = feed.subscribe(websocket, user_id, request.owner_id, request.tags, request.fields)
+    subscriber = feed.subscribe(websocket, user_id, request.scope, request.tags, request.fields)
     try:
         # From here on the watcher offers this socket every change it reads: say so, so a
         # client knows when what it writes next is sure to arrive.
@@ -146,16 +148,13 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
     if login.missing_scopes(WATCH_SCOPES):
         raise Refused("this access token lacks the scope items:read")
     user = login.acting_user
-    owner_id: ObjectId | None = user.id
+    owner_id = None
     if "owner_id" in params:
         try:
             owner_id = ObjectId(params["owner_id"])
         except (InvalidId, TypeError):
             raise Refused("owner_id must be a 24-character hexadecimal id") from None
-        if owner_id != user.id and not user.is_superuser:
-            raise Refused("only superusers may watch other users' items")
-    elif user.is_superuser:
-        owner_id = None
+    scope = _scope(user, owner_id)
     try:
         fields = tuple(parse_fields(params["fields"])) if "fields" in params else None
     except InvalidQuery as error:
@@ -167,7 +166,14 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
         except (InvalidCursor, ValueError):
             raise Refused("resume_after is not a cursor this feed issued") from None
     tags = [tag_key(tag) for tag in params.getlist("tag")]
-    return Request(login, owner_id, tags, fields, resume_after)
+    return Request(login, owner_id, scope, tags, fields, resume_after)
+
+
+def _scope(user: User, owner_id: ObjectId | None) -> policy.Scope:
+    try:
+        return policy.readable(user, owner_id, doing="watch")
+    except Forbidden as refused:
+        raise Refused(refused.detail) from None
 
 
 async def _auth_message(websocket: WebSocket, timeout_s: float) -> str:
@@ -257,8 +263,16 @@ async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
             return _DATABASE_AWAY
         if user is None or not request.login.still_valid(user):
             return Ending(POLICY, "access token revoked")
-        if request.owner_id != user.id and not user.is_superuser:
+        if not _still_allowed(replace(request.login, user=user).acting_user, request):
             return Ending(POLICY, "no longer allowed to watch these items")
+
+
+def _still_allowed(user: User, request: Request) -> bool:
+    """Whether the access policy still gives `user` what the subscription was given."""
+    try:
+        return policy.readable(user, request.owner_id) == request.scope
+    except Forbidden:
+        return False
 
 
 async def _overflow(subscriber: Subscriber) -> Ending:

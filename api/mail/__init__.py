@@ -1,1 +1,1 @@
-"""Email: the durable outbox, its transports and the message texts."""
+"""Email: a channel of the durable queue (api/core/queue.py), its transports, its texts."""

@@ -1,12 +1,12 @@
 """The messages Docstore sends, as outbox documents (plain text and HTML).
 
 A message that carries a token shows TOKEN_MARK where it goes: the token itself is
-handed to `OutboxWorker.enqueue`, which stores it sealed.
+handed to the queue's `enqueue`, which stores it sealed.
 """
 
 from html import escape
 
-from api.mail.outbox import TOKEN_MARK, new_message
+from api.mail.channel import TOKEN_MARK, new_message
 from documents import OutboxMessage, User
 
 

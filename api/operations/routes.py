@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
 from api.core.errors import problem, problem_responses
-from api.core.services import AppServices
+from api.core.services import AppServices, get_services
 from api.live.feed import feed_of
 
 router = APIRouter(tags=["operations"])
@@ -54,5 +54,5 @@ async def ready(request: Request, services: AppServices) -> Any:
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process: requests by route and status, latency, live
     subscribers, outbox messages by status, process memory and CPU."""
-    body, content_type = await request.app.state.metrics.exposition()
+    body, content_type = await get_services(request).metrics.exposition()
     return Response(body, media_type=content_type)

@@ -25,10 +25,9 @@ from rich.progress import (
 
 from api.accounts.passwords import hash_password
 from api.config import Settings
+from api.core import queue
 from api.core.database import connect
-from api.mail.outbox import counts as outbox_counts
-from documents import Delivery, OutboxMessage, User, UserCreate
-from documents.base import utcnow
+from documents import User, UserCreate
 from documents.user import CASE_INSENSITIVE
 from scripts.admin.export import export, total
 from scripts.admin.records import read_records
@@ -166,22 +165,8 @@ def outbox(
 
 async def _outbox(settings: Settings, retry_dead: bool) -> tuple[dict[str, int], int]:
     async with connect(settings):
-        messages = OutboxMessage.get_pymongo_collection()
-        retried = 0
-        if retry_dead:
-            result = await messages.update_many(
-                {"status": Delivery.dead},
-                {
-                    "$set": {
-                        "status": Delivery.pending,
-                        "attempts": 0,
-                        "next_attempt_at": utcnow(),
-                    },
-                    "$unset": {"purge_at": ""},  # queued again: not for the TTL index now
-                },
-            )
-            retried = result.modified_count
-        return await outbox_counts(), retried
+        retried = await queue.retry_dead() if retry_dead else 0
+        return await queue.counts_by_status(), retried
 
 
 def _progress(counter: ProgressColumn) -> Progress:

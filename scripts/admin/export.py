@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from api.items import policy
 from documents import Item, User
 
 BATCH = 1000
@@ -26,12 +27,13 @@ async def export(
 ) -> dict[str, int]:
     counts = {"user": 0, "item": 0}
     if users:
-        async for batch in _batches(User.get_pymongo_collection()):
+        async for batch in _batches(User.get_pymongo_collection(), {}):
             _write(out, [_user_record(doc, with_hashes) for doc in batch])
             counts["user"] += len(batch)
             advance(len(batch))
     if items:
-        async for batch in _batches(Item.get_pymongo_collection()):
+        # The operator's export: every item, as the access policy lets an admin read them.
+        async for batch in _batches(Item.get_pymongo_collection(), policy.EVERYONE.filter):
             owners = await _emails({doc["owner_id"] for doc in batch})
             _write(out, [_item_record(doc, owners) for doc in batch])
             counts["item"] += len(batch)
@@ -48,10 +50,10 @@ async def total(users: bool, items: bool) -> int:
 
 
 async def _batches(
-    collection: AsyncCollection[dict[str, Any]],
+    collection: AsyncCollection[dict[str, Any]], query: dict[str, Any]
 ) -> AsyncIterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
-    async for doc in collection.find({}, batch_size=BATCH).sort("_id", 1):
+    async for doc in collection.find(query, batch_size=BATCH).sort("_id", 1):
         batch.append(doc)
         if len(batch) == BATCH:
             yield batch

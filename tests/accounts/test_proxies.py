@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx2
 import pydantic
 import pytest
+from fastapi import FastAPI
 
-from api.accounts import deps
 from api.config import Settings
 from api.server import config
 from documents import LoginAttempts
-from tests.conftest import app_with, make_settings
+from tests.conftest import app_with, make_settings, services_of
 from tests.serving import uvicorn_serving
 
 
@@ -100,10 +100,13 @@ def test_trusting_everyone_is_refused(value: str) -> None:
 
 
 async def test_a_forwarded_for_nobody_trusts_is_logged_once(
-    client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    app: FastAPI,
+    client: httpx2.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Behind a proxy nobody named, every client counts as the proxy: say so in the log."""
-    monkeypatch.setattr(deps, "_told_of_untrusted_proxy", False)
+    monkeypatch.setattr(services_of(app), "_said", set())
     for _ in range(3):
         await client.post(
             "/api/v1/auth/login",

@@ -10,6 +10,7 @@ from bson import ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient
 
+from api.core import retry
 from api.items import writes
 from documents import Item
 from tests.conftest import Account, create_item, services_of
@@ -227,7 +228,7 @@ async def test_a_write_that_keeps_losing_the_race_is_a_409_after_its_budget(
         return clock[0]
 
     monkeypatch.setattr(writes, "stored_content", after_another_writer)
-    monkeypatch.setattr(writes, "time", SimpleNamespace(monotonic=ticking))
+    monkeypatch.setattr(retry, "time", SimpleNamespace(monotonic=ticking))
     monkeypatch.setattr(writes, "RACE_BUDGET_S", 1.5)  # 30 rounds of this clock
     try:
         response = await client.patch(

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from api.accounts import passwords
 from api.config import Settings
+from api.core.queue import DurableQueue
 from documents import ActionToken, Delivery, LoginAttempts, OutboxMessage, User
 from documents.base import utcnow
 from tests.conftest import (
@@ -378,7 +379,7 @@ async def test_no_usable_token_rests_in_the_database(
     database (or a backup) never yields a token that works."""
     recovery = {"email": "alice@example.com"}
     assert (await client.post(f"{AUTH}/password-recovery", json=recovery)).status_code == 202
-    worker = app.state.outbox
+    worker = services_of(app).get(DurableQueue)
     [queued] = await OutboxMessage.find_all().to_list()
     assert queued.secret is not None
     token = worker.sealer.open(queued.secret, f"{queued.message_id}\n{queued.to}")  # server only
@@ -423,7 +424,7 @@ async def test_a_queued_token_cannot_be_redirected(
     await OutboxMessage.get_pymongo_collection().update_many({}, {"$set": {"to": "x@evil.test"}})
     mail_dir = services_of(app).settings.data_dir / "mail"
     before = set(mail_dir.glob("*.eml")) if mail_dir.exists() else set()
-    assert await app.state.outbox.deliver_one()
+    assert await services_of(app).get(DurableQueue).deliver_one()
     [message] = await OutboxMessage.find_all().to_list()
     assert message.status == Delivery.pending  # failed, to be retried, then dead
     assert "does not open" in (message.last_error or "")

@@ -1,0 +1,40 @@
+"""The app's routes as full path templates, read once from the router.
+
+FastAPI includes routers lazily, so a matched route knows only its own part of the
+path; `fastapi.routing.iter_route_contexts` gives each route with its whole template.
+The metrics label requests by these templates, and a 405 lists every method of its
+path from them (Starlette names only those of the first route whose path matched).
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute, compile_path
+
+
+@dataclass(frozen=True)
+class Template:
+    path: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+
+
+class RouteTable:
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.templates: list[Template] = []
+        for context in iter_route_contexts(routes):
+            path = getattr(context, "path", None)
+            if path is None:
+                continue
+            methods = frozenset(getattr(context, "methods", None) or ())
+            self.templates.append(Template(path, compile_path(path)[0], methods))
+
+    def template(self, path: str) -> str | None:
+        """The first template (in routing order) that `path` matches."""
+        return next((t.path for t in self.templates if t.pattern.match(path)), None)
+
+    def methods(self, path: str) -> set[str]:
+        """Every method some route of `path` answers."""
+        return {m for t in self.templates if t.pattern.match(path) for m in t.methods}

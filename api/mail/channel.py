@@ -1,0 +1,86 @@
+"""Email, as a channel of the durable queue (api/core/queue.py): what a message entry
+holds, how it is sent, and what is kept of it once sent.
+
+A message that carries a token (a password reset, an email confirmation) shows
+TOKEN_MARK where it goes; the token is stored sealed by the queue and put into the body
+only when the message is sent. Every attempt carries the same Message-ID, so a retry
+after an uncertain send can be recognised as a duplicate downstream.
+"""
+
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from api.core.queue import Entry, collection
+from api.mail.transports import Transport, to_email
+from documents import Delivery, OutboxMessage
+from documents.base import utcnow
+
+log = logging.getLogger("docstore.mail")
+
+NAME = "email"
+TOKEN_MARK = "\u27e6token\u27e7"  # where a message's secret goes in its body, at send time
+
+
+def new_message(kind: str, to: str, subject: str, text: str, html: str) -> OutboxMessage:
+    """A message to enqueue; where the body shows TOKEN_MARK, the queue puts its secret."""
+    message_id = f"<{secrets.token_hex(16)}@docstore>"
+    return OutboxMessage(
+        kind=kind, to=to, subject=subject, text=text, html=html, message_id=message_id
+    )
+
+
+class EmailChannel:
+    name = NAME
+
+    def __init__(self, transport: Transport, sender: str) -> None:
+        self.transport, self.sender = transport, sender
+
+    def binding(self, entry: Mapping[str, Any]) -> str:
+        return f"{entry['message_id']}\n{entry['to']}"
+
+    async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> None:
+        message = OutboxMessage.model_validate(entry)
+        if secret is not None:
+            text, html = (part.replace(TOKEN_MARK, secret) for part in (message.text, message.html))
+            message = message.model_copy(update={"text": text, "html": html})
+        await self.transport.send(to_email(message, self.sender))
+
+    def delivered(self, entry: Mapping[str, Any]) -> Entry:
+        return {"text": "", "html": ""}
+
+
+# The kinds whose bodies carried their token in the clear before bodies were sealed.
+LEGACY_TOKEN_KINDS = ("password-reset", "verify-email")
+
+
+async def adopt_legacy(retention_days: int) -> None:
+    """Bring messages from before today's queue under its rules, once (idempotent):
+    those from before channels become the email channel's; those settled before sealing
+    (no `purge_at`): a sent one loses its body and expires like any other; a dead one
+    that carried a token in the clear is removed (it cannot be retried safely; its
+    owner asks again); any other dead one keeps its body and expires."""
+    messages = collection()
+    adopted = await messages.update_many({"channel": None}, {"$set": {"channel": NAME}})
+    purge_at = utcnow() + timedelta(days=retention_days)
+    sent = await messages.update_many(
+        {"status": Delivery.sent, "purge_at": None},
+        {"$set": {"text": "", "html": "", "secret": None, "purge_at": purge_at}},
+    )
+    clear = {"status": Delivery.dead, "purge_at": None, "secret": None}
+    removed = await messages.delete_many({**clear, "kind": {"$in": LEGACY_TOKEN_KINDS}})
+    dead = await messages.update_many(
+        {"status": Delivery.dead, "purge_at": None}, {"$set": {"purge_at": purge_at}}
+    )
+    if adopted.modified_count or sent.modified_count or removed.deleted_count:
+        log.warning(
+            "outbox: %d messages from before channels are email's; settled %d sent and %d "
+            "dead messages from before sealing; removed %d dead ones that held a token in "
+            "the clear",
+            adopted.modified_count,
+            sent.modified_count,
+            dead.modified_count,
+            removed.deleted_count,
+        )
