@@ -42,7 +42,7 @@ def config(
 
     WebSocket pings keep idle sockets alive, and drop peers that stop answering them.
     Per-message compression is off unless asked for: it costs every socket its own
-    zlib state (measured: 91 KB per idle live-feed subscriber with it, 57 KB without).
+    zlib state (docs/benchmarks.md, live feed).
     `X-Forwarded-For` and `X-Forwarded-Proto` are believed only from `TRUSTED_PROXIES`
     (`settings`, else the environment's): from anyone else they are ignored, or any
     caller could pick the address its attempts are counted under.

@@ -33,12 +33,10 @@ HASHING_NICENESS = 19  # how far below the event loop's CPU priority hashing run
 
 
 def _lower_priority() -> None:
-    """Run this pool thread below the event loop: a storm of sign-ins then takes the idle
-    CPU rather than the loop's (`scripts/bench --storm 50`). Niceness still leaves hashing
-    a share of a busy CPU (SCHED_IDLE would not: measured no better in the storm, it can
-    starve hashing past `HASHING_TIMEOUT_S` on a CPU other work keeps busy), and that
-    timeout bounds how long a sign-in waits. Linux gives each thread its own niceness;
-    elsewhere this changes nothing."""
+    """Run this pool thread below the event loop, so a storm of sign-ins takes the idle
+    CPU rather than the loop's (niceness, not SCHED_IDLE: docs/benchmarks.md says what
+    was measured). Linux gives each thread its own niceness; elsewhere this changes
+    nothing."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
@@ -60,14 +58,16 @@ class _Pool:
 
 
 def api_threads(cores: int = _CORES) -> int:
-    """The API's default: one core fewer than the machine has (at least one). Niceness
-    alone does not keep a storm of sign-ins off the other requests' latency when hashing
-    fills every core: measured on 2 cores, `/health` p99 went from 1.5 ms idle to 4-5 ms
-    with two hashing threads and stayed under 3 ms with one (`scripts/bench --storm 50`)."""
+    """The API's default: one core fewer than the machine has (at least one), since
+    niceness alone does not keep a storm of sign-ins off other requests' latency when
+    hashing fills every core (docs/benchmarks.md, sign-in storms)."""
     return max(1, cores - 1)
 
 
-_pool = _Pool(_CORES)  # the admin scripts': every core, no bound; the API sets its own
+# Process-global on purpose: the threads share this process's cores whichever app asks,
+# and the admin scripts hash with no app at all (every core, no bound); the API's
+# lifespan puts its own in place (`hashing_pool`).
+_pool = _Pool(_CORES)
 # How long a hash may take, waiting included, before its request is a 503: on a CPU that
 # other work keeps busy, a low-priority hash must not hold a sign-in open for ever.
 HASHING_TIMEOUT_S = 30.0
@@ -120,9 +120,8 @@ async def hashing_turn() -> AsyncIterator[None]:
     """A place in the pool for a whole sign-in (`hashing_slot`: 503 when too many wait),
     then its turn: as many sign-ins as there are hashing threads do their database work
     and their check at a time, so a storm of sign-ins reaches the database as the pool
-    frees up rather than all at once (the database may share the machine's cores). One
-    more getting ready would keep the pool busier; measured, it lost what the turns
-    gain (`/health` p99 in a storm back at about 2x idle). A turn not given within
+    frees up rather than all at once (the database may share the machine's cores; see
+    docs/benchmarks.md for why no more get ready). A turn not given within
     `HASHING_TIMEOUT_S` is a 503, like a hash that takes that long."""
     with hashing_slot():
         turns = _pool.turns

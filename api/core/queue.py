@@ -136,8 +136,21 @@ class DurableQueue(Background):
     ) -> None:
         """Store an entry to deliver on `channel`, `secret` sealed; inside the caller's
         transaction when `session` is given (then call `nudge` once it commits)."""
-        document = entry.model_dump(by_alias=True, exclude={"id", "revision_id"})
-        document["channel"] = channel
+        now = utcnow()
+        document = {
+            **entry.model_dump(by_alias=True, exclude={"id", "revision_id"}),
+            # The queue's own fields: whatever the channel's model says of them.
+            "channel": channel,
+            "status": Delivery.pending,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_until": None,
+            "leased_by": None,
+            "last_error": None,
+            "created_at": now,
+            "sent_at": None,
+            "purge_at": None,
+        }
         binding = self.channels[channel].binding(document)
         document["secret"] = self.sealer.seal(secret, binding) if secret is not None else None
         await collection().insert_one(document, session=session)

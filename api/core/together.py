@@ -22,6 +22,7 @@ CLIENT_BULK_WRITE = 25  # the wire version of MongoDB 8.0
 # CommandNotSupported (a feature compatibility version from before 8.0).
 NOT_TAKEN = {59, 115}
 
+# Keyed by client (so per app already), weakly: the client object has no room of its own.
 _refused: "weakref.WeakSet[AsyncMongoClient[Any]]" = weakref.WeakSet()
 
 

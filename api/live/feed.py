@@ -172,6 +172,8 @@ class Subscriber:
             self.overflowed.set()  # the connection closes it; nothing more is queued
 
 
+# Process-global on purpose: the Uvicorn runner closes every socket with 1001 before its
+# own shutdown (api/server.py), and it holds no app to ask.
 _feeds: "weakref.WeakSet[LiveFeed]" = weakref.WeakSet()
 
 

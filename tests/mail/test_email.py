@@ -576,3 +576,25 @@ async def test_a_reset_lifts_the_lock_others_ran_up_on_the_account(
     assert (await client.post(f"{AUTH}/reset-password", json=new)).status_code == 204
     login["password"] = "Recovered-pass-9"
     assert (await client.post(f"{AUTH}/login", data=login)).status_code == 200
+
+
+async def test_a_message_queued_before_channels_is_still_sent(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """An outbox entry an older Docstore wrote (no `channel`) is the email channel's: the
+    first start of this one adopts it, and the queue sends it like any other."""
+    settings = make_settings(mongodb_url, tmp_path)
+    now = datetime.now(UTC)
+    older = {
+        "kind": "welcome", "to": "a@example.com", "subject": "Hello", "text": "Hi",
+        "html": "<p>Hi</p>", "message_id": "<older@docstore>", "status": "pending",
+        "attempts": 0, "next_attempt_at": now, "created_at": now,
+    }  # fmt: skip
+    async with AsyncMongoClient(mongodb_url) as raw:
+        await raw[settings.mongodb_db].outbox.insert_one(older)
+    async with app_with(settings) as (app, _):
+        assert await services_of(app).get(DurableQueue).deliver_one()
+        stored = await OutboxMessage.find_one({"message_id": "<older@docstore>"})
+    assert stored is not None
+    assert (stored.channel, stored.status) == ("email", Delivery.sent)
+    assert list((settings.data_dir / "mail").glob("older_docstore.eml"))
