@@ -135,7 +135,8 @@ async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncI
         services.add(_signer(settings, secret))
         services.account_cleanups.append(remove_items_of)
         email = EmailChannel(transports.build(settings), settings.mail_from)
-        work = DurableQueue(settings, [email], Sealer(secret, settings.previous_secret_keys))
+        sealer = Sealer(secret, settings.previous_secret_keys)
+        work = DurableQueue(settings, [email], sealer, default=email.name)
         services.add(work)
         app.state.services = services
         await adopt_legacy(settings.outbox_retention_days)

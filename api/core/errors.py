@@ -184,11 +184,12 @@ def _http_error(routes: RouteTable) -> Callable[[Request, Exception], Awaitable[
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
-def _allowed(methods: set[str]) -> str:
+def _allowed(methods: set[str] | None) -> str | None:
     """Every method of the path asked for. (Starlette answers a 405 with the methods of
     the first route whose path matched, one of several.) As documented: GET routes here
     do not answer HEAD, so it is not listed."""
-    methods = methods - {"HEAD"} if "GET" in methods else methods
+    if methods is None:
+        return None
     return ", ".join(method for method in METHODS if method in methods)
 
 

@@ -38,7 +38,7 @@ from api.core.services import part
 from documents import Delivery, OutboxMessage
 from documents.base import utcnow
 
-log = logging.getLogger("docstore.queue")
+log = logging.getLogger("docstore.outbox")
 Entry = dict[str, Any]
 COUNTS_FRESH_S = 5.0  # /metrics counts the queue at most this often
 
@@ -59,6 +59,10 @@ class Channel(Protocol):
 
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
         """What to keep of a delivered entry, as fields to set (its body is dropped)."""
+        ...
+
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        """The entry in a log line (its id and destination)."""
         ...
 
 
@@ -122,9 +126,17 @@ async def retry_dead(channel: str | None = None) -> int:
 
 
 class DurableQueue(Background):
-    def __init__(self, settings: Settings, channels: Sequence[Channel], sealer: Sealer) -> None:
-        super().__init__(f"queue-{secrets.token_hex(4)}")
-        self.settings, self.sealer = settings, sealer
+    def __init__(
+        self,
+        settings: Settings,
+        channels: Sequence[Channel],
+        sealer: Sealer,
+        default: str | None = None,
+    ) -> None:
+        """`default`: the channel of entries that name none (written before channels,
+        perhaps by an older process still running in a rolling deploy)."""
+        super().__init__(f"worker-{secrets.token_hex(4)}")
+        self.settings, self.sealer, self.default = settings, sealer, default
         self.channels = {channel.name: channel for channel in channels}
 
     async def enqueue(
@@ -174,13 +186,13 @@ class DurableQueue(Background):
         entry = await self._claim()
         if entry is None:
             return False
-        channel = self.channels[entry["channel"]]
+        channel = self.channels[entry.get("channel") or str(self.default)]
         try:
             sealed = entry.get("secret")
             secret = self.sealer.open(sealed, channel.binding(entry)) if sealed else None
             await channel.deliver(entry, secret)
         except Exception as error:  # any failure is retried later
-            await self._failed(entry, error)
+            await self._failed(entry, channel, error)
         else:
             now = utcnow()
             sent = {"status": Delivery.sent, "sent_at": now, "purge_at": self._purge_at(now)}
@@ -196,7 +208,7 @@ class DurableQueue(Background):
         lease = now + timedelta(seconds=self.settings.outbox_lease_s)
         claimed: Entry | None = await collection().find_one_and_update(
             {
-                "channel": {"$in": list(self.channels)},
+                "channel": {"$in": [*self.channels, *([None] if self.default else [])]},
                 "$or": [
                     {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
                     {"status": Delivery.sending, "lease_until": {"$lt": now}},  # its worker died
@@ -211,8 +223,8 @@ class DurableQueue(Background):
         )
         return claimed
 
-    async def _failed(self, entry: Entry, error: Exception) -> None:
-        what = f"{entry['channel']} {entry.get('message_id')}"
+    async def _failed(self, entry: Entry, channel: Channel, error: Exception) -> None:
+        what = channel.describe(entry)
         if entry["attempts"] >= self.settings.outbox_max_attempts:
             log.error("giving up on %s: %s", what, error)
             # Its body stays (the secret sealed) for `docstore-admin outbox --retry-dead`.
@@ -220,7 +232,7 @@ class DurableQueue(Background):
             await self._settle(entry, {**dead, "purge_at": self._purge_at(utcnow())})
             return
         wait = retry.delay(entry["attempts"], self.settings.outbox_backoff_s)
-        log.warning("delivering %s failed (attempt %d): %s", what, entry["attempts"], error)
+        log.warning("sending %s failed (attempt %d): %s", what, entry["attempts"], error)
         retry_at = utcnow() + timedelta(seconds=wait)
         pending = {"status": Delivery.pending, "next_attempt_at": retry_at}
         await self._settle(entry, {**pending, "last_error": str(error)})

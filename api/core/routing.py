@@ -19,6 +19,7 @@ class Template:
     path: str
     pattern: re.Pattern[str]
     methods: frozenset[str]
+    documented: bool  # in the OpenAPI document
 
 
 class RouteTable:
@@ -29,12 +30,17 @@ class RouteTable:
             if path is None:
                 continue
             methods = frozenset(getattr(context, "methods", None) or ())
-            self.templates.append(Template(path, compile_path(path)[0], methods))
+            documented = getattr(context, "include_in_schema", False)
+            self.templates.append(Template(path, compile_path(path)[0], methods, documented))
 
     def template(self, path: str) -> str | None:
         """The first template (in routing order) that `path` matches."""
         return next((t.path for t in self.templates if t.pattern.match(path)), None)
 
-    def methods(self, path: str) -> set[str]:
-        """Every method some route of `path` answers."""
-        return {m for t in self.templates if t.pattern.match(path) for m in t.methods}
+    def methods(self, path: str) -> set[str] | None:
+        """Every method of the documented template `path` first matches (as the OpenAPI
+        document lists them); None when that is no documented route."""
+        first = next((t for t in self.templates if t.pattern.match(path)), None)
+        if first is None or not first.documented:
+            return None
+        return {m for t in self.templates if t.path == first.path for m in t.methods}

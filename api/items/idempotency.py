@@ -175,10 +175,22 @@ async def _claim(
 ) -> Claim | Answer:
     """Hold the key for this request, or the first answer to replay; 422 for another
     request's key, 409 when its first request is still running after the wait."""
-    records = IdempotencyRecord.get_pymongo_collection()
-    found: dict[str, Any] | None = None
-    # Waiting for the first request's answer, or for a race with another to settle.
+    running: dict[str, Any] = {}
     async for _ in Retry(0.02, 0.25, budget_s=settings.idempotency_wait_s):
+        found = await _claim_now(owner_id, key, request_fingerprint, settings)
+        if not isinstance(found, dict):
+            return found
+        running = found  # its first request is still running: wait for its answer
+    raise KeyInUse((running["lease_until"] - utcnow()).total_seconds())
+
+
+async def _claim_now(
+    owner_id: Any, key: str, request_fingerprint: str, settings: Settings
+) -> Claim | Answer | dict[str, Any]:
+    """The claim, the answer to replay, or the record of a request still running. A
+    race (the record released, expired or taken over meanwhile) is tried again at once."""
+    records = IdempotencyRecord.get_pymongo_collection()
+    while True:
         now, lease = utcnow(), secrets.token_hex(8)
         lease_until = now + timedelta(seconds=settings.idempotency_lease_s)
         try:
@@ -198,7 +210,7 @@ async def _claim(
             return Claim(inserted.inserted_id, lease)
         except DuplicateKeyError:
             pass
-        found = await records.find_one({"owner_id": owner_id, "key": key})
+        found: dict[str, Any] | None = await records.find_one({"owner_id": owner_id, "key": key})
         if found is None:
             continue  # released or expired meanwhile: claim it again
         if found["expires_at"] <= now:  # expired; the TTL monitor has not run yet
@@ -208,15 +220,15 @@ async def _claim(
             raise KeyReused()
         if found["state"] == KeyState.done:
             return Answer(found["status"], found["body"], found["headers"])
-        if found["lease_until"] <= now:  # its request died holding it: take it over
-            taken = await records.update_one(
-                {"_id": found["_id"], "lease": found["lease"]},
-                {"$set": {"lease": lease, "lease_until": lease_until}},
-            )
-            if taken.modified_count:
-                return Claim(found["_id"], lease)
-    running_s = (found["lease_until"] - utcnow()).total_seconds() if found else 1.0
-    raise KeyInUse(running_s)
+        if found["lease_until"] > now:
+            return found
+        # Its request died holding it: take it over.
+        taken = await records.update_one(
+            {"_id": found["_id"], "lease": found["lease"]},
+            {"$set": {"lease": lease, "lease_until": lease_until}},
+        )
+        if taken.modified_count:
+            return Claim(found["_id"], lease)
 
 
 async def _settle(

@@ -34,6 +34,10 @@ class Scope:
     def admits(self, owner_id: ObjectId) -> bool:
         return self.owner_id is None or owner_id == self.owner_id
 
+    def covers(self, other: "Scope") -> bool:
+        """Whether every item `other` admits, this one admits too."""
+        return self.owner_id is None or other.owner_id == self.owner_id
+
 
 EVERYONE = Scope(None)  # what the admin scripts read: they act for the operator
 

@@ -172,8 +172,9 @@ async def _read_request(websocket: WebSocket, services: Services, signer: TokenS
 def _scope(user: User, owner_id: ObjectId | None) -> policy.Scope:
     try:
         return policy.readable(user, owner_id, doing="watch")
-    except Forbidden as refused:
-        raise Refused(refused.detail) from None
+    except Forbidden as refused:  # said as a close reason: no capital, no full stop
+        detail = refused.detail.rstrip(".")
+        raise Refused(detail[:1].lower() + detail[1:]) from None
 
 
 async def _auth_message(websocket: WebSocket, timeout_s: float) -> str:
@@ -268,11 +269,9 @@ async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
 
 
 def _still_allowed(user: User, request: Request) -> bool:
-    """Whether the access policy still gives `user` what the subscription was given."""
-    try:
-        return policy.readable(user, request.owner_id) == request.scope
-    except Forbidden:
-        return False
+    """Whether the access policy still lets `user` read all the subscription was given
+    (a promotion keeps it; losing superuser powers over others' items ends it)."""
+    return policy.readable(user).covers(request.scope)
 
 
 async def _overflow(subscriber: Subscriber) -> Ending:

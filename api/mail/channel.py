@@ -18,7 +18,7 @@ from api.mail.transports import Transport, to_email
 from documents import Delivery, OutboxMessage
 from documents.base import utcnow
 
-log = logging.getLogger("docstore.mail")
+log = logging.getLogger("docstore.outbox")
 
 NAME = "email"
 TOKEN_MARK = "\u27e6token\u27e7"  # where a message's secret goes in its body, at send time
@@ -51,6 +51,9 @@ class EmailChannel:
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
         return {"text": "", "html": ""}
 
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        return f"{entry.get('message_id')} to {entry.get('to')}"
+
 
 # The kinds whose bodies carried their token in the clear before bodies were sealed.
 LEGACY_TOKEN_KINDS = ("password-reset", "verify-email")
@@ -74,7 +77,12 @@ async def adopt_legacy(retention_days: int) -> None:
     dead = await messages.update_many(
         {"status": Delivery.dead, "purge_at": None}, {"$set": {"purge_at": purge_at}}
     )
-    if adopted.modified_count or sent.modified_count or removed.deleted_count:
+    if (
+        adopted.modified_count
+        or sent.modified_count
+        or removed.deleted_count
+        or dead.modified_count
+    ):
         log.warning(
             "outbox: %d messages from before channels are email's; settled %d sent and %d "
             "dead messages from before sealing; removed %d dead ones that held a token in "

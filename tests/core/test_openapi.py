@@ -216,6 +216,8 @@ async def test_login_fields_are_not_empty(
         (USERS, "GET, POST"),
         (f"{USERS}/6b0eb1765a52b75f263c97de", "GET, PATCH, DELETE"),
         ("/api/v1/auth/login", "POST"),
+        # A path that another template (`/items/{item_id}`) matches too: its own methods.
+        (f"{ITEMS}/batch", "POST"),
     ],
 )
 async def test_a_405_lists_every_method_of_the_path(

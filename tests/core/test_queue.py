@@ -40,6 +40,9 @@ class Flaky:
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
         return {"body": ""}
 
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        return str(entry["message_id"])
+
 
 def a_queue(app: FastAPI, channel: Flaky, max_attempts: int = 5) -> DurableQueue:
     settings = services_of(app).settings.model_copy(

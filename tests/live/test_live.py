@@ -505,3 +505,23 @@ async def test_a_list_skips_what_it_cannot_show_and_one_item_says_why(
     assert (one.status_code, one.json()["type"]) == (409, "urn:docstore:problem:unreadable-item")
     counted = (await client.get("/metrics")).text
     assert (skipped_count(counted, "list"), skipped_count(counted, "item")) == (1, 1)
+
+
+async def test_a_role_change_keeps_what_is_still_allowed_and_ends_what_is_not(
+    served: Served, app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """The account watch asks the access policy again: alice, promoted, keeps her own
+    items' socket; a superuser watching everyone's, demoted, is closed."""
+    root = await make_account(app, "root", superuser=True)
+    other_root = await make_account(app, "toor", superuser=True)
+    async with subscribe(served.ws(alice)) as own, subscribe(served.ws(root)) as every:
+        for user, superuser in ((alice, True), (root, False)):
+            changed = await client.patch(
+                f"/api/v1/users/{user.id}",
+                json={"is_superuser": superuser},
+                headers=other_root.headers,
+            )
+            assert changed.status_code == 200, changed.text
+        assert await close_of(every) == (1008, "no longer allowed to watch these items")
+        made = await create_item(client, alice, title="still watched")
+        assert (await next_event(own))["item"]["id"] == made["id"]
