@@ -35,7 +35,7 @@ from api.live import routes as live
 from api.live.feed import LiveFeed
 from api.live.handoff import FeedCursor
 from api.mail import transports
-from api.mail.channel import EmailChannel, adopt_legacy
+from api.mail.channel import EmailChannel, settle_legacy
 from api.operations import routes as operations
 
 log = logging.getLogger("docstore")
@@ -68,15 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, RouteTable(app.routes))
     openapi.install(app, settings)
     _add_middleware(app, settings, metrics)
-    feed.instrument(metrics, lambda: _live_feed(app))
-    queue.instrument(metrics)
+    feed.instrument(metrics, lambda: feed.running_feed(app))
+    queue.instrument(metrics, unnamed=EmailChannel.name)
     return app
-
-
-def _live_feed(app: FastAPI) -> LiveFeed | None:
-    """The feed its lifespan opened; None before then, or when it has none."""
-    services: Services | None = getattr(app.state, "services", None)
-    return services.find(LiveFeed) if services is not None else None
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -139,7 +133,7 @@ async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncI
         work = DurableQueue(settings, [email], sealer, default=email.name)
         services.add(work)
         app.state.services = services
-        await adopt_legacy(settings.outbox_retention_days)
+        await settle_legacy(settings.outbox_retention_days)
         # Warm the dummy hash so the first unknown-user login costs what later ones do; a
         # CPU too busy for it now must not keep the process from starting (the first
         # unknown-user login then makes it).

@@ -8,7 +8,7 @@ say how an entry is delivered; the queue does the rest for all of them:
 - claim: one atomic update sets a lease, so no two workers (processes, hosts) deliver
   an entry at once; if a worker dies mid-delivery its lease lapses and another claims it;
 - retry: a failed attempt is tried again after an exponential backoff with jitter
-  (api/core/retry.py), and after QUEUE_MAX_ATTEMPTS the entry is dead;
+  (api/core/retry.py), and after OUTBOX_MAX_ATTEMPTS the entry is dead;
 - manual retry: `retry_dead` (`docstore-admin outbox --retry-dead`) queues dead ones again;
 - expiry: settled entries (delivered or dead) carry `purge_at`, a TTL index removes them;
 - secrets: a value an entry must carry but nobody may read from the database (a reset
@@ -87,12 +87,16 @@ def collection() -> AsyncCollection[Entry]:
     return OutboxMessage.get_pymongo_collection()
 
 
-async def counts() -> dict[tuple[str, str], int]:
-    """Entries by (channel, status), every status of every channel seen named."""
+async def counts(unnamed: str = "") -> dict[tuple[str, str], int]:
+    """Entries by (channel, status), every status of every channel seen named; entries
+    that name no channel are counted as `unnamed`'s."""
     grouped = await collection().aggregate(
         [{"$group": {"_id": {"c": "$channel", "s": "$status"}, "n": {"$sum": 1}}}]
     )
-    found = {(doc["_id"].get("c") or "", doc["_id"].get("s")): doc["n"] async for doc in grouped}
+    found: dict[tuple[str, str], int] = {}
+    async for doc in grouped:
+        key = (doc["_id"].get("c") or unnamed, doc["_id"].get("s"))
+        found[key] = found.get(key, 0) + doc["n"]
     return {
         (channel, status.value): found.get((channel, status.value), 0)
         for channel in sorted({channel for channel, _ in found})
@@ -138,6 +142,8 @@ class DurableQueue(Background):
         super().__init__(f"worker-{secrets.token_hex(4)}")
         self.settings, self.sealer, self.default = settings, sealer, default
         self.channels = {channel.name: channel for channel in channels}
+        if default is not None and default not in self.channels:
+            raise ValueError(f"the default channel {default!r} is not one of this queue's")
 
     async def enqueue(
         self,
@@ -245,10 +251,10 @@ class DurableQueue(Background):
         )
 
 
-def instrument(metrics: Metrics) -> None:
-    """`docstore_queue_entries{channel,status}`, and `docstore_outbox_messages{status}`
-    (all channels together, as dashboards made before channels read it), counted when
-    scraped."""
+def instrument(metrics: Metrics, unnamed: str = "") -> None:
+    """`docstore_queue_entries{channel,status}` (entries that name no channel as
+    `unnamed`'s), and `docstore_outbox_messages{status}` (all channels together, as
+    dashboards made before channels read it), counted when scraped."""
     by_channel = metrics.gauge(
         "docstore_queue_entries",
         "Durable queue entries by channel and status",
@@ -266,7 +272,7 @@ def instrument(metrics: Metrics) -> None:
         if time.monotonic() - counted_at < COUNTS_FRESH_S:
             return
         counted_at = time.monotonic()
-        found = await counts()
+        found = await counts(unnamed)
         for (channel, status), count in found.items():
             by_channel.labels(channel, status).set(count)
         for status, count in _by_status(found).items():

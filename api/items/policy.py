@@ -73,10 +73,6 @@ def may_manage(user: User, item: Item) -> bool:
 
 
 def owned_by(user_id: ObjectId) -> dict[str, Any]:
-    """The items `user_id` owns (not those they may read): what deleting them removes."""
+    """The items `user_id` owns (not those they may read: what deleting the account
+    removes), and the fields that make a new item theirs."""
     return {"owner_id": user_id}
-
-
-def ownership(owner_id: ObjectId) -> dict[str, Any]:
-    """The fields that make a new item `owner_id`'s."""
-    return {"owner_id": owner_id}

@@ -56,7 +56,7 @@ async def insert_item(
     owner_id: PydanticObjectId, content: ItemCreate, session: AsyncClientSession | None = None
 ) -> Item:
     now = utcnow()
-    doc = {**policy.ownership(owner_id), **stored_content(content)}
+    doc = {**policy.owned_by(owner_id), **stored_content(content)}
     doc |= {"created_at": now, "updated_at": now, "version": 1}
     result = await Item.get_pymongo_collection().insert_one(doc, session=session)
     return _item({**doc, "_id": result.inserted_id})
@@ -68,7 +68,7 @@ async def insert_items(
     """Several new items in one round trip (in order), as insert_item makes one."""
     now = utcnow()
     docs = [
-        {**policy.ownership(owner_id), **stored_content(content)}
+        {**policy.owned_by(owner_id), **stored_content(content)}
         | {"created_at": now, "updated_at": now, "version": 1}
         for content in contents
     ]

@@ -31,7 +31,7 @@ from api.core.background import Background, uninterrupted
 from api.core.metrics import Metrics
 from api.core.pagination import CursorCodec
 from api.core.retry import Retry
-from api.core.services import get_services
+from api.core.services import Services
 from api.items import policy
 from documents import Item, ItemFields, User
 
@@ -381,7 +381,13 @@ async def close_all(code: int = 1001) -> None:
 
 def feed_of(connection: HTTPConnection) -> LiveFeed | None:
     """The feed the app's lifespan opened; None when it has none (off, or no change streams)."""
-    return get_services(connection).find(LiveFeed)
+    return running_feed(connection.app)
+
+
+def running_feed(app: Any) -> LiveFeed | None:
+    """As `feed_of`, and None too before the lifespan has run (middleware, scrapes)."""
+    services: Services | None = getattr(app.state, "services", None)
+    return services.find(LiveFeed) if services is not None else None
 
 
 def instrument(metrics: Metrics, current: Callable[[], LiveFeed | None]) -> None:

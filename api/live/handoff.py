@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import API_PREFIX
 from api.core.services import Services
-from api.live.feed import LiveFeed
+from api.live.feed import running_feed
 
 HEADER = "X-Feed-Cursor"
 LIST_PATH = f"{API_PREFIX}/items"
@@ -45,10 +45,10 @@ class FeedCursor:
 
 
 def _cursor(app: Any) -> str | None:
-    services: Services | None = getattr(app.state, "services", None)
-    feed = services.find(LiveFeed) if services is not None else None
-    if services is None or feed is None or not feed.up or feed.position is None:
+    feed = running_feed(app)
+    if feed is None or not feed.up or feed.position is None:
         return None
+    services: Services = app.state.services  # there, since the feed is
     return services.feed_cursors.encode(feed.position.encode())
 
 

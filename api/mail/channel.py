@@ -59,35 +59,29 @@ class EmailChannel:
 LEGACY_TOKEN_KINDS = ("password-reset", "verify-email")
 
 
-async def adopt_legacy(retention_days: int) -> None:
-    """Bring messages from before today's queue under its rules, once (idempotent):
-    those from before channels become the email channel's; those settled before sealing
-    (no `purge_at`): a sent one loses its body and expires like any other; a dead one
-    that carried a token in the clear is removed (it cannot be retried safely; its
-    owner asks again); any other dead one keeps its body and expires."""
+async def settle_legacy(retention_days: int) -> None:
+    """Bring email settled before sealing (it has no `purge_at`) under today's rules, once
+    (idempotent, on the status index): a sent message loses its body and expires like
+    any other; a dead one that carried a token in the clear is removed (it cannot be
+    retried safely; its owner asks again); any other dead one keeps its body and
+    expires. (Messages from before channels name none: they are email's, as the queue's
+    `default` says.)"""
     messages = collection()
-    adopted = await messages.update_many({"channel": None}, {"$set": {"channel": NAME}})
+    email: dict[str, Any] = {"channel": {"$in": [NAME, None]}}
     purge_at = utcnow() + timedelta(days=retention_days)
     sent = await messages.update_many(
-        {"status": Delivery.sent, "purge_at": None},
+        {"status": Delivery.sent, "purge_at": None, **email},
         {"$set": {"text": "", "html": "", "secret": None, "purge_at": purge_at}},
     )
-    clear = {"status": Delivery.dead, "purge_at": None, "secret": None}
+    clear = {"status": Delivery.dead, "purge_at": None, "secret": None, **email}
     removed = await messages.delete_many({**clear, "kind": {"$in": LEGACY_TOKEN_KINDS}})
     dead = await messages.update_many(
-        {"status": Delivery.dead, "purge_at": None}, {"$set": {"purge_at": purge_at}}
+        {"status": Delivery.dead, "purge_at": None, **email}, {"$set": {"purge_at": purge_at}}
     )
-    if (
-        adopted.modified_count
-        or sent.modified_count
-        or removed.deleted_count
-        or dead.modified_count
-    ):
+    if sent.modified_count or removed.deleted_count or dead.modified_count:
         log.warning(
-            "outbox: %d messages from before channels are email's; settled %d sent and %d "
-            "dead messages from before sealing; removed %d dead ones that held a token in "
-            "the clear",
-            adopted.modified_count,
+            "outbox: settled %d sent and %d dead messages from before sealing; "
+            "removed %d dead ones that held a token in the clear",
             sent.modified_count,
             dead.modified_count,
             removed.deleted_count,

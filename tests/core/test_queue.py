@@ -5,12 +5,14 @@ secrets, counts by channel, against the real database."""
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from api.core import queue
 from api.core.queue import DurableQueue, Entry, Sealer
 from documents import Delivery
+from documents.base import utcnow
 from tests.conftest import TEST_SECRET, eventually, services_of
 
 
@@ -105,3 +107,25 @@ async def test_a_queue_claims_only_the_channels_it_knows(app: FastAPI) -> None:
     entry = await queue.collection().find_one({"message_id": "<3>"})
     assert entry is not None
     assert (entry["status"], entry["attempts"]) == (Delivery.pending, 0)
+
+
+async def test_an_entry_another_tool_wrote_oddly_dies_and_the_queue_goes_on(
+    app: FastAPI,
+) -> None:
+    """An entry of a known channel without the fields its channel needs (no body):
+    its attempts fail and it dies, and the worker still delivers the next one."""
+    channel = Flaky(0)
+    work = a_queue(app, channel, max_attempts=2)
+    odd = {"channel": "ping", "message_id": "<odd>", "status": "pending"}
+    await queue.collection().insert_one({**odd, "attempts": 0, "next_attempt_at": utcnow()})
+    entry = await deliver_until_settled(work, "<odd>")
+    assert (entry["status"], entry["attempts"]) == (Delivery.dead, 2)
+    assert "body" in entry["last_error"]
+    await work.enqueue("ping", Ping(message_id="<next>", destination="b", body="after"))
+    assert (await deliver_until_settled(work, "<next>"))["status"] == Delivery.sent
+    assert channel.delivered_bodies == [("after", None)]
+
+
+def test_a_default_channel_must_be_one_of_the_queue_s(app: FastAPI) -> None:
+    with pytest.raises(ValueError, match="default channel"):
+        DurableQueue(services_of(app).settings, [Flaky(0)], Sealer(TEST_SECRET), default="email")

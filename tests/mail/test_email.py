@@ -581,8 +581,8 @@ async def test_a_reset_lifts_the_lock_others_ran_up_on_the_account(
 async def test_a_message_queued_before_channels_is_still_sent(
     mongodb_url: str, tmp_path: Path
 ) -> None:
-    """An outbox entry an older Docstore wrote (no `channel`) is the email channel's: the
-    first start of this one adopts it, and the queue sends it like any other."""
+    """An outbox entry an older Docstore wrote (no `channel`, as one still running in a
+    rolling deploy writes them) is the email channel's: the queue sends it like any other."""
     settings = make_settings(mongodb_url, tmp_path)
     now = datetime.now(UTC)
     older = {
