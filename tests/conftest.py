@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,12 @@ async def empty_database(app: FastAPI) -> None:
         await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=True)
     names = await database.list_collection_names()
     await asyncio.gather(*(database[name].delete_many({}) for name in names))
+
+
+def moment(text: str) -> datetime:
+    """A timestamp from a response, for ordering: the strings are not comparable as text
+    (a whole second prints without a fraction)."""
+    return datetime.fromisoformat(text)
 
 
 def services_of(app: FastAPI) -> Services:

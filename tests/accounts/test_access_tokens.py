@@ -14,7 +14,7 @@ from api.accounts import action_tokens, personal_tokens
 from api.core.errors import NotAuthenticated
 from documents import AccessToken, AccessTokenCreate, Purpose, User
 from documents.base import utcnow
-from tests.conftest import PASSWORD, Account, create_item
+from tests.conftest import PASSWORD, Account, create_item, moment
 
 TOKENS = "/api/v1/auth/tokens"
 ITEMS = "/api/v1/items"
@@ -46,7 +46,7 @@ async def test_a_token_is_shown_once_and_stored_only_as_a_hash(
     }  # fmt: skip
     assert created["token"].startswith(f"dsk_{created['id']}_")
     assert created["scopes"] == ["items:read"]
-    assert created["expires_at"] > created["created_at"]
+    assert moment(created["expires_at"]) > moment(created["created_at"])
     secret = created["token"].split("_", 2)[2]
     [stored] = await AccessToken.get_pymongo_collection().find().to_list()
     assert secret not in repr(stored)
@@ -237,7 +237,7 @@ async def test_last_use_is_recorded_at_most_once_a_minute(
     await AccessToken.get_pymongo_collection().update_one({}, a_while_ago)
     await client.get(ITEMS, headers=bearer(token))
     [touched] = (await client.get(TOKENS, headers=alice.headers)).json()["items"]
-    assert touched["last_used_at"] > first["last_used_at"]
+    assert moment(touched["last_used_at"]) > moment(first["last_used_at"])
 
 
 async def test_a_burst_of_creations_cannot_pass_the_limit(

@@ -14,6 +14,7 @@ from tests.conftest import (
     app_with,
     make_account,
     make_settings,
+    moment,
     services_of,
     walk_pages,
 )
@@ -184,7 +185,7 @@ async def test_update_own_profile(client: httpx2.AsyncClient, alice: Account) ->
         "alice2",
     )
     assert body["email_verified"] is False  # a new address is not verified yet
-    assert body["updated_at"] > body["created_at"] or body["updated_at"] >= body["created_at"]
+    assert moment(body["updated_at"]) >= moment(body["created_at"])
     # Profile changes keep the session.
     assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
 

@@ -6,7 +6,7 @@ import httpx2
 import pytest
 
 from documents import Item
-from tests.conftest import Account, create_item, walk_pages
+from tests.conftest import Account, create_item, moment, walk_pages
 
 ITEMS = "/api/v1/items"
 
@@ -97,7 +97,7 @@ async def test_partial_update(client: httpx2.AsyncClient, alice: Account) -> Non
     assert patched["tags"] == ["b"]
     assert patched["data"] == {"k": 2}
     assert patched["version"] == 2
-    assert patched["updated_at"] >= item["updated_at"]
+    assert moment(patched["updated_at"]) >= moment(item["updated_at"])
     assert patched["created_at"] == item["created_at"]
     cleared = await client.patch(url, json={"description": None}, headers=alice.headers)
     assert cleared.json()["description"] is None
