@@ -17,6 +17,7 @@ from uvicorn.supervisors import multiprocess
 from api.config import Settings
 from api.core import embedded
 from api.live import feed
+from api.live.routes import MESSAGE_MAX_BYTES
 
 APP = "api.main:app_from_env"
 
@@ -40,6 +41,7 @@ def config(
 ) -> uvicorn.Config:
     """Uvicorn's settings for the API (`app`: the factory's import path, or an app object).
 
+    A WebSocket message larger than the live feed reads is refused as it arrives.
     WebSocket pings keep idle sockets alive, and drop peers that stop answering them.
     Per-message compression is off unless asked for: it costs every socket its own
     zlib state (docs/benchmarks.md, live feed).
@@ -61,6 +63,7 @@ def config(
         ws_ping_timeout=ping_interval,
         lifespan=lifespan,
         ws_per_message_deflate=per_message_deflate,
+        ws_max_size=MESSAGE_MAX_BYTES,
     )
 
 

@@ -165,6 +165,17 @@ async def current_user(
     return login.acting_user
 
 
+async def login_first(request: Request, scopes: list[str]) -> Login:
+    """The caller, from the headers alone and checked as `current_user` checks it: for a
+    route that must know who asks before it reads a large body. (The login is kept on
+    the request, so its dependencies do not authenticate it again.)"""
+    login = await optional_login(await oauth2_scheme(request), request, token_signer(request))
+    if login is None:
+        raise NotAuthenticated()
+    allowed(login, scopes)
+    return login
+
+
 async def superuser(user: Annotated[User, Security(current_user)]) -> User:
     if not user.is_superuser:
         raise Forbidden("Only superusers may do this.")

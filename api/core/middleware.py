@@ -8,7 +8,8 @@
 - `BodyLimit`: refuses bodies over the configured size with 413, whether or
   not the client announced the length, and header floods (more than MAX_HEADERS
   fields or MAX_HEADER_BYTES in all) with 431: the server in front of us may let
-  any amount through (Uvicorn's httptools parser does).
+  any amount through (Uvicorn's httptools parser does). A path with a larger limit
+  (the batch) gets it only once its route has authenticated the caller.
 """
 
 import logging
@@ -124,8 +125,16 @@ def _security_headers(path: str, hsts: bool) -> list[tuple[str, str]]:
     return headers
 
 
+# Set by BodyLimit: the most a route may allow this request's body (`allow_larger_body`).
+_CEILING = "docstore.body_ceiling"
+_ALLOWED = "docstore.body_allowed"
+
+
 class BodyLimit:
-    """Bodies of at most `max_bytes` (or, on the paths in `larger`, their own limit)."""
+    """Bodies of at most `max_bytes`. The paths in `larger` may carry up to their own
+    limit, but only once the route has said who is asking (`allow_larger_body`, after
+    authenticating): until then their bodies are held to `max_bytes` too, so nobody
+    unknown makes the server read or parse more than that."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app, self.default_bytes, self.larger = app, max_bytes, larger or {}
@@ -145,9 +154,9 @@ class BodyLimit:
             )
             await _refuse(scope, send, 431, "Header fields too large", detail, "headers-too-large")
             return
-        max_bytes = self.larger.get(scope["path"], self.default_bytes)
-        if _declared_length(scope) > max_bytes:
-            detail = _too_large_detail(max_bytes)
+        ceiling = scope[_CEILING] = self.larger.get(scope["path"], self.default_bytes)
+        if _declared_length(scope) > ceiling:
+            detail = _too_large_detail(ceiling)
             await _refuse(scope, send, 413, "Content too large", detail, "body-too-large")
             return
         received = 0
@@ -156,11 +165,18 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
+            max_bytes = scope.get(_ALLOWED, self.default_bytes)
             if received > max_bytes:
                 raise HTTPException(413, _too_large_detail(max_bytes))
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def allow_larger_body(request: Request) -> None:
+    """Let this request's body reach its path's larger limit: call it once the caller is
+    known, before the body is read."""
+    request.scope[_ALLOWED] = request.scope.get(_CEILING, 0)
 
 
 def _declared_length(scope: Scope) -> int:

@@ -38,6 +38,11 @@ router = APIRouter(tags=["live"])
 
 POLICY, UNAVAILABLE, TRY_AGAIN_LATER, NORMAL = 1008, 1011, 1013, 1000
 WATCH_SCOPES = ["items:read"]  # what a personal access token needs to watch
+# The first message carries a token (a few hundred characters); nothing a client sends
+# later is read. Uvicorn closes with 1009 a socket whose message exceeds MESSAGE_MAX
+# before holding it (api.server), instead of buffering up to its default 16 MiB.
+AUTH_MESSAGE_MAX = 4096
+MESSAGE_MAX_BYTES = 16 * 1024
 # URLs end up in logs (the server's, proxies'): a token valid until revoked must not.
 URL_TOKEN = (
     "send a personal access token in the Authorization header or the first message, "
@@ -181,10 +186,12 @@ async def _auth_message(websocket: WebSocket, timeout_s: float) -> str:
     """The token from a first `{"type": "auth", "token": ...}` message."""
     try:
         text = await asyncio.wait_for(websocket.receive_text(), timeout_s)
+        if len(text) > AUTH_MESSAGE_MAX:
+            raise Refused(f"the first message may be at most {AUTH_MESSAGE_MAX} characters")
         message = json.loads(text)
     except TimeoutError:
         raise Refused(f"send a token within {timeout_s:g} s") from None
-    except (ValueError, KeyError, RuntimeError, WebSocketDisconnect):
+    except (ValueError, KeyError, RuntimeError, WebSocketDisconnect):  # RecursionError too
         raise Refused('the first message must be {"type": "auth", "token": "..."}') from None
     token = message.get("token") if isinstance(message, dict) else None
     if not isinstance(message, dict) or message.get("type") != "auth" or not isinstance(token, str):

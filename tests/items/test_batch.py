@@ -125,6 +125,10 @@ async def test_a_batch_is_limited_by_its_settings(mongodb_url: str, tmp_path: Pa
         huge = {"op": "create", "item": {"title": "t", "data": {"x": "d" * 30_000}}}
         assert (await send(client, alice, *[huge] * 3)).status_code == 413
         assert await Item.find_all().count() == 3
+        # Nobody unknown gets the larger limit: asked who they are before the body is read.
+        anonymous = await client.post(BATCH, json={"operations": [big] * 3})
+        assert anonymous.status_code == 401
+        assert anonymous.headers["WWW-Authenticate"] == "Bearer"
 
 
 async def test_a_server_without_transactions_refuses_batches(
