@@ -161,6 +161,14 @@ class Settings(BaseSettings):
             "Failed logins allowed per window for one client address across accounts, then 429."
         ),
     )
+    reset_max_failures_per_client: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Failed password resets (a wrong, used or expired token) allowed per window "
+            "(`LOGIN_FAILURE_WINDOW_S`) from one client address, then 429."
+        ),
+    )
     login_failure_window_s: int = Field(
         default=900, ge=1, description="The window failed logins are counted in, in seconds."
     )

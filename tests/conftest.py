@@ -98,6 +98,20 @@ def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return checked
 
 
+@pytest.fixture
+def password_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords given to every bcrypt hash made, in order; the spy calls the real one."""
+    hashed: list[str] = []
+    real = passwords._hash
+
+    def counting(password: str, rounds: int) -> str:
+        hashed.append(password)
+        return real(password, rounds)
+
+    monkeypatch.setattr(passwords, "_hash", counting)
+    return hashed
+
+
 @pytest.fixture(scope="module")
 def settings(mongodb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_settings(mongodb_url, tmp_path_factory.mktemp("data"))

@@ -32,17 +32,27 @@ async def issue(
     return token
 
 
+def _live(token: str, purpose: Purpose) -> dict[str, object]:
+    return {
+        "token_hash": digest(token),
+        "purpose": purpose,
+        "used_at": None,
+        "expires_at": {"$gt": utcnow()},
+    }
+
+
+async def is_live(token: str, purpose: Purpose) -> bool:
+    """Whether the token could be consumed now (one indexed read, nothing spent): asked
+    before anything costly is done for it."""
+    found = await ActionToken.get_pymongo_collection().find_one(_live(token, purpose), {"_id": 1})
+    return found is not None
+
+
 async def consume(token: str, purpose: Purpose) -> ActionToken:
     """Mark the token used (once, atomically) and return it; 400 when it cannot be."""
-    now = utcnow()
     used = await ActionToken.get_pymongo_collection().find_one_and_update(
-        {
-            "token_hash": digest(token),
-            "purpose": purpose,
-            "used_at": None,
-            "expires_at": {"$gt": now},
-        },
-        {"$set": {"used_at": now}},
+        _live(token, purpose),
+        {"$set": {"used_at": utcnow()}},
         return_document=ReturnDocument.AFTER,
     )
     if used is None:

@@ -97,13 +97,30 @@ async def _recover(email: str, request: Request, services: AppServices, mail: Qu
     mail.nudge()
 
 
-@router.post("/reset-password", status_code=204, responses=problem_responses(400))
-async def reset_password(body: PasswordReset, services: AppServices) -> None:
+RESETS_THROTTLED = "Too many failed password resets; wait before trying again."
+
+
+@router.post("/reset-password", status_code=204, responses=problem_responses(400, 429))
+async def reset_password(body: PasswordReset, request: Request, services: AppServices) -> None:
     """Set a new password with an emailed token; every login of the account ends, and
-    its failed logins are forgotten (the owner has just proved they hold its mailbox)."""
-    # Hashed first: a server too busy to hash (503) must not have spent the token.
-    hashed = await hash_password(body.new_password, services.settings.bcrypt_rounds)
-    record = await action_tokens.consume(body.token, Purpose.reset_password)
+    its failed logins are forgotten (the owner has just proved they hold its mailbox).
+    Failed attempts are counted per client (RESET_MAX_FAILURES_PER_CLIENT per
+    LOGIN_FAILURE_WINDOW_S, then 429)."""
+    settings = services.settings
+    client = throttle.client_key(client_address(request), "reset-client")
+    limits = {client: settings.reset_max_failures_per_client}
+    reserved = await throttle.reserve(limits, settings.login_failure_window_s, RESETS_THROTTLED)
+    try:
+        # The token first: the new password is hashed only for one that can be spent.
+        if not await action_tokens.is_live(body.token, Purpose.reset_password):
+            reserved = {}  # a failure: it stays counted
+            raise action_tokens.InvalidActionToken()
+        # Then hashed, before the token is spent: a server too busy to hash (503) must
+        # not have used it up.
+        hashed = await hash_password(body.new_password, settings.bcrypt_rounds)
+        record = await action_tokens.consume(body.token, Purpose.reset_password)
+    finally:
+        await throttle.give_back(reserved)
     # Only while the account still has the address the token was mailed to: a token sent
     # just before an email change must not reset the password after it.
     changed = await User.get_pymongo_collection().update_one(
@@ -114,7 +131,6 @@ async def reset_password(body: PasswordReset, services: AppServices) -> None:
     if changed.matched_count == 0:
         raise action_tokens.InvalidActionToken()
     await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
-    settings = services.settings
     slack_s = settings.mongodb_socket_timeout_ms / 1000
     cleared = throttle.clear_account(record.user_id, settings.login_failure_window_s, slack_s)
     await asyncio.gather(sessions.end_sessions(record.user_id), cleared)

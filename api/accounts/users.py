@@ -198,26 +198,35 @@ async def update_user(
     return UserPublic.model_validate(User.model_validate(stored))
 
 
+CHECKS_THROTTLED = "Too many password checks on this account; wait before trying again."
+
+
 async def _require_current_password(
     current_password: str | None, user: User, settings: Settings
 ) -> None:
     """Counted like a login against the account: a stolen access token must not buy
-    unlimited guesses at the password."""
+    unlimited guesses at the password. Every check costs a hash, so the checks are
+    counted right or wrong (5 per window); only a failed one counts against the
+    account's logins too."""
     if not current_password:
         raise CurrentPasswordRequired()
     given = current_password
     # Its own key, not the login's per-address one: whoever holds a stolen access token
-    # gets these 5 guesses however many addresses they use. They count account-wide too.
+    # gets these 5 checks however many addresses they use.
+    checks = f"current-password:{user.id}"
     limits = {
-        f"current-password:{user.id}": settings.login_max_failures_per_account_client,
+        checks: settings.login_max_failures_per_account_client,
         throttle.account_key(user.id, ""): settings.login_max_failures_per_account,
     }
-
-    async def check() -> bool:
-        return await verify_password(given, user.hashed_password)
-
-    if not await throttle.attempt(limits, settings.login_failure_window_s, check):
+    reserved = await throttle.reserve(limits, settings.login_failure_window_s, CHECKS_THROTTLED)
+    try:
+        right = await verify_password(given, user.hashed_password)
+    except BaseException:  # a busy hashing pool: nothing was checked, nothing counts
+        await throttle.give_back(reserved)
+        raise
+    if not right:
         raise CurrentPasswordRequired()
+    await throttle.give_back({key: reserved[key] for key in reserved if key != checks})
 
 
 @router.delete("/{user_id}", status_code=204, responses=problem_responses(401, 403, 404, 409))
