@@ -60,15 +60,16 @@ async def api_process(env: dict[str, str]) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def running_api(
-    env: dict[str, str], *args: str, without: tuple[str, ...] = ()
+    env: dict[str, str], *args: str, without: tuple[str, ...] = (), stderr: int | None = None
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     """As `api_process`, with the process too (for tests that kill it); `args` go to
-    `python -m api.server`, and the variables named in `without` are left unset."""
+    `python -m api.server`, the variables named in `without` are left unset, and
+    `stderr` (say, asyncio.subprocess.PIPE) is where its logs go."""
     port = embedded.free_port()
     environment = {k: v for k, v in {**os.environ, **env}.items() if k not in without}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "warning",
-        *args, env=environment,
+        *args, env=environment, stderr=stderr,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

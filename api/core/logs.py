@@ -1,7 +1,9 @@
-"""Structured logs: one JSON object a line, carrying the request id."""
+"""Structured logs: one JSON object a line, carrying the request id. No log line holds
+a token from a URL's query string, whichever logger prints the URL."""
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 from api.core.middleware import request_id_var
@@ -24,7 +26,44 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# `?token=` / `&access_token=` values, wherever a message or its arguments print a URL.
+_TOKEN_IN_QUERY = re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+REDACTED = "[redacted]"
+# The loggers that print request URLs: Uvicorn's (a socket's accept and refusal lines go
+# to uvicorn.error, whole query string included), its access log when a deployment turns
+# it on, the websockets library's, and ours.
+URL_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server")
+
+
+def _redact(value: object) -> object:
+    return _TOKEN_IN_QUERY.sub(rf"\1{REDACTED}", value) if isinstance(value, str) else value
+
+
+class RedactTokens(logging.Filter):
+    """Replaces a query string's token in a record's message and arguments (each argument
+    on its own: Uvicorn's access formatter unpacks them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact(arg) for key, arg in record.args.items()}
+        return True
+
+
+def redact_tokens_in_urls() -> None:
+    """Install the filter on every logger that prints URLs (a filter on a logger sees only
+    what that logger itself logs, so each is named). Called once Uvicorn has configured
+    its logging, in each worker; installing twice is a no-op."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
 def configure_logging(level: str) -> None:
+    redact_tokens_in_urls()
     root = logging.getLogger("docstore")
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

@@ -1,0 +1,64 @@
+"""No log line holds a token from a URL: Uvicorn prints a socket's whole URL when it
+accepts or refuses it, and its access log (when a deployment turns it on) every URL."""
+
+import asyncio
+import io
+import logging
+from pathlib import Path
+
+import httpx2
+import pytest
+from uvicorn.logging import AccessFormatter
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from api.core.logs import REDACTED, redact_tokens_in_urls
+from tests.conftest import PASSWORD
+from tests.serving import api_env, running_api
+
+WS_PATH = "/api/v1/ws/items"
+
+
+async def test_tokens_in_socket_urls_never_reach_the_log(mongodb_url: str, tmp_path: Path) -> None:
+    env = api_env(mongodb_url, "redaction", tmp_path, LIVE_FEED="true")
+    args = ("--log-level", "info")
+    async with running_api(env, *args, stderr=asyncio.subprocess.PIPE) as (base, process):
+        async with httpx2.AsyncClient(base_url=base) as client:
+            body = {"email": "r@example.com", "username": "redact", "password": PASSWORD}
+            assert (await client.post("/api/v1/users", json=body)).status_code == 201
+            form = {"username": "redact", "password": PASSWORD}
+            jwt = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+        ws = base.replace("http", "ws") + WS_PATH
+        personal = "dsk_" + "a" * 43
+        async with connect(f"{ws}?tag=x&token={jwt}") as accepted:
+            assert "subscribed" in await accepted.recv()
+        async with connect(f"{ws}?token={personal}&tag=y") as refused:
+            with pytest.raises(ConnectionClosed):
+                await refused.recv()
+        process.terminate()
+        assert process.stderr is not None
+        log = (await process.stderr.read()).decode()
+    assert '"WebSocket /api/v1/ws/items?tag=x&token=[redacted]" [accepted]' in log
+    assert f"?token={REDACTED}&tag=y" in log
+    assert jwt not in log
+    assert personal not in log
+
+
+def test_the_access_log_keeps_its_format_without_the_token() -> None:
+    """Uvicorn's access formatter unpacks the record's arguments: they stay five."""
+    redact_tokens_in_urls()
+    logger = logging.getLogger("uvicorn.access")
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(AccessFormatter(use_colors=False))
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        path = "/api/v1/items?access_token=secret&q=a"
+        logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert written.getvalue() == (
+        f'127.0.0.1:5000 - "GET /api/v1/items?access_token={REDACTED}&q=a HTTP/1.1" 200\n'
+    )
