@@ -6,6 +6,7 @@ the live-change sockets with 1001 (going away), then shuts down as usual.
 """
 
 import argparse
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from uvicorn.supervisors import multiprocess
 
 from api.config import Settings
 from api.core import embedded
+from api.core.supervisor import supervising
 from api.live import feed
 from api.live.routes import MESSAGE_MAX_BYTES
 
@@ -100,7 +102,8 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
     """`workers` processes sharing one listening socket (Uvicorn's supervisor restarts
     any that dies), each with its own live feed, each closing its sockets with 1001
     on shutdown. Without MONGODB_URL, the embedded database is started here, once,
-    and every worker is pointed at it (a worker owning it would take it down with it).
+    and every worker is pointed at it (a worker owning it would take it down with it);
+    this process restarts it if it fails, and stops it last.
     """
     settings.workers = workers
     server = None
@@ -112,8 +115,11 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
     # `Process`, so ours (whose server is this module's Server) stands in while it runs.
     plain, multiprocess.Process = multiprocess.Process, _Worker  # type: ignore[misc]
     try:
-        sock = settings.bind_socket()
-        multiprocess.Multiprocess(settings, sockets=[sock]).run()
+        with contextlib.ExitStack() as stack:
+            if server is not None and server.owned:
+                stack.enter_context(supervising(server, Settings().data_dir))
+            sock = settings.bind_socket()
+            multiprocess.Multiprocess(settings, sockets=[sock]).run()
     finally:
         multiprocess.Process = plain  # type: ignore[misc]
         if server is not None:

@@ -37,9 +37,13 @@ class Background:
             await asyncio.wait_for(self.wake.wait(), seconds)
         self.wake.clear()
 
-    async def stop(self, grace_s: float = 15.0) -> None:
+    def ask_to_stop(self) -> None:
+        """Ask `run` to finish (from its own loop), without waiting for it."""
         self.stopping = True
         self.wake.set()
+
+    async def stop(self, grace_s: float = 15.0) -> None:
+        self.ask_to_stop()
         if self._task is None:
             return
         done, _ = await asyncio.wait([self._task], timeout=grace_s)

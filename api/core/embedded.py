@@ -78,7 +78,11 @@ def start(
     command += extra_args
     log = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: a terminal's Ctrl-C (sent to the whole foreground group) reaches
+        # the API alone, which stops the database once it has drained its requests.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     finally:
         if log_file:
             log.close()  # type: ignore[union-attr]

@@ -1,5 +1,8 @@
 """Keeps the embedded development database running: the process that started it
-restarts it, on the same port and data folder, whenever it exits.
+restarts it, on the same port and data folder, whenever it fails (a crash, a kill).
+One that exits cleanly (code 0) was stopped on purpose, and stays stopped. With
+`--workers N` the parent process started it and supervises it, from a thread of its own
+(`supervising`).
 
 A crashed (or killed) development database then heals by itself: requests meanwhile
 get 503s with Retry-After, `/ready` says the database does not answer, and every write
@@ -7,9 +10,12 @@ acknowledged before the crash is there after it (the server syncs on commit).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +41,10 @@ class Supervisor(Background):
             await self.pause(CHECK_EVERY_S)
             process = self.server.process
             if self.stopping or process is None or process.poll() is None:
+                continue
+            if process.returncode == 0:  # stopped on purpose, not failed: left stopped
+                log.info("embedded MongoDB (pid %s) stopped; not restarting it", process.pid)
+                self.server.process = None
                 continue
             log.error(
                 "embedded MongoDB (pid %s) exited with code %s; restarting it",
@@ -78,3 +88,29 @@ class Supervisor(Background):
             )
         self.restarts += 1
         log.warning("embedded MongoDB restarted (pid %s) at %s", started.pid, self.server.url)
+
+
+@contextlib.contextmanager
+def supervising(server: embedded.EmbeddedServer, data_dir: Path) -> Iterator[Supervisor]:
+    """Supervise `server` from a thread with its own event loop, for a process whose own
+    thread is busy elsewhere (the parent of `--workers N`, inside Uvicorn's supervisor)."""
+    loop = asyncio.new_event_loop()
+    made: list[Supervisor] = []
+    ready = threading.Event()
+
+    async def supervise() -> None:
+        made.append(Supervisor(server, data_dir))
+        ready.set()
+        await made[0].run()
+
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(supervise(),), name="embedded-supervisor"
+    )
+    thread.start()
+    ready.wait()
+    try:
+        yield made[0]
+    finally:
+        loop.call_soon_threadsafe(made[0].ask_to_stop)
+        thread.join()
+        loop.close()

@@ -1,0 +1,74 @@
+"""The embedded development database is supervised by the process that started it: with
+`--workers N`, the parent. A failure restarts it; a normal shutdown does not."""
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import httpx2
+
+from api.core import embedded
+from tests.conftest import PASSWORD, eventually
+from tests.serving import api_env, running_api
+
+PIPE = asyncio.subprocess.PIPE
+
+
+async def sign_up(base: str, name: str) -> int:
+    async with httpx2.AsyncClient(base_url=base, timeout=30) as client:
+        body = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
+        return (await client.post("/api/v1/users", json=body)).status_code
+
+
+async def restarted_after(state_file: Path, killed: int) -> embedded.EmbeddedServer:
+    async with asyncio.timeout(20):
+        while True:
+            running = embedded.running_server(state_file)
+            if running is not None and running.pid != killed:
+                return running
+            await asyncio.sleep(0.1)
+
+
+async def test_with_workers_the_parent_restarts_a_killed_database(tmp_path: Path) -> None:
+    env = api_env("unused", "docstore", tmp_path)
+    args = ("--workers", "2")
+    async with running_api(env, *args, without=("MONGODB_URL",), stderr=PIPE) as (base, api):
+        assert await sign_up(base, "before") == 201
+        first = embedded.running_server(tmp_path / "mongo.json")
+        assert first is not None
+        os.kill(first.pid, signal.SIGKILL)
+        second = await restarted_after(tmp_path / "mongo.json", first.pid)
+        assert second.url == first.url  # the same port: the workers reconnect by themselves
+
+        async def writes_land() -> bool:
+            return await sign_up(base, "after") in (201, 409)  # 409: an earlier try landed
+
+        await eventually(writes_land)
+        api.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(api.wait(), 30) == 0
+        assert api.stderr is not None
+        log = (await api.stderr.read()).decode()
+    assert f"embedded MongoDB (pid {first.pid}) exited with code -9; restarting it" in log
+    assert "exited with code 0" not in log
+    assert embedded.running_server(tmp_path / "mongo.json") is None  # stopped with them
+
+
+async def test_a_normal_shutdown_does_not_restart_the_database(tmp_path: Path) -> None:
+    """Ctrl-C at a terminal signals its whole foreground group. The database runs in a
+    session of its own, so it stays up while the API drains; and one that is stopped
+    cleanly anyway (here: signalled along with the API) is not started again."""
+    env = api_env("unused", "docstore", tmp_path)
+    async with running_api(env, without=("MONGODB_URL",), stderr=PIPE) as (base, api):
+        assert await sign_up(base, "someone") == 201
+        database = embedded.running_server(tmp_path / "mongo.json")
+        assert database is not None
+        assert os.getsid(database.pid) != os.getsid(api.pid)
+        os.kill(database.pid, signal.SIGINT)
+        os.kill(api.pid, signal.SIGINT)
+        # Uvicorn shuts down, then raises the signal it caught again: ended by SIGINT.
+        assert await asyncio.wait_for(api.wait(), 30) == -signal.SIGINT
+        assert api.stderr is not None
+        log = (await api.stderr.read()).decode()
+    assert "restarting" not in log
+    assert embedded.running_server(tmp_path / "mongo.json") is None
