@@ -1,6 +1,8 @@
 """Settings: the only module that reads the environment."""
 
+import contextlib
 import ipaddress
+import os
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -407,7 +409,7 @@ class Settings(BaseSettings):
         """The JWT secret: SECRET_KEY, or in development one generated once per data folder."""
         if self.secret_key and not secret_problem(self.secret_key):
             return self.secret_key
-        return _development_secret(self.data_dir)
+        return development_secret(self.data_dir)
 
 
 def secret_problem(secret: str | None) -> str | None:
@@ -418,13 +420,24 @@ def secret_problem(secret: str | None) -> str | None:
     return None
 
 
-def _development_secret(data_dir: Path) -> str:
-    # Kept in the data folder so tokens survive restarts of a development server.
+def development_secret(data_dir: Path) -> str:
+    """Kept in the data folder so tokens survive restarts of a development server.
+
+    Workers starting together on a fresh folder must all end up with the same one: each
+    writes a candidate to a file of its own, created readable by its owner only, and
+    links it into place; a link never replaces an existing file, so the first to link
+    wins and the others read the winner's."""
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.write_text(secret)
-    path.chmod(0o600)
-    return secret
+    candidate = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(candidate, path)
+    finally:
+        candidate.unlink()
+    return path.read_text().strip()

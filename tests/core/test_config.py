@@ -1,11 +1,14 @@
 """Settings: production refuses weak secrets; development keeps a generated one."""
 
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from api.config import Settings
+from api.config import Settings, development_secret
 
 
 @pytest.mark.parametrize("secret", [None, "", "changethis", "short-secret"])
@@ -28,6 +31,29 @@ def test_development_generates_and_keeps_a_secret(tmp_path: Path) -> None:
     assert first == second
     assert len(first) >= 48
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_workers_starting_together_share_one_development_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight workers find no secret on a fresh folder and make theirs at the same moment
+    (held at a barrier as each draws its random secret): all end up with the same one,
+    readable by its owner only, and no candidate is left behind."""
+    barrier = threading.Barrier(8, timeout=10)
+    draw = secrets.token_urlsafe
+
+    def together(nbytes: int) -> str:
+        barrier.wait()
+        return draw(nbytes)
+
+    monkeypatch.setattr(secrets, "token_urlsafe", together)
+    # The function itself: Settings.signing_secret is a cached_property, which on Python
+    # 3.11 holds one lock across instances (separate worker processes share no lock).
+    with ThreadPoolExecutor(8) as pool:
+        found = set(pool.map(lambda _: development_secret(tmp_path), range(8)))
+    assert found == {(tmp_path / "secret_key").read_text()}
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
