@@ -55,7 +55,7 @@ def main() -> None:
             return
     wrk = shutil.which("wrk")
     if wrk is None:
-        sys.exit("scripts/bench needs wrk (Debian: apt-get install wrk).")
+        sys.exit("scripts/bench needs wrk: apt-get install wrk (or brew install wrk)")
     with running(args.items) as setup:
         if args.workers:
             workers.report(wrk, setup, args.workers, args)
