@@ -326,23 +326,21 @@ class LiveFeed(Background):
         self, subscriber: Subscriber, resume_after: Position | None, replay_max: int
     ) -> AsyncIterator[Change]:
         """The subscriber's changes: replayed from `resume_after` first, then live."""
-        replayed: set[str] = set()
         last = resume_after
         if resume_after is not None:
             async for change in self._replay(resume_after, replay_max):
-                replayed.add(change.position.token)
                 last = change.position
                 if subscriber.wants(change):
                     yield change
         while True:
             change = await subscriber.queue.get()
             # The seam: the queue may repeat what the replay sent, or (when this process's
-            # watcher runs behind another's) changes from before the resume point.
-            if last is not None and (
-                change.position.token in replayed
-                or change.position.token == last.token
-                or change.position.time < last.time
-            ):
+            # watcher runs behind another's) changes from before the resume point. Every
+            # change up to the last one replayed has been dealt with: the replay read the
+            # stream to its end, and a transaction's changes (which share one cluster
+            # time) become visible together, so the replay saw all of them that follow
+            # the resume point, and any other queued at that time came before it.
+            if last is not None and change.position.time <= last.time:
                 continue
             yield change
 
