@@ -354,6 +354,15 @@ class Settings(BaseSettings):
         ge=1,
         description=("How many missed changes a resume may replay; more get a `resync` event."),
     )
+    live_replays_per_user: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "How many resumes (`resume_after`) one account may have replaying at once in "
+            "one API process; one more is closed with 1013, to reconnect shortly. A replay "
+            "reads every account's changes since its cursor, up to `LIVE_REPLAY_MAX`."
+        ),
+    )
     live_auth_timeout_s: float = Field(
         default=5.0,
         gt=0,

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,26 @@ def _pipeline(items: str, users: str) -> list[dict[str, Any]]:
 
 class HistoryLost(Exception):
     """The requested position is older than the server's change history."""
+
+
+class TooManyReplays(Exception):
+    """The account has as many resumes replaying on this process as it may."""
+
+
+@dataclass
+class ReplaySlot:
+    """One account's turn to replay missed changes; given back once the replay is done."""
+
+    replays: "Counter[ObjectId]"
+    user_id: ObjectId
+    held: bool = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.replays[self.user_id] -= 1
+            if self.replays[self.user_id] <= 0:
+                del self.replays[self.user_id]
 
 
 @dataclass(frozen=True)
@@ -197,7 +218,18 @@ class LiveFeed(Background):
         # from for anyone who read the database after taking it (X-Feed-Cursor).
         self.position: Position | None = None
         self.skipped = skipped  # counts a change nobody can be shown
+        # Resumes replaying now, per account: a replay reads every account's changes
+        # since its cursor (up to LIVE_REPLAY_MAX), so one account may run only a few.
+        self.replays: Counter[ObjectId] = Counter()
         _feeds.add(self)
+
+    def replay_slot(self, user_id: ObjectId, most: int) -> ReplaySlot:
+        """A turn to replay for `user_id`, or TooManyReplays when it has `most` running.
+        Checked and taken with no await between: a burst of resumes cannot all pass."""
+        if self.replays[user_id] >= most:
+            raise TooManyReplays()
+        self.replays[user_id] += 1
+        return ReplaySlot(self.replays, user_id)
 
     async def enable_images(self) -> None:
         """Ask the server to keep pre- and post-images of items (idempotent)."""
@@ -323,15 +355,24 @@ class LiveFeed(Background):
             subscriber.offer(change)
 
     async def changes(
-        self, subscriber: Subscriber, resume_after: Position | None, replay_max: int
+        self,
+        subscriber: Subscriber,
+        resume_after: Position | None,
+        replay_max: int,
+        slot: ReplaySlot | None = None,
     ) -> AsyncIterator[Change]:
-        """The subscriber's changes: replayed from `resume_after` first, then live."""
+        """The subscriber's changes: replayed from `resume_after` first (`slot`, its turn
+        to replay, is given back once it is done), then live."""
         last = resume_after
-        if resume_after is not None:
-            async for change in self._replay(resume_after, replay_max):
-                last = change.position
-                if subscriber.wants(change):
-                    yield change
+        try:
+            if resume_after is not None:
+                async for change in self._replay(resume_after, replay_max):
+                    last = change.position
+                    if subscriber.wants(change):
+                        yield change
+        finally:
+            if slot is not None:
+                slot.release()
         while True:
             change = await subscriber.queue.get()
             # The seam: the queue may repeat what the replay sent, or (when this process's

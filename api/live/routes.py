@@ -29,7 +29,15 @@ from api.core.pagination import InvalidCursor
 from api.core.services import Services, get_services
 from api.items import policy
 from api.items.query import InvalidQuery, parse_fields
-from api.live.feed import HistoryLost, LiveFeed, Position, Subscriber, feed_of
+from api.live.feed import (
+    HistoryLost,
+    LiveFeed,
+    Position,
+    ReplaySlot,
+    Subscriber,
+    TooManyReplays,
+    feed_of,
+)
 from documents import User
 from documents.item import tag_key
 
@@ -100,11 +108,17 @@ async def live_items(websocket: WebSocket) -> None:
         if not feed.up:  # its watcher is restarting: come back in a moment
             raise Refused("the live feed is restarting; reconnect shortly", TRY_AGAIN_LATER)
         request = await _read_request(websocket, services, token_signer(websocket))
+        user_id = request.login.user.id
+        assert user_id is not None
+        slot = None
+        if request.resume_after is not None:
+            slot = feed.replay_slot(user_id, services.settings.live_replays_per_user)
+    except TooManyReplays:
+        await _end(websocket, _TOO_MANY_REPLAYS)
+        return
     except Refused as refused:
         await _end(websocket, refused.ending)
         return
-    user_id = request.login.user.id
-    assert user_id is not None
     subscriber = feed.subscribe(websocket, user_id, request.scope, request.tags, request.fields)
     try:
         # From here on the watcher offers this socket every change it reads: say so, so a
@@ -121,7 +135,7 @@ async def live_items(websocket: WebSocket) -> None:
         except Exception:  # the client went away already
             return
         ending = await _first_of(
-            _send_changes(websocket, services, feed, subscriber, request.resume_after),
+            _send_changes(websocket, services, feed, subscriber, request.resume_after, slot),
             _receive_until_gone(websocket),
             _expiry(request.login),
             _account_watch(subscriber, request),
@@ -130,6 +144,8 @@ async def live_items(websocket: WebSocket) -> None:
         )
     finally:
         feed.unsubscribe(subscriber)
+        if slot is not None:  # the replay is over, or never started (the client left)
+            slot.release()
     await _end(websocket, ending)
 
 
@@ -221,10 +237,11 @@ async def _send_changes(
     feed: LiveFeed,
     subscriber: Subscriber,
     resume_after: Position | None,
+    slot: ReplaySlot | None,
 ) -> Ending:
     try:
         async for change in feed.changes(
-            subscriber, resume_after, services.settings.live_replay_max
+            subscriber, resume_after, services.settings.live_replay_max, slot
         ):
             try:
                 message = change.message(subscriber.fields, services.feed_cursors)
@@ -242,6 +259,9 @@ async def _send_changes(
 
 
 _RESYNC = Ending(NORMAL, "resync: refetch by REST", {"event": "resync"})
+_TOO_MANY_REPLAYS = Ending(
+    TRY_AGAIN_LATER, "too many resumes at once for this account; reconnect shortly"
+)
 _DATABASE_AWAY = Ending(TRY_AGAIN_LATER, "the database is unavailable; reconnect with resume_after")
 
 

@@ -1,18 +1,30 @@
-"""Resuming inside a transaction: every event of one batch shares one cluster time, yet a
+"""Resuming: from inside a transaction, every event of one batch shares one cluster time, yet a
 resume from the middle of it sends the rest exactly once, in order, whatever the
-subscriber's queue repeats (a watcher that runs behind offers the whole batch again)."""
+subscriber's queue repeats (a watcher that runs behind offers the whole batch again);
+and an account may have only a few replays running at once."""
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 
 import httpx2
 from fastapi import FastAPI
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from api.items import policy
-from api.live.feed import Change, Position
-from tests.conftest import Account, feed_of, services_of
-from tests.live.conftest import Served, next_event, subscribe
+from api.live.feed import Change, LiveFeed, Position
+from tests.conftest import Account, create_item, eventually, feed_of, services_of
+from tests.live.conftest import Served, close_of, next_event, subscribe
 
 BATCH = "/api/v1/items/batch"
+
+
+def turns_given_back(feed: LiveFeed) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not feed.replays
+
+    return check
 
 
 async def test_a_resume_from_inside_a_batch_sends_the_rest_once_in_order(
@@ -51,3 +63,64 @@ async def test_a_resume_from_inside_a_batch_sends_the_rest_once_in_order(
     finally:
         feed.unsubscribe(behind)
     assert [str(change.item_id) for change in sent] == [*ids[2:], later.json()["id"]]
+
+
+async def test_an_account_replays_only_a_few_resumes_at_once(
+    served: Served, app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """A replay reads every account's changes since its cursor: one account may have
+    LIVE_REPLAYS_PER_USER (2) running per process; one more is told to come back."""
+    feed = feed_of(app)
+    assert feed is not None
+    async with subscribe(served.ws(alice)) as ws:
+        await create_item(client, alice, title="seen")
+        cursor = (await next_event(ws))["cursor"]
+    await create_item(client, alice, title="missed")
+    running = [feed.replay_slot(alice.user.id, 2) for _ in range(2)]  # two replays running
+    async with connect(served.ws(alice, resume_after=cursor)) as refused:
+        assert await close_of(refused) == (
+            1013,
+            "too many resumes at once for this account; reconnect shortly",
+        )
+    running[0].release()  # one of them is done: a turn is free again
+    async with subscribe(served.ws(alice, resume_after=cursor)) as resumed:
+        assert (await next_event(resumed))["item"]["title"] == "missed"
+    running[1].release()
+    await eventually(turns_given_back(feed))  # the sockets' too, once their handlers end
+
+
+async def test_a_burst_of_resumes_gets_two_replays_at_a_time(
+    served: Served, app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    feed = feed_of(app)
+    assert feed is not None
+    async with subscribe(served.ws(alice)) as ws:
+        await create_item(client, alice, title="seen")
+        cursor = (await next_event(ws))["cursor"]
+    creates = [{"op": "create", "item": {"title": f"m{n}"}} for n in range(100)]
+    made = await client.post(BATCH, json={"operations": creates}, headers=alice.headers)
+    assert made.status_code == 200
+    most = 0
+
+    async def resume() -> str:
+        nonlocal most
+        async with connect(served.ws(alice, resume_after=cursor)) as ws:
+            first = json.loads(await ws.recv())
+            if first["event"] != "subscribed":
+                return "?"
+            most = max(most, sum(feed.replays.values()))
+            for _ in range(100):
+                await next_event(ws)
+            return "replayed"
+        return "?"  # pragma: no cover
+
+    async def attempt() -> str:
+        try:
+            return await resume()
+        except ConnectionClosed as closed:
+            return f"{closed.rcvd.code if closed.rcvd else None}"
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(20)))
+    assert set(outcomes) == {"replayed", "1013"}
+    assert most <= 2
+    await eventually(turns_given_back(feed))
