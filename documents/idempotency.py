@@ -2,7 +2,8 @@
 
 One record per (caller, key). While the first request runs it is `pending` under a
 lease; it becomes `done` with the answer in the same transaction as the write it
-answers, so a crash leaves either both or neither.
+answers, so a crash leaves either both or neither. An answer that holds an item is
+dropped (the record turns `gone`) in the transaction that deletes the item.
 """
 
 from datetime import datetime
@@ -18,6 +19,7 @@ from documents.base import ApiDocument
 class KeyState(StrEnum):
     pending = "pending"
     done = "done"
+    gone = "gone"  # its answer held an item since deleted: that answer is not kept
 
 
 class IdempotencyRecord(ApiDocument):
@@ -30,6 +32,10 @@ class IdempotencyRecord(ApiDocument):
     status: int | None = None
     body: bytes | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # The items whose content `body` holds, and their owners: deleting one of them (or
+    # its owner's account) drops the answer.
+    item_ids: list[PydanticObjectId] = Field(default_factory=list)
+    item_owners: list[PydanticObjectId] = Field(default_factory=list)
     created_at: datetime
     expires_at: datetime
 
@@ -38,4 +44,5 @@ class IdempotencyRecord(ApiDocument):
         indexes = [  # noqa: RUF012
             IndexModel([("owner_id", 1), ("key", 1)], unique=True, name="owner_key"),
             IndexModel("expires_at", expireAfterSeconds=0),
+            IndexModel("item_ids", name="item_ids", sparse=True),
         ]

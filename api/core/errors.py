@@ -86,6 +86,7 @@ _DESCRIPTIONS = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict: a duplicate, or a change that cannot be made now (try again)",
+    410: "Gone: the first answer to this Idempotency-Key held an item since deleted",
     412: "The item changed since it was read (If-Match)",
     413: "Request body too large",
     422: "Validation failed",

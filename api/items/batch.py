@@ -132,7 +132,8 @@ async def write_batch(
         results: list[BatchResult] = []
         for start, run in _runs(batch.operations):
             results += await _step(start, run, user, session)
-        return Answer(200, _RESULTS.dump_json(BatchResults(results=results), by_alias=True))
+        body = _RESULTS.dump_json(BatchResults(results=results), by_alias=True)
+        return Answer.holding(200, body, [result.item for result in results if result.item])
 
     return await once(services, request, user.id, idempotency_key, perform, atomic=True)
 

@@ -1,10 +1,11 @@
-"""What deleting an account removes of the items feature: the items it owns, and the
-answers kept for its retries (they hold those items)."""
+"""What deleting an account removes of the items feature: the items it owns, the
+answers kept for its retries, and any other caller's kept answer showing its items."""
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.items import policy
+from api.items.idempotency import forget_answers_holding
 from documents import IdempotencyRecord, Item
 
 
@@ -13,3 +14,4 @@ async def remove_items_of(user_id: ObjectId, session: AsyncClientSession | None)
     await IdempotencyRecord.get_pymongo_collection().delete_many(
         {"owner_id": user_id}, session=session
     )
+    await forget_answers_holding([], session, owner_id=user_id)

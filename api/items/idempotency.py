@@ -22,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from api.config import Settings
-from api.core.errors import Conflict, DomainError
+from api.core.errors import Conflict, DomainError, problem_responses
 from api.core.retry import Retry
 from api.core.services import Services
 from documents import IdempotencyRecord
@@ -63,9 +63,9 @@ RETRY_AFTER = {
 
 
 def documented(responses: dict[int | str, dict[str, Any]], success: int) -> dict[int | str, Any]:
-    """`responses` with the headers an idempotent write adds: Idempotent-Replayed on
-    its success, Retry-After on its 409."""
-    done = {**responses, success: {**responses.get(success, {})}}
+    """`responses` with what an idempotent write adds: Idempotent-Replayed on its
+    success, Retry-After on its 409, and the 410 of an answer since dropped."""
+    done = {**problem_responses(410), **responses, success: {**responses.get(success, {})}}
     done[success]["headers"] = {**done[success].get("headers", {}), **REPLAYED}
     if 409 in done:
         done[409] = {**done[409], "headers": {**done[409].get("headers", {}), **RETRY_AFTER}}
@@ -79,11 +79,31 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    # The items whose content it holds, and their owners: deleting one (or its owner's
+    # account) drops this answer.
+    item_ids: list[Any] = field(default_factory=list)
+    item_owners: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def holding(
+        cls, status: int, body: bytes, items: list[Any], headers: dict[str, str] | None = None
+    ) -> "Answer":
+        """An answer that shows these items (documents with `id` and `owner_id`)."""
+        owners = list(dict.fromkeys(item.owner_id for item in items))
+        return cls(status, body, headers or {}, [item.id for item in items], owners)
 
 
 class KeyReused(DomainError):
     status, code, title = 422, "idempotency-key-reused", "Idempotency key reused"
     detail = "This Idempotency-Key was used for a different request; use a new key."
+
+
+class AnswerGone(DomainError):
+    status, code, title = 410, "idempotency-answer-gone", "Answer gone"
+    detail = (
+        "The request with this Idempotency-Key was carried out, but an item its answer "
+        "held has since been deleted, and so has that answer. Nothing was written now."
+    )
 
 
 class KeyInUse(Conflict):
@@ -220,6 +240,8 @@ async def _claim_now(
             raise KeyReused()
         if found["state"] == KeyState.done:
             return Answer(found["status"], found["body"], found["headers"])
+        if found["state"] == KeyState.gone:
+            raise AnswerGone()
         if found["lease_until"] > now:
             return found
         # Its request died holding it: take it over.
@@ -244,6 +266,8 @@ async def _settle(
                 "status": answer.status,
                 "body": answer.body,
                 "headers": answer.headers,
+                "item_ids": answer.item_ids,
+                "item_owners": answer.item_owners,
                 "lease": None,
                 "lease_until": None,
             }
@@ -252,6 +276,20 @@ async def _settle(
     )
     if not settled.modified_count:
         raise KeyInUse(settings.idempotency_lease_s)
+
+
+async def forget_answers_holding(
+    item_ids: list[Any], session: AsyncClientSession | None, owner_id: Any = None
+) -> None:
+    """Drop every kept answer that holds one of these items (or, given `owner_id`,
+    any item of that owner's), as they are deleted: a retry then gets a 410, neither the
+    deleted content nor a second write."""
+    held = {"item_ids": {"$in": item_ids}} if owner_id is None else {"item_owners": owner_id}
+    await IdempotencyRecord.get_pymongo_collection().update_many(
+        {**held, "state": KeyState.done},
+        {"$set": {"state": KeyState.gone}, "$unset": {"body": "", "headers": "", "status": ""}},
+        session=session,
+    )
 
 
 async def _release(claim: Claim) -> None:

@@ -74,7 +74,7 @@ async def create_item(
     async def perform(session: AsyncClientSession | None) -> Answer:
         item = await insert_item(owner_id, body, session)
         headers = {"Location": f"{API_PREFIX}{router.prefix}/{item.id}", "ETag": etag(item.version)}
-        return Answer(201, item_json(item), headers)
+        return Answer.holding(201, item_json(item), [item], headers)
 
     return await once(services, request, owner_id, idempotency_key, perform)
 
@@ -228,5 +228,10 @@ async def replace_item(
 
 
 @router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 409, 412))
-async def remove_item(item: WritableItem, if_match: IfMatch = None) -> None:
-    await delete_item(item, if_match)
+async def remove_item(item: WritableItem, services: AppServices, if_match: IfMatch = None) -> None:
+    """Delete an item; the answers kept for retries that show it go with it, at once."""
+
+    async def remove(session: AsyncClientSession | None) -> None:
+        await delete_item(item, if_match, session)
+
+    await services.atomically(remove)

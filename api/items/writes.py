@@ -21,6 +21,7 @@ from api.core.retry import Retry
 from api.items import policy
 from api.items.conditional import PreconditionFailed, expected_version
 from api.items.deps import Unreadable
+from api.items.idempotency import forget_answers_holding
 from documents import Item, ItemCreate, ItemMergePatch
 from documents.base import utcnow
 from documents.item import merge_patch
@@ -152,6 +153,9 @@ async def delete_item(
         if expected is not None and await _reread(item, session) is not None:
             raise PreconditionFailed()
         raise NotFound("item")
+    # Nothing keeps its content readable: the answers kept for retries that show it go
+    # too (in the same transaction, where the caller runs one).
+    await forget_answers_holding([item.id], session)
 
 
 async def _reread(item: Item, session: AsyncClientSession | None) -> Item | None:

@@ -193,3 +193,52 @@ async def test_a_malformed_key_is_refused(
     )
     assert response.status_code == 422, response.text
     assert await Item.find_all().count() == 0
+
+
+async def kept_answers() -> list[dict[str, Any]]:
+    return [record async for record in IdempotencyRecord.get_pymongo_collection().find()]
+
+
+async def test_deleting_an_item_drops_the_answers_that_show_it(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """A kept answer would keep a deleted item's content readable for a day: it goes
+    with the item. A retry then gets a 410: neither that content nor a second item."""
+    made = await client.post(ITEMS, json=NOTE, headers=keyed(alice, "create-1"))
+    ops = [{"op": "create", "item": {"title": f"batch {n}"}} for n in range(2)]
+    batch = await client.post(
+        f"{ITEMS}/batch", json={"operations": ops}, headers=keyed(alice, "b-1")
+    )
+    assert (made.status_code, batch.status_code) == (201, 200)
+    kept = await client.post(ITEMS, json={"title": "kept"}, headers=keyed(alice, "create-2"))
+    assert (await client.delete(made.headers["location"], headers=alice.headers)).status_code == 204
+    second = batch.json()["results"][1]["item"]["id"]
+    assert (await client.delete(f"{ITEMS}/{second}", headers=alice.headers)).status_code == 204
+
+    records = await kept_answers()
+    assert not any(b"pay invoice" in (r.get("body") or b"") for r in records)
+    assert not any(b"batch 1" in (r.get("body") or b"") for r in records)
+    for key, body in [("create-1", NOTE), ("b-1", {"operations": ops})]:
+        url = ITEMS if key.startswith("create") else f"{ITEMS}/batch"
+        gone = await client.post(url, json=body, headers=keyed(alice, key))
+        assert gone.status_code == 410
+        assert gone.headers["content-type"] == "application/problem+json"
+        assert gone.json()["type"] == "urn:docstore:problem:idempotency-answer-gone"
+    assert await Item.find_all().count() == 2  # "batch 0" and "kept": nothing re-created
+    again = await client.post(ITEMS, json={"title": "kept"}, headers=keyed(alice, "create-2"))
+    assert again.content == kept.content  # an answer whose item lives is still replayed
+
+
+async def test_deleting_an_account_drops_other_callers_answers_showing_its_items(
+    client: httpx2.AsyncClient, alice: Account, admin: Account
+) -> None:
+    item = (await client.post(ITEMS, json=NOTE, headers=alice.headers)).json()
+    patch = {"op": "patch", "id": item["id"], "patch": {"title": "secret plan"}}
+    batch = await client.post(
+        f"{ITEMS}/batch", json={"operations": [patch]}, headers=keyed(admin, "admin-1")
+    )
+    assert batch.status_code == 200
+    assert any(b"secret plan" in (r.get("body") or b"") for r in await kept_answers())
+    deleted = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
+    assert deleted.status_code == 204
+    assert not any(b"secret plan" in (r.get("body") or b"") for r in await kept_answers())
