@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, RouteTable(app.routes))
     openapi.install(app, settings)
     _add_middleware(app, settings, metrics)
-    feed.instrument(metrics, lambda: feed.running_feed(app))
+    feed.instrument(metrics)
     queue.instrument(metrics, unnamed=EmailChannel.name)
     return app
 
@@ -145,9 +145,7 @@ async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncI
         try:
             if settings.outbox_worker:
                 work.start()
-            live_feed = await _start_live_feed(
-                settings, client, replicated, lambda: metrics.skipped("live")
-            )
+            live_feed = await _start_live_feed(settings, client, replicated, metrics)
             if live_feed is not None:
                 services.add(live_feed)
             yield
@@ -168,7 +166,7 @@ def _signer(settings: Settings, secret: str) -> TokenSigner:
 
 
 async def _start_live_feed(
-    settings: Settings, client: Client, replicated: bool, skipped: Callable[[], None]
+    settings: Settings, client: Client, replicated: bool, metrics: Metrics
 ) -> LiveFeed | None:
     """This process's change-stream watcher, listening; None when the feed is off or the
     server has none (change streams, like transactions, need a replica set or mongos)."""
@@ -180,7 +178,12 @@ async def _start_live_feed(
             "WS /api/v1/ws/items will refuse connections with 1011"
         )
         return None
-    live_feed = LiveFeed(client[settings.mongodb_db], settings.live_queue_size, skipped)
+    live_feed = LiveFeed(
+        client[settings.mongodb_db],
+        settings.live_queue_size,
+        skipped=lambda: metrics.skipped("live"),
+        counted=feed.subscribers_gauge(metrics),
+    )
     await live_feed.enable_images()
     live_feed.start()
     # Wait (briefly) until the stream is open, so no change after startup is missed.

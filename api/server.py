@@ -16,7 +16,7 @@ import uvicorn
 from uvicorn.supervisors import multiprocess
 
 from api.config import Settings
-from api.core import embedded
+from api.core import embedded, metrics
 from api.core.supervisor import supervising
 from api.live import feed
 from api.live.routes import MESSAGE_MAX_BYTES
@@ -103,7 +103,8 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
     any that dies), each with its own live feed, each closing its sockets with 1001
     on shutdown. Without MONGODB_URL, the embedded database is started here, once,
     and every worker is pointed at it (a worker owning it would take it down with it);
-    this process restarts it if it fails, and stops it last.
+    this process restarts it if it fails, and stops it last. The workers' metrics go to
+    one folder, so a scrape of any of them counts all of them.
     """
     settings.workers = workers
     server = None
@@ -116,6 +117,7 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
     plain, multiprocess.Process = multiprocess.Process, _Worker  # type: ignore[misc]
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(metrics.shared_across_workers())  # before the workers start
             if server is not None and server.owned:
                 stack.enter_context(supervising(server, Settings().data_dir))
             sock = settings.bind_socket()

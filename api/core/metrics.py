@@ -1,29 +1,71 @@
-"""Prometheus metrics of this process, served as text by `GET /metrics`.
+"""Prometheus metrics, served as text by `GET /metrics`.
 
 Each app has its own registry (tests build many apps in one process). Requests are
 labelled by route template, never by raw path, so ids and unknown URLs cannot
-multiply the series. Features add gauges of their own, read when scraped.
+multiply the series. Features add gauges of their own, set as things change or read
+when scraped.
+
+With several worker processes on one port (`--workers N`), a scrape reaches one of
+them, so each process writes its values to files in `PROMETHEUS_MULTIPROC_DIR` (set by
+`api.server` before the workers start: prometheus-client's multiprocess mode) and a
+scrape adds up every worker's: after N requests through any workers, it reports N.
 """
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pymongo.errors import PyMongoError
 from starlette.types import Scope
 
 from api.core.routing import RouteTable
 
 UNMATCHED = "unmatched"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_folder() -> str | None:
+    """The folder worker processes share their metrics in, if they do."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+@contextlib.contextmanager
+def shared_across_workers() -> Iterator[str]:
+    """For the parent of worker processes, before it starts them: a folder for their
+    metrics, fresh for this run (one given in PROMETHEUS_MULTIPROC_DIR is emptied first:
+    a previous run's counts must not be added to this one's), named in the environment
+    the workers inherit. A folder of our own is removed afterwards."""
+    given = shared_folder()
+    if given is not None:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield given
+        return
+    folder = tempfile.mkdtemp(prefix="docstore-metrics-")
+    os.environ[MULTIPROCESS_DIR] = folder
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Metrics:
     def __init__(self) -> None:
         self._routes: RouteTable | None = None  # read from the app at its first request
         self._templates: dict[int, str] = {}  # id of a matched route -> its full template
+        self._gauges: dict[str, Gauge] = {}
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        if shared_folder() is None:  # one process: its own memory and CPU too
+            ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "docstore_http_requests",
             "HTTP requests answered, by route template and status",
@@ -68,8 +110,21 @@ class Metrics:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""
         self.unrenderable.labels(where).inc()
 
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, labels, registry=self.registry)
+    def gauge(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        mode: Literal["mostrecent", "livesum"] = "mostrecent",
+    ) -> Gauge:
+        """The gauge of that name (made on first use). `mode` says how the workers'
+        values add up with several processes: `mostrecent` for a value each reads from
+        the database, `livesum` for one of each process's own (its sockets)."""
+        if name not in self._gauges:
+            self._gauges[name] = Gauge(
+                name, documentation, labels, registry=self.registry, multiprocess_mode=mode
+            )
+        return self._gauges[name]
 
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Call `refresh` (which sets gauges) before each exposition."""
@@ -80,4 +135,9 @@ class Metrics:
             # Scraping must not fail with the database: keep the last values.
             with contextlib.suppress(PyMongoError):
                 await refresh()
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        folder = shared_folder()
+        if folder is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path=folder)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker), CONTENT_TYPE_LATEST

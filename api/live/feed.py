@@ -206,6 +206,7 @@ class LiveFeed(Background):
         database: AsyncDatabase[dict[str, Any]],
         queue_size: int,
         skipped: Callable[[], None] = lambda: None,
+        counted: Callable[[float], None] = lambda _: None,
     ) -> None:
         super().__init__("live-feed")
         self.database, self.queue_size = database, queue_size
@@ -218,6 +219,7 @@ class LiveFeed(Background):
         # from for anyone who read the database after taking it (X-Feed-Cursor).
         self.position: Position | None = None
         self.skipped = skipped  # counts a change nobody can be shown
+        self.counted = counted  # told how many subscribers there are, as that changes
         # Resumes replaying now, per account: a replay reads every account's changes
         # since its cursor (up to LIVE_REPLAY_MAX), so one account may run only a few.
         self.replays: Counter[ObjectId] = Counter()
@@ -258,10 +260,12 @@ class LiveFeed(Background):
             socket, user_id, scope, frozenset(tags), fields, asyncio.Queue(self.queue_size)
         )
         self.subscribers.add(subscriber)
+        self.counted(len(self.subscribers))
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+        self.counted(len(self.subscribers))
 
     async def _open(
         self, after: str | None, max_await_ms: int | None = None
@@ -429,14 +433,14 @@ def running_feed(app: Any) -> LiveFeed | None:
     return services.find(LiveFeed) if services is not None else None
 
 
-def instrument(metrics: Metrics, current: Callable[[], LiveFeed | None]) -> None:
-    """`docstore_live_subscribers`: the open subscriptions of `current()`, read when scraped."""
+def subscribers_gauge(metrics: Metrics) -> Callable[[float], None]:
+    """`docstore_live_subscribers`: open subscriptions, set as they open and close (each
+    worker's own, added up across workers). Its setter, for the feed."""
     gauge = metrics.gauge(
-        "docstore_live_subscribers", "Open WebSocket subscriptions to live changes"
+        "docstore_live_subscribers", "Open WebSocket subscriptions to live changes", mode="livesum"
     )
+    return gauge.set
 
-    async def refresh() -> None:
-        feed = current()
-        gauge.set(len(feed.subscribers) if feed is not None else 0)
 
-    metrics.on_scrape(refresh)
+def instrument(metrics: Metrics) -> None:
+    subscribers_gauge(metrics)(0)

@@ -49,3 +49,35 @@ async def test_two_workers_share_a_port_a_database_and_a_clean_shutdown(tmp_path
         assert {code for code, _ in closes} == {1001}
         assert await asyncio.wait_for(process.wait(), 30) == 0
     assert embedded.running_server(tmp_path / "mongo.json") is None  # stopped with them
+
+
+def health_count(exposition: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith("docstore_http_requests_total{") and 'route="/health"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_any_scrape_counts_the_requests_of_every_worker(tmp_path: Path) -> None:
+    """Requests spread over two workers (a new connection each); every scrape, whichever
+    worker answers it, reports them all. A previous run's counts are not added."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_1.db").write_bytes(b"a previous run's")
+    env = api_env("unused", "docstore", tmp_path, PROMETHEUS_MULTIPROC_DIR=str(folder))
+    async with running_api(env, "--workers", "2", without=("MONGODB_URL",)) as (base, process):
+        assert not (folder / "counter_1.db").exists()
+        async with httpx2.AsyncClient(base_url=base) as client:
+            before = health_count((await client.get("/metrics")).text)
+        for _ in range(30):
+            async with httpx2.AsyncClient(base_url=base) as client:  # a new connection each
+                assert (await client.get("/health")).status_code == 200
+        scrapes = set()
+        for _ in range(8):
+            async with httpx2.AsyncClient(base_url=base) as client:
+                scrapes.add(health_count((await client.get("/metrics")).text) - before)
+        assert scrapes == {30}
+        writers = {path.name.rsplit("_", 1)[1] for path in folder.glob("counter_*.db")}
+        assert len(writers) == 2  # both workers counted requests
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
