@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,12 +22,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from api.accounts.passwords import hash_password
 from api.config import Settings
 from api.core import queue
 from api.core.database import connect
-from documents import User, UserCreate
-from documents.user import CASE_INSENSITIVE
+from scripts.admin import superuser
 from scripts.admin.export import export, total
 from scripts.admin.records import read_records
 from scripts.admin.seeding import Report, Seeder
@@ -40,35 +37,40 @@ err = Console(stderr=True)
 
 @app.command("create-superuser")
 def create_superuser(
-    email: Annotated[
-        str, typer.Option(prompt=True, help="Email (an existing account is promoted)")
-    ],
-    username: Annotated[str, typer.Option(prompt=True)],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    email: Annotated[str, typer.Option(prompt=True, help="Email of the superuser")],
+    username: Annotated[
+        str | None, typer.Option(help="Username of a new account (asked for if missing)")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Password of a new account (asked for, hidden, if missing)")
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="If an account with this email exists, make it a superuser "
+            "(it keeps its owner's password) instead of refusing",
+        ),
+    ] = False,
 ) -> None:
-    """Create a superuser, or promote the existing account with this email."""
-    try:
-        body = UserCreate(email=email, username=username, password=password, is_superuser=True)
-    except ValidationError as error:
-        for issue in error.errors():
-            err.print(f"{'.'.join(map(str, issue['loc']))}: {issue['msg']}")
-        raise typer.Exit(2) from None
-    message = asyncio.run(_create_superuser(Settings(), body))
-    out.print(message)
+    """Create a superuser. An existing account with this email is refused, or with
+    --promote made a superuser as it is."""
+    if found := superuser.problems(email, username, password):
+        for problem in found:
+            err.print(problem, markup=False, highlight=False)
+        raise typer.Exit(2)
+    outcome = asyncio.run(
+        superuser.create_superuser(Settings(), email, username, password, promote, _ask)
+    )
+    (err if outcome.code else out).print(
+        outcome.message, markup=False, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(outcome.code)
 
 
-async def _create_superuser(settings: Settings, body: UserCreate) -> str:
-    async with connect(settings):
-        users = User.get_pymongo_collection()
-        promoted = await users.find_one_and_update(
-            {"email": body.email}, {"$set": {"is_superuser": True}}, collation=CASE_INSENSITIVE
-        )
-        if promoted is not None:
-            return f"Promoted {promoted['email']} to superuser (password unchanged)."
-        hashed = await hash_password(body.password, settings.bcrypt_rounds)
-        user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
-        await user.insert()
-        return f"Created superuser {user.email} ({user.id})."
+def _ask(what: str, hidden: bool) -> str:
+    answer: str = typer.prompt(what, hide_input=hidden, confirmation_prompt=hidden)
+    return answer
 
 
 @app.command()

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.conftest import services_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "seed.ndjson"
@@ -47,21 +50,33 @@ class Admin:
         return Run(process.returncode, out.decode(), err.decode())
 
 
-@pytest.fixture
-async def admin_cli(mongodb_url: str, tmp_path: Path) -> AsyncIterator[Admin]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    env = {
+def _env(mongodb_url: str, name: str, data_dir: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "MONGODB_URL": mongodb_url,
         "MONGODB_DB": name,
-        "DATA_DIR": str(tmp_path),
+        "DATA_DIR": str(data_dir),
         "BCRYPT_ROUNDS": "4",
         "COLUMNS": "200",
     }
+
+
+@pytest.fixture
+async def admin_cli(mongodb_url: str, tmp_path: Path) -> AsyncIterator[Admin]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
-    yield Admin(env, client[name])
+    yield Admin(_env(mongodb_url, name, tmp_path), client[name])
     await client.drop_database(name)
     await client.close()
+
+
+@pytest.fixture
+def app_admin(app: FastAPI, mongodb_url: str, tmp_path: Path) -> Admin:
+    """The admin commands on the database of the running app (`app`, `client`): for what
+    users do through the API between two admin runs."""
+    services = services_of(app)
+    name = services.settings.mongodb_db
+    return Admin(_env(mongodb_url, name, tmp_path), services.client[name])
 
 
 async def snapshot(db: AsyncDatabase[dict[str, Any]]) -> list[Any]:

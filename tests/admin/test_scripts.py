@@ -101,6 +101,13 @@ async def test_create_superuser_and_promote(admin_cli: Admin) -> None:
     root = await admin_cli.db.users.find_one({"username": "root"})
     assert root is not None
     assert root["is_superuser"] is True
+    again = await admin_cli(
+        "create-superuser", "--email", "root@example.com", "--username", "root",
+        "--password", "Root-pass-1",
+    )  # fmt: skip
+    assert again.code == 0, again.err  # a superuser already: nothing to refuse or do
+    assert "root <root@example.com>" in again.out
+    assert "is already a superuser; nothing changed; the password given was not set" in again.out
 
     await admin_cli("seed", EXAMPLE)
     promoted = await admin_cli(
@@ -111,9 +118,12 @@ async def test_create_superuser_and_promote(admin_cli: Admin) -> None:
         "ada",
         "--password",
         "Whatever-1",
+        "--promote",  # without it an existing account is refused (test_promotion.py)
     )
-    assert promoted.code == 0
-    assert "Promoted ada@example.com" in promoted.out
+    assert promoted.code == 0, promoted.err
+    assert "Promoted the existing account ada <ada@example.com>" in promoted.out
+    assert "email NOT verified" in promoted.out
+    assert "the password given was not set" in promoted.out
     ada = await admin_cli.db.users.find_one({"username": "ada"})
     assert ada is not None
     assert ada["is_superuser"] is True
