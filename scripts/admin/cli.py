@@ -7,6 +7,7 @@ They use MONGODB_URL, or the embedded server of DATA_DIR (attaching to it when
 import asyncio
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -26,9 +27,10 @@ from api.config import Settings
 from api.core import queue
 from api.core.database import connect
 from scripts.admin import superuser
+from scripts.admin.batches import Options, Report
 from scripts.admin.export import export, total
 from scripts.admin.records import read_records
-from scripts.admin.seeding import Report, Seeder
+from scripts.admin.seeding import Seeder
 
 app = typer.Typer(help="Docstore admin commands.", no_args_is_help=True, add_completion=False)
 out = Console()
@@ -82,36 +84,46 @@ def seed(
     strict: Annotated[
         bool, typer.Option("--strict", help="Write nothing unless every record is valid")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Set existing users' given fields and replace existing items wholesale, "
+            "even where they changed since they were seeded",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
 ) -> None:
-    """Import users and items from JSON arrays or NDJSON; safe to re-run."""
-    report = asyncio.run(_seed(Settings(), files, dry_run, strict, batch_size))
+    """Import users and items from JSON arrays or NDJSON. Safe to re-run: what changed
+    since it was seeded is kept unless --overwrite."""
+    settings = Settings()
+    options = Options(settings.bcrypt_rounds, dry_run, overwrite, batch_size)
+    report = asyncio.run(_seed(settings, files, strict, options))
+    for line in report.notice_lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in report.error_lines():
-        err.print(line, markup=False, highlight=False)
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     verb = "would write" if dry_run else "wrote"
+    kept = f"kept {report.kept} as stored (changed since seeded); " if report.kept else ""
     out.print(
         f"{report.valid} valid records; {verb} {report.written['user']} users and "
-        f"{report.written['item']} items; {len(report.errors)} errors."
+        f"{report.written['item']} items; {kept}{len(report.errors)} errors."
     )
     if report.errors:
         raise typer.Exit(1)
 
 
-async def _seed(
-    settings: Settings, files: list[Path], dry_run: bool, strict: bool, batch_size: int
-) -> Report:
+async def _seed(settings: Settings, files: list[Path], strict: bool, options: Options) -> Report:
     async with connect(settings):
-        if strict and not dry_run:
-            check = await _run_seeder(settings, files, True, batch_size)
+        if strict and not options.dry_run:
+            check = await _run_seeder(files, replace(options, dry_run=True))
             if check.errors:
                 return check
-        return await _run_seeder(settings, files, dry_run, batch_size)
+        return await _run_seeder(files, options)
 
 
-async def _run_seeder(
-    settings: Settings, files: list[Path], dry_run: bool, batch_size: int
-) -> Report:
-    seeder = Seeder(settings.bcrypt_rounds, dry_run, batch_size)
+async def _run_seeder(files: list[Path], options: Options) -> Report:
+    seeder = Seeder(options)
     with _progress(DownloadColumn()) as progress:
         for path in files:
             task = progress.add_task(path.name, total=path.stat().st_size)

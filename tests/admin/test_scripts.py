@@ -61,7 +61,7 @@ async def test_strict_seed_writes_nothing_when_any_line_is_bad(
 async def test_dry_run_validates_without_writing(admin_cli: Admin, tmp_path: Path) -> None:
     run = await admin_cli("seed", "--dry-run", EXAMPLE)
     assert run.code == 0, run.err
-    assert "6 valid records; would write" in run.out
+    assert "6 valid records; would write 2 users and 4 items; 0 errors." in run.out
     assert await admin_cli.db.users.count_documents({}) == 0
     bad = await admin_cli("seed", "--dry-run", write_ndjson(tmp_path / "b.ndjson", BAD_LINES))
     assert bad.code == 1
