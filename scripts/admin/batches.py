@@ -15,6 +15,7 @@ class Options:
     bcrypt_rounds: int
     dry_run: bool = False
     overwrite: bool = False  # existing users' given fields, items wholesale
+    promote: bool = False  # a record may make an existing account a superuser
     batch_size: int = 500
 
 

@@ -92,12 +92,19 @@ def seed(
             "even where they changed since they were seeded",
         ),
     ] = False,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="Let a record with is_superuser: true make an existing account a superuser",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
 ) -> None:
     """Import users and items from JSON arrays or NDJSON. Safe to re-run: what changed
     since it was seeded is kept unless --overwrite."""
     settings = Settings()
-    options = Options(settings.bcrypt_rounds, dry_run, overwrite, batch_size)
+    options = Options(settings.bcrypt_rounds, dry_run, overwrite, promote, batch_size)
     report = asyncio.run(_seed(settings, files, strict, options))
     for line in report.notice_lines():
         out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -9,6 +9,8 @@ that says it, so that re-running a seed never rolls back what changed since.
   in a `seeded` field; what seed did not write (an older seed, the API) only --overwrite
   changes.
 - `--overwrite` writes every given user field, and replaces items wholesale, regardless.
+- Nothing makes an existing account a superuser without `--promote`: that record is
+  refused (an error), because whoever registered the address first would get it.
 - Passwords of existing accounts are never changed: password recovery does that, ending
   the account's sessions as it must.
 """
@@ -19,6 +21,7 @@ from typing import Any
 from api.items.writes import CONTENT, identical
 from documents.search import search_terms
 from scripts.admin.records import ItemRecord, UserRecord
+from scripts.admin.superuser import describe
 
 USER_FIELDS = ("username", "full_name", "is_active", "is_superuser", "email_verified")
 ITEM_DEFAULTS: dict[str, Any] = {"description": None, "tags": [], "data": {}}
@@ -28,6 +31,8 @@ ITEM_DEFAULTS: dict[str, Any] = {"description": None, "tags": [], "data": {}}
 class UserChange:
     changes: dict[str, Any] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)  # given, but changed since seed wrote them
+    refused: str | None = None
+    promotes: bool = False
 
 
 def seeded_user(record: UserRecord) -> dict[str, Any]:
@@ -35,9 +40,17 @@ def seeded_user(record: UserRecord) -> dict[str, Any]:
     return record.model_dump(include=set(USER_FIELDS))
 
 
-def user_change(record: UserRecord, stored: dict[str, Any], overwrite: bool) -> UserChange:
+def user_change(
+    record: UserRecord, stored: dict[str, Any], overwrite: bool, promote: bool
+) -> UserChange:
+    promotes = record.is_superuser and not stored.get("is_superuser")
+    if promotes and not promote:
+        return UserChange(
+            refused=f"{stored['email']} belongs to the existing account {describe(stored)}, "
+            "which is not a superuser; seed promotes an existing account only with --promote"
+        )
     seeded = stored.get("seeded") or {}
-    change = UserChange()
+    change = UserChange(promotes=promotes and promote)
     for name in USER_FIELDS:
         if name not in record.model_fields_set:
             continue
@@ -45,7 +58,7 @@ def user_change(record: UserRecord, stored: dict[str, Any], overwrite: bool) -> 
         if identical(current, value):
             continue
         untouched = name in seeded and identical(seeded[name], current)
-        if overwrite or untouched:
+        if overwrite or untouched or (name == "is_superuser" and change.promotes):
             change.changes[name] = value
         else:
             change.kept.append(name)

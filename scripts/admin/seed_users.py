@@ -15,6 +15,7 @@ from documents.user import CASE_INSENSITIVE
 from scripts.admin import batches, reseed
 from scripts.admin.batches import Options, Report
 from scripts.admin.records import NO_PASSWORD, RawRecord, UserRecord
+from scripts.admin.superuser import describe
 
 Batch = list[tuple[RawRecord, UserRecord]]
 
@@ -47,10 +48,16 @@ async def write_users(batch: Batch, options: Options, report: Report) -> list[Us
 def _changes(
     raw: RawRecord, record: UserRecord, stored: dict[str, Any], options: Options, report: Report
 ) -> dict[str, Any]:
-    change = reseed.user_change(record, stored, options.overwrite)
+    change = reseed.user_change(record, stored, options.overwrite, options.promote)
+    if change.refused:
+        report.fail(raw, change.refused)
+        return {}
     if change.kept:
         report.kept += 1
         report.notice(raw, reseed.user_kept(record, change.kept))
+    if change.promotes:
+        verb = "would promote" if options.dry_run else "promoted"
+        report.notice(raw, f"{verb} the existing account {describe(stored)} to superuser")
     return change.changes
 
 

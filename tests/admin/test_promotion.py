@@ -81,3 +81,56 @@ async def test_create_superuser_refuses_a_taken_username(admin_cli: Admin, tmp_p
     assert run.code == 1
     assert run.err.strip() == "Refused: the username 'ROOT' is taken; nothing changed."
     assert await admin_cli.db.users.count_documents({}) == 1
+
+
+ROOT_RECORD = {
+    "kind": "user",
+    "email": "root@example.com",
+    "username": "root",
+    "password": ADMIN_PASSWORD,
+    "is_superuser": True,
+}
+NEWCOMER = {"kind": "user", "email": "new@example.com", "username": "newcomer"}
+
+
+async def test_seed_refuses_to_promote_an_existing_account_unasked(
+    client: httpx2.AsyncClient, app_admin: Admin, tmp_path: Path
+) -> None:
+    squatter = await _squat(client, app_admin)
+    source = write_ndjson(tmp_path / "root.ndjson", [ROOT_RECORD, NEWCOMER])
+    strict = await app_admin("seed", "--strict", source)
+    assert strict.code == 1
+    assert await app_admin.db.users.count_documents({}) == 1  # --strict: nothing at all
+
+    run = await app_admin("seed", source)
+    assert run.code == 1
+    [error] = run.err.splitlines()
+    assert error.startswith(f"{source}:1: root@example.com belongs to the existing account ")
+    assert "squatter <root@example.com>" in error
+    assert "--promote" in error
+    # The refused line changed nothing; the other was written, and the count says so.
+    assert "2 valid records; wrote 1 users and 0 items; 1 errors." in run.out
+    assert await app_admin.db.users.find_one({"_id": squatter["_id"]}) == squatter
+    assert await app_admin.db.users.count_documents({"username": "newcomer"}) == 1
+    assert await _superuser_by_login(client, SQUATTER["password"]) is False
+    assert await _superuser_by_login(client, ADMIN_PASSWORD) is None
+
+
+async def test_seed_promote_makes_the_existing_account_a_superuser_by_name(
+    client: httpx2.AsyncClient, app_admin: Admin, tmp_path: Path
+) -> None:
+    squatter = await _squat(client, app_admin)
+    source = write_ndjson(tmp_path / "root.ndjson", [ROOT_RECORD])
+    run = await app_admin("seed", "--promote", source)
+    assert run.code == 0, run.err
+    assert (
+        f"{source}:1: promoted the existing account squatter <root@example.com> "
+        f"({squatter['_id']}, email NOT verified) to superuser"
+    ) in run.out
+    promoted = await app_admin.db.users.find_one({"_id": squatter["_id"]})
+    assert promoted is not None
+    assert promoted["is_superuser"] is True
+    # Promoted as it is: its password and the name its owner chose stay theirs.
+    assert promoted["hashed_password"] == squatter["hashed_password"]
+    assert promoted["username"] == "squatter"
+    assert await _superuser_by_login(client, SQUATTER["password"]) is True
