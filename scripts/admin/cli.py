@@ -28,7 +28,7 @@ from api.core import queue
 from api.core.database import connect
 from scripts.admin import superuser
 from scripts.admin.batches import Options, Report
-from scripts.admin.export import export, total
+from scripts.admin.export import export, open_output, total
 from scripts.admin.records import read_records
 from scripts.admin.seeding import Seeder
 
@@ -149,7 +149,11 @@ def export_command(
     users: Annotated[bool, typer.Option(help="Export users")] = True,
     items: Annotated[bool, typer.Option(help="Export items")] = True,
     with_hashes: Annotated[
-        bool, typer.Option("--with-hashes", help="Include password hashes (needed to log in)")
+        bool,
+        typer.Option(
+            "--with-hashes",
+            help="Include password hashes (needed to log in); the file is made mode 0600",
+        ),
     ] = False,
 ) -> None:
     """Write users and items as NDJSON that `seed` re-imports as they were."""
@@ -164,7 +168,7 @@ async def _export(
         expected = await total(users, items)
         with (
             _progress(MofNCompleteColumn()) as progress,
-            output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as out,
+            open_output(output, with_hashes) if output else nullcontext(sys.stdout) as out,
         ):
             task = progress.add_task("export", total=expected)
             return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))

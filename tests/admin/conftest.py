@@ -33,7 +33,7 @@ class Admin:
     env: dict[str, str]
     db: AsyncDatabase[dict[str, Any]]
 
-    async def __call__(self, *args: str | Path, stdin: str | None = None) -> Run:
+    async def __call__(self, *args: str | Path, stdin: str | None = None, umask: int = -1) -> Run:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -44,6 +44,7 @@ class Admin:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            umask=umask,  # -1: the test process's own
         )
         out, err = await process.communicate(stdin.encode() if stdin else None)
         assert process.returncode is not None

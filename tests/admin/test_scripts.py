@@ -1,6 +1,8 @@
 """The admin commands, run as a user runs them: as a separate process on the database."""
 
 import json
+import os
+import stat
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +173,24 @@ async def test_export_round_trips_through_seed(
         assert await snapshot(other.db) == await snapshot(admin_cli.db)
     finally:
         await admin_cli.db.client.drop_database(name)
+
+
+async def test_an_export_with_hashes_is_readable_by_its_owner_alone(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    """Mode 0600 under the usual umask (022), also over an existing file that was not."""
+    assert (await admin_cli("seed", EXAMPLE)).code == 0
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    fresh, existing = dumps / "fresh.ndjson", dumps / "existing.ndjson"
+    existing.write_text("an older dump\n")
+    existing.chmod(0o644)
+    for dump in (fresh, existing):
+        run = await admin_cli("export", "--with-hashes", "--output", dump, umask=0o022)
+        assert run.code == 0, run.err
+        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+        assert dump.read_text().count('"hashed_password": "$2b$') == 2
+    assert sorted(os.listdir(dumps)) == ["existing.ndjson", "fresh.ndjson"]  # no temporary left
 
 
 async def test_export_leaves_hashes_out_by_default(admin_cli: Admin) -> None:
