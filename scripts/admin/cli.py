@@ -7,11 +7,11 @@ They use MONGODB_URL, or the embedded server of DATA_DIR (attaching to it when
 import asyncio
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,15 +23,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from api.accounts.passwords import hash_password
 from api.config import Settings
 from api.core import queue
 from api.core.database import connect
-from documents import User, UserCreate
-from documents.user import CASE_INSENSITIVE
-from scripts.admin.export import export, total
+from scripts.admin import superuser
+from scripts.admin.batches import Options, Report
+from scripts.admin.export import export, open_output, total
 from scripts.admin.records import read_records
-from scripts.admin.seeding import Report, Seeder
+from scripts.admin.seeding import Seeder
 
 app = typer.Typer(help="Docstore admin commands.", no_args_is_help=True, add_completion=False)
 out = Console()
@@ -40,35 +39,40 @@ err = Console(stderr=True)
 
 @app.command("create-superuser")
 def create_superuser(
-    email: Annotated[
-        str, typer.Option(prompt=True, help="Email (an existing account is promoted)")
-    ],
-    username: Annotated[str, typer.Option(prompt=True)],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    email: Annotated[str, typer.Option(prompt=True, help="Email of the superuser")],
+    username: Annotated[
+        str | None, typer.Option(help="Username of a new account (asked for if missing)")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Password of a new account (asked for, hidden, if missing)")
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="If an account with this email exists, make it a superuser "
+            "(it keeps its owner's password) instead of refusing",
+        ),
+    ] = False,
 ) -> None:
-    """Create a superuser, or promote the existing account with this email."""
-    try:
-        body = UserCreate(email=email, username=username, password=password, is_superuser=True)
-    except ValidationError as error:
-        for issue in error.errors():
-            err.print(f"{'.'.join(map(str, issue['loc']))}: {issue['msg']}")
-        raise typer.Exit(2) from None
-    message = asyncio.run(_create_superuser(Settings(), body))
-    out.print(message)
+    """Create a superuser. An existing account with this email is refused, or with
+    --promote made a superuser as it is."""
+    if found := superuser.problems(email, username, password):
+        for problem in found:
+            err.print(problem, markup=False, highlight=False)
+        raise typer.Exit(2)
+    outcome = asyncio.run(
+        superuser.create_superuser(Settings(), email, username, password, promote, _ask)
+    )
+    (err if outcome.code else out).print(
+        outcome.message, markup=False, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(outcome.code)
 
 
-async def _create_superuser(settings: Settings, body: UserCreate) -> str:
-    async with connect(settings):
-        users = User.get_pymongo_collection()
-        promoted = await users.find_one_and_update(
-            {"email": body.email}, {"$set": {"is_superuser": True}}, collation=CASE_INSENSITIVE
-        )
-        if promoted is not None:
-            return f"Promoted {promoted['email']} to superuser (password unchanged)."
-        hashed = await hash_password(body.password, settings.bcrypt_rounds)
-        user = User(**body.model_dump(exclude={"password"}), hashed_password=hashed)
-        await user.insert()
-        return f"Created superuser {user.email} ({user.id})."
+def _ask(what: str, hidden: bool) -> str:
+    answer: str = typer.prompt(what, hide_input=hidden, confirmation_prompt=hidden)
+    return answer
 
 
 @app.command()
@@ -80,36 +84,53 @@ def seed(
     strict: Annotated[
         bool, typer.Option("--strict", help="Write nothing unless every record is valid")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Set existing users' given fields and replace existing items wholesale, "
+            "even where they changed since they were seeded",
+        ),
+    ] = False,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="Let a record with is_superuser: true make an existing account a superuser",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
 ) -> None:
-    """Import users and items from JSON arrays or NDJSON; safe to re-run."""
-    report = asyncio.run(_seed(Settings(), files, dry_run, strict, batch_size))
+    """Import users and items from JSON arrays or NDJSON. Safe to re-run: what changed
+    since it was seeded is kept unless --overwrite."""
+    settings = Settings()
+    options = Options(settings.bcrypt_rounds, dry_run, overwrite, promote, batch_size)
+    report = asyncio.run(_seed(settings, files, strict, options))
+    for line in report.notice_lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in report.error_lines():
-        err.print(line, markup=False, highlight=False)
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     verb = "would write" if dry_run else "wrote"
+    kept = f"kept {report.kept} as stored (changed since seeded); " if report.kept else ""
     out.print(
         f"{report.valid} valid records; {verb} {report.written['user']} users and "
-        f"{report.written['item']} items; {len(report.errors)} errors."
+        f"{report.written['item']} items; {kept}{len(report.errors)} errors."
     )
     if report.errors:
         raise typer.Exit(1)
 
 
-async def _seed(
-    settings: Settings, files: list[Path], dry_run: bool, strict: bool, batch_size: int
-) -> Report:
+async def _seed(settings: Settings, files: list[Path], strict: bool, options: Options) -> Report:
     async with connect(settings):
-        if strict and not dry_run:
-            check = await _run_seeder(settings, files, True, batch_size)
+        if strict and not options.dry_run:
+            check = await _run_seeder(files, replace(options, dry_run=True))
             if check.errors:
                 return check
-        return await _run_seeder(settings, files, dry_run, batch_size)
+        return await _run_seeder(files, options)
 
 
-async def _run_seeder(
-    settings: Settings, files: list[Path], dry_run: bool, batch_size: int
-) -> Report:
-    seeder = Seeder(settings.bcrypt_rounds, dry_run, batch_size)
+async def _run_seeder(files: list[Path], options: Options) -> Report:
+    seeder = Seeder(options)
     with _progress(DownloadColumn()) as progress:
         for path in files:
             task = progress.add_task(path.name, total=path.stat().st_size)
@@ -128,7 +149,11 @@ def export_command(
     users: Annotated[bool, typer.Option(help="Export users")] = True,
     items: Annotated[bool, typer.Option(help="Export items")] = True,
     with_hashes: Annotated[
-        bool, typer.Option("--with-hashes", help="Include password hashes (needed to log in)")
+        bool,
+        typer.Option(
+            "--with-hashes",
+            help="Include password hashes (needed to log in); the file is made mode 0600",
+        ),
     ] = False,
 ) -> None:
     """Write users and items as NDJSON that `seed` re-imports as they were."""
@@ -143,7 +168,7 @@ async def _export(
         expected = await total(users, items)
         with (
             _progress(MofNCompleteColumn()) as progress,
-            output.open("w", encoding="utf-8") if output else nullcontext(sys.stdout) as out,
+            open_output(output, with_hashes) if output else nullcontext(sys.stdout) as out,
         ):
             task = progress.add_task("export", total=expected)
             return await export(out, users, items, with_hashes, lambda n: progress.advance(task, n))

@@ -4,7 +4,11 @@ Streams from database cursors in batches: memory stays flat however large the da
 """
 
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 from bson import ObjectId
@@ -39,6 +43,30 @@ async def export(
             counts["item"] += len(batch)
             advance(len(batch))
     return counts
+
+
+@contextmanager
+def open_output(path: Path, private: bool) -> Iterator[TextIO]:
+    """The file `path`, written whole or not at all, and readable by its owner alone when
+    `private` (password hashes): mode 0600 from the moment it exists, whatever the umask
+    or the mode of a file it replaces. (Truncating an existing file would keep that
+    file's mode, 0644 say; a chmod afterwards would leave the hashes readable until it.)
+    A pipe or device is written directly: it holds nothing once read."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as out:
+            yield out
+        return
+    target = path.resolve()  # a symlink keeps pointing at the dump
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(temporary, flags, 0o600 if private else 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 async def total(users: bool, items: bool) -> int:

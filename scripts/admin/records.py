@@ -1,12 +1,64 @@
-"""Reading seed files: a JSON array or NDJSON, each record with the line it starts on."""
+"""Seed files: a JSON array or NDJSON, each record with the line it starts on, and the
+models that validate a record with the API's own rules."""
 
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+
+from documents import ItemCreate, UserCreate
+from documents.base import ObjectIdParam
+from documents.user import Password
 
 _decoder = json.JSONDecoder()
+
+# Marks a stored hash that no password matches (bcrypt refuses it outright).
+NO_PASSWORD = "!no-password:"
+BCRYPT_HASH = r"^(\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}|!no-password:[\w-]+)$"
+
+
+class UserRecord(UserCreate):
+    """A user line. Without a password or hash (an export without --with-hashes), a new
+    account gets none that works: it must be reset before anyone can log in."""
+
+    # Lines arrive parsed (Python values, not JSON text): strict mode would refuse their
+    # date strings, which JSON itself has no other way to write.
+    model_config = ConfigDict(strict=False)
+
+    kind: Literal["user"]
+    id: ObjectIdParam | None = None
+    password: Password | None = None  # type: ignore[assignment]
+    hashed_password: str | None = Field(default=None, pattern=BCRYPT_HASH)
+    is_active: bool = True
+    email_verified: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Self:
+        if self.password is not None and self.hashed_password is not None:
+            raise ValueError("give password or hashed_password, not both")
+        return self
+
+
+class ItemRecord(ItemCreate):
+    model_config = ConfigDict(strict=False)  # as UserRecord's
+
+    kind: Literal["item"]
+    owner: str = Field(min_length=1, description="The owner's email or username")
+    id: ObjectIdParam | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = Field(default=1, ge=1)
+
+
+SeedRecord = TypeAdapter[UserRecord | ItemRecord](
+    Annotated[UserRecord | ItemRecord, Field(discriminator="kind")]
+)
 
 
 @dataclass

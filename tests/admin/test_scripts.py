@@ -1,89 +1,28 @@
 """The admin commands, run as a user runs them: as a separate process on the database."""
 
-import asyncio
 import json
 import os
-import sys
+import stat
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import pytest
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "seed.ndjson"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Admin:
-    env: dict[str, str]
-    db: AsyncDatabase[dict[str, Any]]
-
-    async def __call__(self, *args: str | Path, stdin: str | None = None) -> Run:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "scripts.admin",
-            *map(str, args),
-            env=self.env,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate(stdin.encode() if stdin else None)
-        assert process.returncode is not None
-        return Run(process.returncode, out.decode(), err.decode())
-
-
-@pytest.fixture
-async def admin_cli(mongodb_url: str, tmp_path: Path) -> AsyncIterator[Admin]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    env = {
-        **os.environ,
-        "MONGODB_URL": mongodb_url,
-        "MONGODB_DB": name,
-        "DATA_DIR": str(tmp_path),
-        "BCRYPT_ROUNDS": "4",
-        "COLUMNS": "200",
-    }
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
-    yield Admin(env, client[name])
-    await client.drop_database(name)
-    await client.close()
+from tests.admin.conftest import EXAMPLE, Admin, snapshot, write_ndjson
 
 
 async def test_seed_example_is_idempotent(admin_cli: Admin) -> None:
     first = await admin_cli("seed", EXAMPLE)
     assert first.code == 0, first.err
     assert "6 valid records; wrote 2 users and 4 items; 0 errors." in first.out
-    snapshot = await _snapshot(admin_cli.db)
+    before = await snapshot(admin_cli.db)
     second = await admin_cli("seed", EXAMPLE)
     assert second.code == 0
     assert "wrote 0 users and 0 items" in second.out
-    assert await _snapshot(admin_cli.db) == snapshot
+    assert await snapshot(admin_cli.db) == before
     ada = await admin_cli.db.users.find_one({"username": "ada"})
     assert ada is not None
     assert ada["hashed_password"].startswith("$2b$04$")
     assert await admin_cli.db.items.count_documents({"owner_id": ada["_id"]}) == 2
-
-
-async def _snapshot(db: AsyncDatabase[dict[str, Any]]) -> list[Any]:
-    return [doc async for doc in db.users.find().sort("_id")] + [
-        doc async for doc in db.items.find().sort("_id")
-    ]
 
 
 BAD_LINES = [
@@ -98,15 +37,8 @@ BAD_LINES = [
 ]
 
 
-def _write_ndjson(path: Path, lines: list[Any]) -> Path:
-    path.write_text(
-        "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
-    )
-    return path
-
-
 async def test_seed_reports_each_bad_line_and_keeps_going(admin_cli: Admin, tmp_path: Path) -> None:
-    source = _write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES)
+    source = write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES)
     run = await admin_cli("seed", source)
     assert run.code == 1
     errors = [line for line in run.err.splitlines() if line.startswith(str(source))]
@@ -122,7 +54,7 @@ async def test_seed_reports_each_bad_line_and_keeps_going(admin_cli: Admin, tmp_
 async def test_strict_seed_writes_nothing_when_any_line_is_bad(
     admin_cli: Admin, tmp_path: Path
 ) -> None:
-    source = _write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES[:3])
+    source = write_ndjson(tmp_path / "mixed.ndjson", BAD_LINES[:3])
     run = await admin_cli("seed", "--strict", source)
     assert run.code == 1
     assert await admin_cli.db.users.count_documents({}) == 0
@@ -131,9 +63,9 @@ async def test_strict_seed_writes_nothing_when_any_line_is_bad(
 async def test_dry_run_validates_without_writing(admin_cli: Admin, tmp_path: Path) -> None:
     run = await admin_cli("seed", "--dry-run", EXAMPLE)
     assert run.code == 0, run.err
-    assert "6 valid records; would write" in run.out
+    assert "6 valid records; would write 2 users and 4 items; 0 errors." in run.out
     assert await admin_cli.db.users.count_documents({}) == 0
-    bad = await admin_cli("seed", "--dry-run", _write_ndjson(tmp_path / "b.ndjson", BAD_LINES))
+    bad = await admin_cli("seed", "--dry-run", write_ndjson(tmp_path / "b.ndjson", BAD_LINES))
     assert bad.code == 1
     assert f"{tmp_path / 'b.ndjson'}:5: unknown owner 'ghost'" in bad.err
 
@@ -171,6 +103,13 @@ async def test_create_superuser_and_promote(admin_cli: Admin) -> None:
     root = await admin_cli.db.users.find_one({"username": "root"})
     assert root is not None
     assert root["is_superuser"] is True
+    again = await admin_cli(
+        "create-superuser", "--email", "root@example.com", "--username", "root",
+        "--password", "Root-pass-1",
+    )  # fmt: skip
+    assert again.code == 0, again.err  # a superuser already: nothing to refuse or do
+    assert "root <root@example.com>" in again.out
+    assert "is already a superuser; nothing changed; the password given was not set" in again.out
 
     await admin_cli("seed", EXAMPLE)
     promoted = await admin_cli(
@@ -181,9 +120,12 @@ async def test_create_superuser_and_promote(admin_cli: Admin) -> None:
         "ada",
         "--password",
         "Whatever-1",
+        "--promote",  # without it an existing account is refused (test_promotion.py)
     )
-    assert promoted.code == 0
-    assert "Promoted ada@example.com" in promoted.out
+    assert promoted.code == 0, promoted.err
+    assert "Promoted the existing account ada <ada@example.com>" in promoted.out
+    assert "email NOT verified" in promoted.out
+    assert "the password given was not set" in promoted.out
     ada = await admin_cli.db.users.find_one({"username": "ada"})
     assert ada is not None
     assert ada["is_superuser"] is True
@@ -228,9 +170,27 @@ async def test_export_round_trips_through_seed(
     try:
         imported = await other("seed", dump)
         assert imported.code == 0, imported.err
-        assert await _snapshot(other.db) == await _snapshot(admin_cli.db)
+        assert await snapshot(other.db) == await snapshot(admin_cli.db)
     finally:
         await admin_cli.db.client.drop_database(name)
+
+
+async def test_an_export_with_hashes_is_readable_by_its_owner_alone(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    """Mode 0600 under the usual umask (022), also over an existing file that was not."""
+    assert (await admin_cli("seed", EXAMPLE)).code == 0
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    fresh, existing = dumps / "fresh.ndjson", dumps / "existing.ndjson"
+    existing.write_text("an older dump\n")
+    existing.chmod(0o644)
+    for dump in (fresh, existing):
+        run = await admin_cli("export", "--with-hashes", "--output", dump, umask=0o022)
+        assert run.code == 0, run.err
+        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+        assert dump.read_text().count('"hashed_password": "$2b$') == 2
+    assert sorted(os.listdir(dumps)) == ["existing.ndjson", "fresh.ndjson"]  # no temporary left
 
 
 async def test_export_leaves_hashes_out_by_default(admin_cli: Admin) -> None:
@@ -243,7 +203,7 @@ async def test_export_leaves_hashes_out_by_default(admin_cli: Admin) -> None:
 
 
 async def test_users_without_passwords_import_locked(admin_cli: Admin, tmp_path: Path) -> None:
-    source = _write_ndjson(
+    source = write_ndjson(
         tmp_path / "u.ndjson", [{"kind": "user", "email": "n@example.com", "username": "nopass"}]
     )
     assert (await admin_cli("seed", source)).code == 0
@@ -295,10 +255,10 @@ async def test_reseeding_changed_content_gives_a_new_version_and_only_then(
         {"kind": "item", "owner": "owner", "title": "kept", "data": {"n": 1}},
         {"kind": "item", "owner": "owner", "title": "changed", "data": {"n": 1}},
     ]
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
     before = {doc["title"]: doc async for doc in admin_cli.db.items.find()}
     lines[2] = {**lines[2], "data": {"n": 2}}
-    again = await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", lines))
+    again = await admin_cli("seed", write_ndjson(tmp_path / "b.ndjson", lines))
     assert again.code == 0
     assert "wrote 0 users and 1 items" in again.out
     after = {doc["title"]: doc async for doc in admin_cli.db.items.find()}
@@ -317,7 +277,7 @@ async def test_a_key_twice_in_one_batch_is_one_item_the_later_line(
         {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 1}},
         {"kind": "item", "owner": "owner", "title": "twice", "data": {"n": 2}},
     ]
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
     stored = [doc async for doc in admin_cli.db.items.find({"title": "twice"})]
     assert [(doc["data"], doc["version"]) for doc in stored] == [({"n": 2}, 1)]
 
@@ -329,13 +289,13 @@ async def test_a_seed_line_cannot_rewrite_another_owners_item(
         {"kind": "user", "email": f"{n}@example.com", "username": n, "password": "Good-pass-1"}
         for n in ("alice", "bobby")
     ]
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "u.ndjson", users))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "u.ndjson", users))).code == 0
     first = [{"kind": "item", "owner": "bobby", "title": "bob's", "data": {"n": 1}}]
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", first))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "a.ndjson", first))).code == 0
     bobs = await admin_cli.db.items.find_one({"title": "bob's"})
     assert bobs is not None
     takeover = [{"kind": "item", "owner": "alice", "id": str(bobs["_id"]), "title": "mine now"}]
-    run = await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", takeover))
+    run = await admin_cli("seed", write_ndjson(tmp_path / "b.ndjson", takeover))
     assert run.code == 1
     assert "belongs to another owner" in run.err
     assert await admin_cli.db.items.find_one({"_id": bobs["_id"]}) == bobs
@@ -346,9 +306,9 @@ async def test_reseeding_a_change_of_type_alone_is_a_change(
 ) -> None:
     """1 and true are equal to Python, not to JSON: the new value must be written."""
     lines = [OWNER, {"kind": "item", "owner": "owner", "title": "t", "data": {"ok": 1}}]
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "a.ndjson", lines))).code == 0
     lines[1] = {**lines[1], "data": {"ok": True}}
-    assert (await admin_cli("seed", _write_ndjson(tmp_path / "b.ndjson", lines))).code == 0
+    assert (await admin_cli("seed", write_ndjson(tmp_path / "b.ndjson", lines))).code == 0
     stored = await admin_cli.db.items.find_one({"title": "t"})
     assert stored is not None
     assert (stored["data"], stored["version"]) == ({"ok": True}, 2)
