@@ -197,7 +197,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
-        description="The largest request body (1 MiB by default); past it, a 413.",
+        description=(
+            "The largest request body of a signed-in caller (1 MiB by default); past it, "
+            "a 413. Until a route knows its caller, a body is held to 64 KiB."
+        ),
     )
     # At most 150: the answer, up to 150 full items, is kept for Idempotency-Key retries
     # in one MongoDB document, which holds 16 MiB.

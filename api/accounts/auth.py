@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import UpdateOne
 
 from api.accounts import passwords, sessions, throttle
+from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import (
     AccountReader,
     AppSigner,
@@ -28,7 +29,7 @@ from documents.user import CASE_INSENSITIVE
 
 SessionId = Annotated[ObjectIdParam, Path(alias="session_id", description="A session's id")]
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=AuthFirstRoute)
 
 MAX_LOGIN_LENGTH = 320  # longer than any email or username: refused before it is counted
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts import action_tokens, sessions, throttle
+from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import CurrentUser, client_address
 from api.accounts.passwords import hash_password
 from api.core.errors import problem_responses
@@ -22,7 +23,7 @@ from documents import Purpose, User
 from documents.base import utcnow
 from documents.user import CASE_INSENSITIVE, Password
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=AuthFirstRoute)
 
 Token = Annotated[str, Field(min_length=1, max_length=200)]
 

@@ -5,13 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.accounts import personal_tokens
+from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import CurrentSession, CurrentUser
 from api.core.errors import NotFound, problem_responses
 from api.core.pagination import Page
 from documents import AccessToken, AccessTokenCreate, AccessTokenCreated, AccessTokenPublic
 from documents.base import ObjectIdParam
 
-router = APIRouter(prefix="/auth/tokens", tags=["auth"])
+router = APIRouter(prefix="/auth/tokens", tags=["auth"], route_class=AuthFirstRoute)
 TokenId = Annotated[ObjectIdParam, Path(description="An access token's id")]
 
 

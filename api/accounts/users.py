@@ -8,6 +8,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.accounts import action_tokens, sessions, throttle
+from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import (
     CurrentSession,
     CurrentUser,
@@ -38,7 +39,7 @@ from documents import (
 from documents.base import utcnow
 
 LOCATION = {"Location": {"description": "The new user's URL", "schema": {"type": "string"}}}
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=AuthFirstRoute)
 
 
 class SelfLockout(Conflict):

@@ -8,8 +8,8 @@
 - `BodyLimit`: refuses bodies over the configured size with 413, whether or
   not the client announced the length, and header floods (more than MAX_HEADERS
   fields or MAX_HEADER_BYTES in all) with 431: the server in front of us may let
-  any amount through (Uvicorn's httptools parser does). A path with a larger limit
-  (the batch) gets it only once its route has authenticated the caller.
+  any amount through (Uvicorn's httptools parser does). Until a route has
+  authenticated its caller, a body is held to ANONYMOUS_BODY_BYTES (64 KiB).
 """
 
 import logging
@@ -130,14 +130,20 @@ _CEILING = "docstore.body_ceiling"
 _ALLOWED = "docstore.body_allowed"
 
 
+# What anyone may send before a route knows who they are: every body a caller who is not
+# signed in may send (a sign-up, a login, a reset) is a few hundred bytes.
+ANONYMOUS_BODY_BYTES = 64 * 1024
+
+
 class BodyLimit:
-    """Bodies of at most `max_bytes`. The paths in `larger` may carry up to their own
-    limit, but only once the route has said who is asking (`allow_larger_body`, after
-    authenticating): until then their bodies are held to `max_bytes` too, so nobody
-    unknown makes the server read or parse more than that."""
+    """Bodies of at most `max_bytes` (the paths in `larger`: their own limit), but only
+    once the route has said who is asking (`allow_larger_body`, after authenticating):
+    until then a body is held to ANONYMOUS_BODY_BYTES, so nobody unknown makes the
+    server read or parse more than that."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app, self.default_bytes, self.larger = app, max_bytes, larger or {}
+        self.anonymous_bytes = min(ANONYMOUS_BODY_BYTES, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,7 +171,7 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            max_bytes = scope.get(_ALLOWED, self.default_bytes)
+            max_bytes = scope.get(_ALLOWED, self.anonymous_bytes)
             if received > max_bytes:
                 raise HTTPException(413, _too_large_detail(max_bytes))
             return message

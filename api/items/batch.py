@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import Field, TypeAdapter
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts.deps import ItemWriter, login_first
+from api.accounts.auth_first import AuthFirstRoute
+from api.accounts.deps import ItemWriter
 from api.core.errors import (
     DomainError,
     Problem,
@@ -25,7 +25,6 @@ from api.core.errors import (
     validation_detail,
     validation_issues,
 )
-from api.core.middleware import allow_larger_body
 from api.core.services import AppServices
 from api.items.deps import find_writable
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
@@ -42,18 +41,16 @@ from documents.batch import (
 )
 
 
-class _BatchRoute(APIRoute):
-    """The caller is authenticated before a byte of the body is read, and only then may
-    the body be larger than any other (BATCH_MAX_BYTES): nobody unknown makes the server
-    parse megabytes. A batch's validation failures name the operation they are in
-    (FastAPI's own 422 would only say so inside `loc`)."""
+class _BatchRoute(AuthFirstRoute):
+    """Authenticated before a byte of the body is read (AuthFirstRoute), and only then
+    may its body reach BATCH_MAX_BYTES: nobody unknown makes the server parse megabytes.
+    A batch's validation failures name the operation they are in (FastAPI's own 422
+    would only say so inside `loc`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            await login_first(request, WRITE_SCOPES)
-            allow_larger_body(request)
             try:
                 return await handle(request)
             except RequestValidationError as error:
@@ -65,7 +62,6 @@ class _BatchRoute(APIRoute):
 
 
 router = APIRouter(prefix="/items", tags=["items"], route_class=_BatchRoute)
-WRITE_SCOPES = ["items:write"]  # as ItemWriter asks
 BATCH_PATH = "/items/batch"
 _RESULTS: TypeAdapter[BatchResults] = TypeAdapter(BatchResults)
 

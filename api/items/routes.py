@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BeforeValidator, ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import ItemReader, ItemWriter
 from api.config import API_PREFIX
 from api.core.errors import DomainError, problem_responses
@@ -34,7 +35,7 @@ from documents.item import tag_key
 from documents.search import search_filter
 
 log = logging.getLogger("docstore.items")
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], route_class=AuthFirstRoute)
 
 MERGE_PATCH = {
     "requestBody": {

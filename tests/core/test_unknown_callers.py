@@ -1,7 +1,8 @@
-"""Nobody unknown makes the server read or parse much: an unauthenticated batch is
-refused before its body is read, and a socket's first message is held to what a token
-needs. Measured on a real `python -m api.server` process: its resident memory (from
-/proc) and how fast `/health` answers while the attack runs."""
+"""Nobody unknown makes the server read or parse much: a route that needs a login
+refuses an unauthenticated body before reading it, any other holds it to 64 KiB, and a
+socket's first message is held to what a token needs. Measured on a real
+`python -m api.server` process: its resident memory (from /proc) and how fast `/health`
+answers while the attack runs."""
 
 import asyncio
 import time
@@ -49,27 +50,38 @@ def nested_arrays(size: int) -> bytes:
     return b'{"operations": [' + b"[]," * (size // 3 - 10) + b"[]]}"
 
 
-async def test_an_unauthenticated_batch_is_refused_before_its_body_is_read(
-    mongodb_url: str, tmp_path: Path
+# Each attack: where, how big a body, how many at once, and the answer each gets.
+ATTACKS = {
+    # The batch may be 8 MiB, for a known caller: an unknown one is asked first.
+    "batch": (BATCH, 8 * MiB - 1024, 4, 401),
+    # Any route that needs a login: a 1 MiB body (MAX_BODY_BYTES) is not read either.
+    "item": ("/api/v1/items", MiB - 1024, 40, 401),
+    # A route anyone may use holds an unknown caller's body to 64 KiB.
+    "sign-up": ("/api/v1/users", MiB - 1024, 40, 413),
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_an_unknown_caller_cannot_make_the_server_parse_a_big_body(
+    attack: str, mongodb_url: str, tmp_path: Path
 ) -> None:
-    env = api_env(mongodb_url, "unknown_batch", tmp_path)
+    path, size, at_once, status = ATTACKS[attack]
+    env = api_env(mongodb_url, "unknown_body", tmp_path)
     async with running_api(env) as (base, process):
-        body = nested_arrays(8 * MiB - 1024)
+        body = nested_arrays(size)
+        json_type = {"Content-Type": "application/json"}
         async with httpx2.AsyncClient(base_url=base, timeout=60) as client:
             # Warm up (the first request loads what every request uses), then measure.
-            await client.post(BATCH, content=b"{}", headers={"Content-Type": "application/json"})
+            await client.post(path, content=b"{}", headers=json_type)
 
-            async def attack() -> list[int]:
-                sent = [
-                    client.post(BATCH, content=body, headers={"Content-Type": "application/json"})
-                    for _ in range(4)
-                ]
+            async def flood() -> list[int]:
+                sent = [client.post(path, content=body, headers=json_type) for _ in range(at_once)]
                 return [response.status_code for response in await asyncio.gather(*sent)]
 
-            job = asyncio.ensure_future(attack())
+            job = asyncio.ensure_future(flood())
             slowest, grown = await under_attack(base, process.pid, job)
-            assert job.result() == [401] * 4
-        print(f"\nbatch: /health {slowest:.2f} s, grown {grown / MiB:.0f} MiB")
+            assert job.result() == [status] * at_once
+        print(f"\n{attack}: /health {slowest:.2f} s, grown {grown / MiB:.0f} MiB")
         assert slowest < 0.5, f"/health took {slowest:.2f} s during the attack"
         assert grown < 64 * MiB, f"the process grew by {grown / MiB:.0f} MiB"
 
