@@ -108,20 +108,18 @@ async def reset_password(body: PasswordReset, request: Request, services: AppSer
     Failed attempts are counted per client (RESET_MAX_FAILURES_PER_CLIENT per
     LOGIN_FAILURE_WINDOW_S, then 429)."""
     settings = services.settings
-    client = throttle.client_key(client_address(request), "reset-client")
-    limits = {client: settings.reset_max_failures_per_client}
-    reserved = await throttle.reserve(limits, settings.login_failure_window_s, RESETS_THROTTLED)
-    try:
-        # The token first: the new password is hashed only for one that can be spent.
-        if not await action_tokens.is_live(body.token, Purpose.reset_password):
-            reserved = {}  # a failure: it stays counted
-            raise action_tokens.InvalidActionToken()
-        # Then hashed, before the token is spent: a server too busy to hash (503) must
-        # not have used it up.
-        hashed = await hash_password(body.new_password, settings.bcrypt_rounds)
-        record = await action_tokens.consume(body.token, Purpose.reset_password)
-    finally:
-        await throttle.give_back(reserved)
+    # The token first: one indexed read, and the new password is hashed only for a token
+    # that can be spent. Only a failure is counted, against its client: a valid token
+    # works from an address whose other attempts ran out (behind one NAT, say).
+    if not await action_tokens.is_live(body.token, Purpose.reset_password):
+        client = throttle.client_key(client_address(request), "reset-client")
+        limits = {client: settings.reset_max_failures_per_client}
+        await throttle.reserve(limits, settings.login_failure_window_s, RESETS_THROTTLED)
+        raise action_tokens.InvalidActionToken()
+    # Hashed before the token is spent: a server too busy to hash (503) must not have
+    # used it up.
+    hashed = await hash_password(body.new_password, settings.bcrypt_rounds)
+    record = await action_tokens.consume(body.token, Purpose.reset_password)
     # Only while the account still has the address the token was mailed to: a token sent
     # just before an email change must not reset the password after it.
     changed = await User.get_pymongo_collection().update_one(
