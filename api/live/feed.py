@@ -367,11 +367,11 @@ class LiveFeed(Background):
     ) -> AsyncIterator[Change]:
         """The subscriber's changes: replayed from `resume_after` first (`slot`, its turn
         to replay, is given back once it is done), then live."""
-        last = resume_after
+        replayed: set[str] = set()
         try:
             if resume_after is not None:
                 async for change in self._replay(resume_after, replay_max):
-                    last = change.position
+                    replayed.add(change.position.token)
                     if subscriber.wants(change):
                         yield change
         finally:
@@ -380,12 +380,16 @@ class LiveFeed(Background):
         while True:
             change = await subscriber.queue.get()
             # The seam: the queue may repeat what the replay sent, or (when this process's
-            # watcher runs behind another's) changes from before the resume point. Every
-            # change up to the last one replayed has been dealt with: the replay read the
-            # stream to its end, and a transaction's changes (which share one cluster
-            # time) become visible together, so the replay saw all of them that follow
-            # the resume point, and any other queued at that time came before it.
-            if last is not None and change.position.time <= last.time:
+            # watcher runs behind another's) hold changes from before the resume point,
+            # which are no later than it. A transaction's changes share one cluster time
+            # and become visible together: those after the resume point were replayed.
+            # Compared with the resume point's own time, not the last replayed change's:
+            # a commit that becomes visible after the replay ended may carry an earlier
+            # time than changes it read (the embedded server stamps a transaction's time
+            # before it takes its place in the stream), and must still come.
+            if resume_after is not None and (
+                change.position.token in replayed or change.position.time <= resume_after.time
+            ):
                 continue
             yield change
 

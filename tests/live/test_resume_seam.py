@@ -5,9 +5,12 @@ and an account may have only a few replays running at once."""
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
+import pytest
+from bson import ObjectId
+from bson.timestamp import Timestamp
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -18,6 +21,10 @@ from tests.conftest import Account, create_item, eventually, feed_of, services_o
 from tests.live.conftest import Served, close_of, next_event, subscribe
 
 BATCH = "/api/v1/items/batch"
+
+
+async def has(sent: list[Change], count: int) -> bool:
+    return len(sent) >= count
 
 
 def turns_given_back(feed: LiveFeed) -> Callable[[], Awaitable[bool]]:
@@ -55,9 +62,9 @@ async def test_a_resume_from_inside_a_batch_sends_the_rest_once_in_order(
                 sent.append(change)
 
         reading = asyncio.create_task(read())
-        await asyncio.sleep(0.5)
+        await eventually(lambda: has(sent, 2))  # the rest of the batch, replayed
         later = await client.post("/api/v1/items", json={"title": "later"}, headers=alice.headers)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: has(sent, 3))
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
     finally:
@@ -124,3 +131,36 @@ async def test_a_burst_of_resumes_gets_two_replays_at_a_time(
     assert set(outcomes) == {"replayed", "1013"}
     assert most <= 2
     await eventually(turns_given_back(feed))
+
+
+async def test_a_commit_seen_after_the_replay_comes_even_with_an_earlier_time(
+    app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded server can stamp a transaction's time, let a plain write take a
+    later time and an earlier place in the stream, and only then publish the
+    transaction. A replay that read the plain write and ended before the transaction
+    showed must not make the queue drop it for its earlier time."""
+    feed = feed_of(app)
+    assert feed is not None
+    owner = alice.user.id
+
+    def change(token: str, seconds: int) -> Change:
+        position = Position(token, Timestamp(seconds, 1))
+        return Change("created", ObjectId(), owner, frozenset(), {}, position)
+
+    resume_point, plain_write, transaction = change("r", 4), change("p", 6), change("t", 5)
+
+    async def replay(start: Position, limit: int) -> AsyncIterator[Change]:
+        yield plain_write
+
+    monkeypatch.setattr(feed, "_replay", replay)
+    subscriber = feed.subscribe(None, owner, policy.readable(alice.user), (), None)
+    try:
+        for queued in (change("before", 3), resume_point, plain_write, transaction):
+            subscriber.queue.put_nowait(queued)
+        changes = feed.changes(subscriber, resume_point.position, replay_max=100)
+        sent = [await asyncio.wait_for(anext(changes), 2) for _ in range(2)]
+        await changes.aclose()
+    finally:
+        feed.unsubscribe(subscriber)
+    assert sent == [plain_write, transaction]  # once each, nothing from before the resume
