@@ -5,6 +5,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 from api.core.middleware import request_id_var
 
@@ -26,8 +27,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-# `?token=` / `&access_token=` values, wherever a message or its arguments print a URL.
-_TOKEN_IN_QUERY = re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+# A query parameter in a URL: its name (maybe percent-encoded) and its value.
+_QUERY_PARAM = re.compile(r"([?&])([^=&#\s\"']+)=([^&#\s\"']*)")
+_SECRET_PARAMS = {"token", "access_token"}
 REDACTED = "[redacted]"
 # The loggers that print request URLs: Uvicorn's (a socket's accept and refusal lines go
 # to uvicorn.error, whole query string included), its access log when a deployment turns
@@ -35,8 +37,16 @@ REDACTED = "[redacted]"
 URL_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server")
 
 
+def _hide(match: re.Match[str]) -> str:
+    start, name, _ = match.groups()
+    # As the server reads it: `%74oken` and `+` decoded (Starlette would take it as token).
+    if unquote_plus(name).strip().lower() in _SECRET_PARAMS:
+        return f"{start}{name}={REDACTED}"
+    return match.group(0)
+
+
 def _redact(value: object) -> object:
-    return _TOKEN_IN_QUERY.sub(rf"\1{REDACTED}", value) if isinstance(value, str) else value
+    return _QUERY_PARAM.sub(_hide, value) if isinstance(value, str) else value
 
 
 class RedactTokens(logging.Filter):
