@@ -129,7 +129,11 @@ async def write_batch(
         for start, run in _runs(batch.operations):
             results += await _step(start, run, user, session)
         body = _RESULTS.dump_json(BatchResults(results=results), by_alias=True)
-        return Answer.holding(200, body, [result.item for result in results if result.item])
+        shown = [result.item for result in results if result.item]
+        answer = Answer.holding(200, body, shown)
+        deleted = {op.id for op in batch.operations if isinstance(op, DeleteOperation)}
+        answer.gone = any(item.id in deleted for item in shown)  # its content went too
+        return answer
 
     return await once(services, request, user.id, idempotency_key, perform, atomic=True)
 

@@ -83,6 +83,9 @@ class Answer:
     # account) drops this answer.
     item_ids: list[Any] = field(default_factory=list)
     item_owners: list[Any] = field(default_factory=list)
+    # Shows an item the same request deleted (a batch that patches, then deletes it):
+    # sent this once, never kept.
+    gone: bool = False
 
     @classmethod
     def holding(
@@ -258,16 +261,19 @@ async def _settle(
 ) -> None:
     """Record the answer, in the write's own transaction; if this request's lease was
     taken over meanwhile, the whole write is abandoned (the other request makes it)."""
+    kept = {
+        "state": KeyState.done,
+        "status": answer.status,
+        "body": answer.body,
+        "headers": answer.headers,
+        "item_ids": answer.item_ids,
+        "item_owners": answer.item_owners,
+    }
     settled = await IdempotencyRecord.get_pymongo_collection().update_one(
         {"_id": claim.record_id, "lease": claim.lease, "state": KeyState.pending},
         {
             "$set": {
-                "state": KeyState.done,
-                "status": answer.status,
-                "body": answer.body,
-                "headers": answer.headers,
-                "item_ids": answer.item_ids,
-                "item_owners": answer.item_owners,
+                **({"state": KeyState.gone} if answer.gone else kept),
                 "lease": None,
                 "lease_until": None,
             }

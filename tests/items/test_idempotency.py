@@ -242,3 +242,20 @@ async def test_deleting_an_account_drops_other_callers_answers_showing_its_items
     deleted = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
     assert deleted.status_code == 204
     assert not any(b"secret plan" in (r.get("body") or b"") for r in await kept_answers())
+
+
+async def test_a_batch_that_deletes_what_it_patched_keeps_no_answer(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    item = (await client.post(ITEMS, json=NOTE, headers=alice.headers)).json()
+    ops = [
+        {"op": "patch", "id": item["id"], "patch": {"title": "secret plan"}},
+        {"op": "delete", "id": item["id"]},
+    ]
+    url, body = f"{ITEMS}/batch", {"operations": ops}
+    first = await client.post(url, json=body, headers=keyed(alice, "b-gone"))
+    assert first.status_code == 200
+    assert first.json()["results"][0]["item"]["title"] == "secret plan"  # sent, this once
+    assert not any(b"secret plan" in (r.get("body") or b"") for r in await kept_answers())
+    retry = await client.post(url, json=body, headers=keyed(alice, "b-gone"))
+    assert retry.status_code == 410
