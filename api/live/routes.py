@@ -119,8 +119,11 @@ async def live_items(websocket: WebSocket) -> None:
     except Refused as refused:
         await _end(websocket, refused.ending)
         return
-    subscriber = feed.subscribe(websocket, user_id, request.scope, request.tags, request.fields)
-    try:
+    with contextlib.ExitStack() as held:  # undone in reverse, each even if one fails
+        if slot is not None:  # given back once the replay is over, or never started
+            held.callback(slot.release)
+        subscriber = feed.subscribe(websocket, user_id, request.scope, request.tags, request.fields)
+        held.callback(feed.unsubscribe, subscriber)
         # From here on the watcher offers this socket every change it reads: say so, so a
         # client knows when what it writes next is sure to arrive.
         # Every change after this position arrives on this socket: the client's own
@@ -142,10 +145,6 @@ async def live_items(websocket: WebSocket) -> None:
             _overflow(subscriber),
             _resync(subscriber),
         )
-    finally:
-        feed.unsubscribe(subscriber)
-        if slot is not None:  # the replay is over, or never started (the client left)
-            slot.release()
     await _end(websocket, ending)
 
 
