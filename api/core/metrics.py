@@ -11,6 +11,7 @@ them, so each process writes its values to files in `PROMETHEUS_MULTIPROC_DIR` (
 scrape adds up every worker's: after N requests through any workers, it reports N.
 """
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from pymongo.errors import PyMongoError
 from starlette.types import Scope
 
@@ -138,6 +139,28 @@ class Metrics:
         folder = shared_folder()
         if folder is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        every_worker = CollectorRegistry()
-        MultiProcessCollector(every_worker, path=folder)  # type: ignore[no-untyped-call]
-        return generate_latest(every_worker), CONTENT_TYPE_LATEST
+        # Files of every worker: read off the event loop.
+        return await asyncio.to_thread(_every_worker, folder), CONTENT_TYPE_LATEST
+
+
+def _every_worker(folder: str) -> bytes:
+    """What every worker wrote to the shared folder, added up. A worker that died (and
+    that Uvicorn's supervisor replaced) no longer counts in the live sums (its sockets
+    went with it); its counters still count: those requests were answered."""
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            mark_process_dead(int(pid), folder)  # type: ignore[no-untyped-call]
+    every_worker = CollectorRegistry()
+    MultiProcessCollector(every_worker, path=folder)  # type: ignore[no-untyped-call]
+    return generate_latest(every_worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process has that pid now
+        return True
+    return True

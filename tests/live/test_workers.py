@@ -2,14 +2,17 @@
 every worker's sockets fed, and each closing them with 1001 on shutdown."""
 
 import asyncio
+import contextlib
+import os
 import signal
 from pathlib import Path
 
 import httpx2
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from api.core import embedded
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, eventually
 from tests.live.conftest import WS_PATH, close_of, next_event
 from tests.serving import api_env, running_api
 
@@ -81,3 +84,73 @@ async def test_any_scrape_counts_the_requests_of_every_worker(tmp_path: Path) ->
         assert len(writers) == 2  # both workers counted requests
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+def connections_of(pid: int, port: int) -> int:
+    """How many connections to `port` the process holds (its sockets, found in /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:
+                held += 1
+    return held
+
+
+async def still_open(ws: ClientConnection) -> bool:
+    """Whether the socket outlives a worker's death (its own worker's sockets drop)."""
+    try:
+        await asyncio.wait_for(ws.recv(), 2)
+    except TimeoutError:
+        return True
+    except ConnectionClosed:
+        return False
+    return True
+
+
+def subscribers(exposition: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith("docstore_live_subscribers "):
+            return float(line.split()[1])
+    raise AssertionError("no docstore_live_subscribers")
+
+
+async def test_a_dead_worker_sockets_leave_the_subscriber_count(tmp_path: Path) -> None:
+    env = api_env("unused", "docstore", tmp_path, LIVE_FEED="true")
+    async with running_api(env, "--workers", "2", without=("MONGODB_URL",)) as (base, process):
+        async with httpx2.AsyncClient(base_url=base) as client:
+            body = {"email": "d@example.com", "username": "dead", "password": PASSWORD}
+            assert (await client.post("/api/v1/users", json=body)).status_code == 201
+            form = {"username": "dead", "password": PASSWORD}
+            token = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+        url = base.replace("http", "ws") + f"{WS_PATH}?token={token}"
+        sockets = [await connect(url) for _ in range(8)]  # spread by the kernel
+        for ws in sockets:
+            assert (await next_event(ws))["event"] == "subscribed"
+        before = set(workers_of(process.pid))
+        port = int(base.rsplit(":", 1)[1])
+        busiest = max(before, key=lambda pid: connections_of(pid, port))
+        os.kill(busiest, signal.SIGKILL)
+        survivors = sum(await asyncio.gather(*(still_open(ws) for ws in sockets)))
+        assert survivors < 8  # the dead worker held some of them
+
+        async def replaced() -> bool:
+            now = set(workers_of(process.pid))
+            return len(now) == 2 and now != before
+
+        await eventually(replaced)
+
+        async def counted_right() -> bool:
+            async with httpx2.AsyncClient(base_url=base) as client:  # whichever worker
+                return subscribers((await client.get("/metrics")).text) == survivors
+
+        await eventually(counted_right)
+        for ws in sockets:
+            await ws.close()
