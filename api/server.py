@@ -8,8 +8,10 @@ the live-change sockets with 1001 (going away), then shuts down as usual.
 import argparse
 import contextlib
 import os
+import signal
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import uvicorn
@@ -28,6 +30,21 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await feed.close_all(1001)
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGHUP (the terminal closing) stops the server gracefully too, as SIGINT and
+        SIGTERM do: the embedded database runs in a session of its own, so only this
+        process's shutdown stops it."""
+        hangup = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+            hangup = signal.signal(signal.SIGHUP, self.handle_exit)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            if hangup is not None:
+                signal.signal(signal.SIGHUP, hangup)
 
 
 def config(

@@ -43,7 +43,7 @@ class Supervisor(Background):
             if self.stopping or process is None or process.poll() is None:
                 continue
             if process.returncode == 0:  # stopped on purpose, not failed: left stopped
-                log.info("embedded MongoDB (pid %s) stopped; not restarting it", process.pid)
+                log.info("embedded MongoDB (pid %s) stopped cleanly; left stopped", process.pid)
                 self.server.process = None
                 continue
             log.error(
