@@ -4,6 +4,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import time
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -438,18 +439,34 @@ def development_secret(data_dir: Path) -> str:
     Workers starting together on a fresh folder must all end up with the same one: each
     writes a candidate to a file of its own, created readable by its owner only, and
     links it into place; a link never replaces an existing file, so the first to link
-    wins and the others read the winner's."""
+    wins and the others read the winner's. Where the folder takes no hard links (some
+    network or FUSE mounts), the file itself is created exclusively instead, and a
+    reader waits for its writer to finish."""
     path = data_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    candidate = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
-    descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(48))
-        with contextlib.suppress(FileExistsError):
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        candidate = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        _write_new(candidate, secret)
+        try:
             os.link(candidate, path)
-    finally:
-        candidate.unlink()
-    return path.read_text().strip()
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here
+            with contextlib.suppress(FileExistsError):
+                _write_new(path, secret)
+        finally:
+            candidate.unlink()
+    for _ in range(100):  # a writer without links may not have finished yet
+        written = path.read_text().strip()
+        if written:
+            return written
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: remove it, and a new secret is made")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create `path` (never replacing one) readable by its owner only, from the start."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)

@@ -1,5 +1,6 @@
 """Settings: production refuses weak secrets; development keeps a generated one."""
 
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,3 +91,19 @@ def test_production_accepts_strong_previous_keys(tmp_path: Path) -> None:
         data_dir=tmp_path,
     )
     assert settings.previous_secret_keys == ["p" * 48, "q" * 40]
+
+
+def test_a_folder_without_hard_links_still_gets_one_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some mounts refuse hard links (EPERM): the secret file is then made exclusively."""
+
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with ThreadPoolExecutor(4) as pool:
+        found = set(pool.map(lambda _: development_secret(tmp_path), range(4)))
+    assert found == {(tmp_path / "secret_key").read_text()}
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
