@@ -83,33 +83,29 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """The passwords given to `passwords.<name>` (every call, in order); it still runs."""
+    given: list[str] = []
+    real = getattr(passwords, name)
+
+    def spying(password: str, *rest: Any) -> Any:
+        given.append(password)
+        return real(password, *rest)
+
+    monkeypatch.setattr(passwords, name, spying)
+    return given
+
+
 @pytest.fixture
 def password_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The passwords given to every bcrypt verification that runs (real or dummy), in order;
-    the spy calls the real check."""
-    checked: list[str] = []
-    real = passwords._verify
-
-    def counting(password: str, hashed: str) -> bool:
-        checked.append(password)
-        return real(password, hashed)
-
-    monkeypatch.setattr(passwords, "_verify", counting)
-    return checked
+    """The passwords given to every bcrypt verification that runs (real or dummy)."""
+    return _spy(monkeypatch, "_verify")
 
 
 @pytest.fixture
 def password_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The passwords given to every bcrypt hash made, in order; the spy calls the real one."""
-    hashed: list[str] = []
-    real = passwords._hash
-
-    def counting(password: str, rounds: int) -> str:
-        hashed.append(password)
-        return real(password, rounds)
-
-    monkeypatch.setattr(passwords, "_hash", counting)
-    return hashed
+    """The passwords given to every bcrypt hash made."""
+    return _spy(monkeypatch, "_hash")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from api.core import embedded
 from api.server import Server, config
-from tests.conftest import TEST_SECRET
+from tests.conftest import PASSWORD, TEST_SECRET
 
 
 @asynccontextmanager
@@ -35,6 +35,17 @@ async def uvicorn_serving(app: FastAPI, **options: Any) -> AsyncIterator[tuple[i
     finally:
         server.should_exit = True
         await task
+
+
+async def signed_in(base: str, name: str) -> str:
+    """Sign `name` up (name@example.com) on a running API process and log in: an access
+    token."""
+    async with httpx2.AsyncClient(base_url=base, timeout=30) as client:
+        body = {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
+        assert (await client.post("/api/v1/users", json=body)).status_code == 201
+        form = {"username": name, "password": PASSWORD}
+        token: str = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+        return token
 
 
 def api_env(mongodb_url: str, database: str, data_dir: Path, **extra: str) -> dict[str, str]:

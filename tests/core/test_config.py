@@ -34,6 +34,18 @@ def test_development_generates_and_keeps_a_secret(tmp_path: Path) -> None:
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def one_secret_for_all(folder: Path, workers: int) -> None:
+    """`workers` threads ask at once: one secret for all, readable by its owner only, no
+    candidate file left behind. (The function itself: Settings.signing_secret is a
+    cached_property, which on Python 3.11 holds one lock across instances, and separate
+    worker processes share no lock.)"""
+    with ThreadPoolExecutor(workers) as pool:
+        found = set(pool.map(lambda _: development_secret(folder), range(workers)))
+    assert found == {(folder / "secret_key").read_text()}
+    assert (folder / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in folder.iterdir()] == ["secret_key"]
+
+
 def test_workers_starting_together_share_one_development_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,13 +60,7 @@ def test_workers_starting_together_share_one_development_secret(
         return draw(nbytes)
 
     monkeypatch.setattr(secrets, "token_urlsafe", together)
-    # The function itself: Settings.signing_secret is a cached_property, which on Python
-    # 3.11 holds one lock across instances (separate worker processes share no lock).
-    with ThreadPoolExecutor(8) as pool:
-        found = set(pool.map(lambda _: development_secret(tmp_path), range(8)))
-    assert found == {(tmp_path / "secret_key").read_text()}
-    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
-    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
+    one_secret_for_all(tmp_path, 8)
 
 
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -102,8 +108,4 @@ def test_a_folder_without_hard_links_still_gets_one_secret(
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    with ThreadPoolExecutor(4) as pool:
-        found = set(pool.map(lambda _: development_secret(tmp_path), range(4)))
-    assert found == {(tmp_path / "secret_key").read_text()}
-    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
-    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
+    one_secret_for_all(tmp_path, 4)

@@ -6,15 +6,13 @@ import io
 import logging
 from pathlib import Path
 
-import httpx2
 import pytest
 from uvicorn.logging import AccessFormatter
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.core.logs import REDACTED, redact_tokens_in_urls
-from tests.conftest import PASSWORD
-from tests.serving import api_env, running_api
+from tests.serving import api_env, running_api, signed_in
 
 WS_PATH = "/api/v1/ws/items"
 
@@ -23,11 +21,7 @@ async def test_tokens_in_socket_urls_never_reach_the_log(mongodb_url: str, tmp_p
     env = api_env(mongodb_url, "redaction", tmp_path, LIVE_FEED="true")
     args = ("--log-level", "info")
     async with running_api(env, *args, stderr=asyncio.subprocess.PIPE) as (base, process):
-        async with httpx2.AsyncClient(base_url=base) as client:
-            body = {"email": "r@example.com", "username": "redact", "password": PASSWORD}
-            assert (await client.post("/api/v1/users", json=body)).status_code == 201
-            form = {"username": "redact", "password": PASSWORD}
-            jwt = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+        jwt = await signed_in(base, "redact")
         ws = base.replace("http", "ws") + WS_PATH
         personal = "dsk_" + "a" * 43
         async with connect(f"{ws}?tag=x&token={jwt}") as accepted:

@@ -18,7 +18,6 @@ from api.main import create_app
 from documents import Item
 from documents.base import utcnow
 from tests.conftest import (
-    PASSWORD,
     Account,
     app_with,
     create_item,
@@ -38,7 +37,7 @@ from tests.live.conftest import (
     serving,
     subscribe,
 )
-from tests.serving import api_env, api_process
+from tests.serving import api_env, api_process, signed_in
 
 
 async def quiet(ws: ClientConnection, seconds: float = 0.5) -> None:
@@ -364,10 +363,7 @@ async def test_a_write_through_one_process_reaches_a_subscriber_of_another(
             api_process(env) as second,
             httpx2.AsyncClient(base_url=first) as client,
         ):
-            signup = {"email": "carol@example.com", "username": "carol", "password": PASSWORD}
-            assert (await client.post("/api/v1/users", json=signup)).status_code == 201
-            login = {"username": "carol", "password": PASSWORD}
-            token = (await client.post("/api/v1/auth/login", data=login)).json()["access_token"]
+            token = await signed_in(first, "carol")
             headers = {"Authorization": f"Bearer {token}"}
             ws_url = f"{second.replace('http', 'ws')}{WS_PATH}?token={token}"
             async with subscribe(ws_url) as ws:

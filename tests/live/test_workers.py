@@ -12,9 +12,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from api.core import embedded
-from tests.conftest import PASSWORD, eventually
+from tests.conftest import eventually
 from tests.live.conftest import WS_PATH, close_of, next_event
-from tests.serving import api_env, running_api
+from tests.serving import api_env, running_api, signed_in
 
 
 def workers_of(pid: int) -> list[int]:
@@ -32,11 +32,8 @@ async def test_two_workers_share_a_port_a_database_and_a_clean_shutdown(tmp_path
     env = api_env("unused", "docstore", tmp_path, LIVE_FEED="true")
     async with running_api(env, "--workers", "2", without=("MONGODB_URL",)) as (base, process):
         assert len(workers_of(process.pid)) == 2
+        token = await signed_in(base, "worker")
         async with httpx2.AsyncClient(base_url=base) as client:
-            body = {"email": "w@example.com", "username": "worker", "password": PASSWORD}
-            assert (await client.post("/api/v1/users", json=body)).status_code == 201
-            form = {"username": "worker", "password": PASSWORD}
-            token = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
             url = base.replace("http", "ws") + f"{WS_PATH}?token={token}"
             sockets = [await connect(url) for _ in range(6)]  # spread by the kernel
             for ws in sockets:
@@ -125,11 +122,7 @@ def subscribers(exposition: str) -> float:
 async def test_a_dead_worker_sockets_leave_the_subscriber_count(tmp_path: Path) -> None:
     env = api_env("unused", "docstore", tmp_path, LIVE_FEED="true")
     async with running_api(env, "--workers", "2", without=("MONGODB_URL",)) as (base, process):
-        async with httpx2.AsyncClient(base_url=base) as client:
-            body = {"email": "d@example.com", "username": "dead", "password": PASSWORD}
-            assert (await client.post("/api/v1/users", json=body)).status_code == 201
-            form = {"username": "dead", "password": PASSWORD}
-            token = (await client.post("/api/v1/auth/login", data=form)).json()["access_token"]
+        token = await signed_in(base, "dead")
         url = base.replace("http", "ws") + f"{WS_PATH}?token={token}"
         sockets = [await connect(url) for _ in range(8)]  # spread by the kernel
         for ws in sockets:
