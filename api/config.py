@@ -222,6 +222,17 @@ class Settings(BaseSettings):
             "`MAX_BODY_BYTES`."
         ),
     )
+    # A share is ~100 bytes on the item, and every sharee's id sits in its `readers`
+    # index entries: 10,000 keeps an item far below MongoDB's 16 MiB document.
+    shares_max_per_item: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description=(
+            "The most users one item may be shared with; one more is a 409. Each share "
+            "adds an entry to the item's reader index for every list order."
+        ),
+    )
     idempotency_ttl_hours: int = Field(
         default=24, ge=1, description="How long an Idempotency-Key's first answer is replayed."
     )

@@ -27,9 +27,10 @@ from api.core.pagination import CursorCodec, SealedCursorCodec
 from api.core.queue import DurableQueue, Sealer
 from api.core.routing import RouteTable
 from api.core.services import Services
-from api.items import batch
+from api.items import batch, share_routes
 from api.items import routes as items
 from api.items.cleanup import remove_items_of
+from api.items.sharing import give_readers
 from api.live import asyncapi, feed
 from api.live import routes as live
 from api.live.feed import LiveFeed
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, token_routes, recovery, users, batch, items, live):
+    for module in (auth, token_routes, recovery, users, batch, items, share_routes, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)
@@ -134,6 +135,7 @@ async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncI
         services.add(work)
         app.state.services = services
         await settle_legacy(settings.outbox_retention_days)
+        await give_readers()
         # Warm the dummy hash so the first unknown-user login costs what later ones do; a
         # CPU too busy for it now must not keep the process from starting (the first
         # unknown-user login then makes it).

@@ -18,6 +18,7 @@ from pymongo import DESCENDING, IndexModel
 
 from documents.base import ECMA_WHITESPACE, NOT_NULL, ApiDocument, reject_nulls
 from documents.free_json import JsonObject, PatchObject
+from documents.share import Access
 
 MAX_TAGS = 20
 
@@ -64,9 +65,17 @@ Tags = Annotated[
 ]
 
 
+ACCESS_DESCRIPTION = (
+    "Your relation to the item: `owner`, `editor` or `viewer` (shared with you), or "
+    "`admin` (a superuser's view of someone else's)"
+)
+
+
 class Item(ApiDocument):
-    """A stored item. Its documents also hold `search_terms` (see documents.search), which
-    only the write paths touch: it is not a field, so it is never shown or validated."""
+    """A stored item. Its documents also hold `search_terms` (see documents.search) and
+    `readers` and `shares` (see documents.share), which only the write paths touch: they
+    are not fields, so they are never shown or validated as part of an item. `access`
+    is never stored: it is the caller's, set as the item is shown (api/items/policy)."""
 
     owner_id: PydanticObjectId
     title: str = Field(max_length=200)
@@ -76,15 +85,18 @@ class Item(ApiDocument):
     created_at: datetime
     updated_at: datetime
     version: int = 1
+    access: Access | None = Field(default=None, description=ACCESS_DESCRIPTION)
 
     class Settings:
         name = "items"
-        # One per list order (owner's and, for superusers, everyone's), ending in _id like
-        # the keyset cursor; plus tags and search terms for the owner's filters.
+        # One per list order (a reader's: their own and shared items; an owner's and
+        # everyone's, for superusers), ending in _id like the keyset cursor; plus tags and
+        # search terms for an owner's filters. (`readers` cannot join `tags` in one index:
+        # MongoDB indexes no two arrays of one document together.)
         indexes = [  # noqa: RUF012
             *(
                 IndexModel([*scope, (field, DESCENDING), ("_id", DESCENDING)])
-                for scope in ([("owner_id", 1)], [])
+                for scope in ([("readers", 1)], [("owner_id", 1)], [])
                 for field in ("created_at", "updated_at", "title")
             ),
             IndexModel([("owner_id", 1), ("tags", 1)]),
@@ -114,7 +126,7 @@ class ItemCreate(BaseModel):
     data: JsonObject = {}
 
 
-READ_ONLY = ("id", "owner_id", "created_at", "updated_at", "version")
+READ_ONLY = ("id", "owner_id", "created_at", "updated_at", "version", "access")
 
 
 class ItemMergePatch(BaseModel):
@@ -175,3 +187,4 @@ class ItemFields(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: int | None = None
+    access: Access | None = Field(default=None, description=ACCESS_DESCRIPTION)

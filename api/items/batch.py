@@ -26,7 +26,7 @@ from api.core.errors import (
     validation_issues,
 )
 from api.core.services import AppServices
-from api.items.deps import find_writable
+from api.items.deps import find_manageable, find_writable
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.writes import delete_item, insert_items, patched, write_content
 from documents import User
@@ -80,7 +80,7 @@ class BatchValidationProblem(ValidationProblem):
 
 def _responses() -> dict[int | str, dict[str, Any]]:
     responses = problem_responses(401, 403, 404, 409, 412, 501)
-    for status in (404, 409, 412):
+    for status in (403, 404, 409, 412):
         responses[status] = {**responses[status], "model": BatchProblem}
     responses[422] = {**responses[422], "model": BatchValidationProblem}
     return responses
@@ -135,7 +135,7 @@ async def write_batch(
         answer.gone = any(item.id in deleted for item in shown)  # its content went too
         return answer
 
-    return await once(services, request, user.id, idempotency_key, perform, atomic=True)
+    return await once(services, request, user, idempotency_key, perform, atomic=True)
 
 
 def _runs(operations: list[Any]) -> list[tuple[int, list[Any]]]:
@@ -171,17 +171,20 @@ async def _step(
 
 
 async def _apply(op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
-    current = await find_writable(op.id, user, session)
+    """One operation, as its own endpoint would apply it (a viewer's write and a
+    sharee's delete are 403s, like theirs)."""
     if isinstance(op, DeleteOperation):
-        await delete_item(current, op.if_match, session)
+        await delete_item(await find_manageable(op.id, user, session), user, op.if_match, session)
         return BatchResult(op="delete", status=204, item=None)
+    current = await find_writable(op.id, user, session)
     if isinstance(op, PatchOperation):
         patch = op.patch
-        item = await write_content(current, lambda now: patched(now, patch), op.if_match, session)
+        change = lambda now: patched(now, patch)  # noqa: E731
+        item = await write_content(current, user, change, op.if_match, session)
         return BatchResult(op="patch", status=200, item=item)
     assert isinstance(op, ReplaceOperation)
     content = op.item
-    item = await write_content(current, lambda _: content, op.if_match, session)
+    item = await write_content(current, user, lambda _: content, op.if_match, session)
     return BatchResult(op="replace", status=200, item=item)
 
 

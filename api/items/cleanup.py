@@ -1,5 +1,6 @@
-"""What deleting an account removes of the items feature: the items it owns, the
-answers kept for its retries, and any other caller's kept answer showing its items."""
+"""What deleting an account removes of the items feature: the items it owns (their
+sharees see them go), its shares of others' items, the answers kept for its retries,
+and any other caller's kept answer showing its items."""
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -10,8 +11,20 @@ from documents import IdempotencyRecord, Item
 
 
 async def remove_items_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:
-    await Item.get_pymongo_collection().delete_many(policy.owned_by(user_id), session=session)
+    items = Item.get_pymongo_collection()
+    await items.delete_many(policy.owned_by(user_id), session=session)
+    await unshare_everything(user_id, session)
     await IdempotencyRecord.get_pymongo_collection().delete_many(
         {"owner_id": user_id}, session=session
     )
     await forget_answers_holding([], session, owner_id=user_id)
+
+
+async def unshare_everything(user_id: ObjectId, session: AsyncClientSession | None) -> None:
+    """Take `user_id` off every item shared with them (readers and shares together,
+    one atomic write per item)."""
+    await Item.get_pymongo_collection().update_many(
+        policy.shared_with(user_id),
+        {"$pull": {"readers": user_id, "shares": {"user_id": user_id}}},
+        session=session,
+    )

@@ -1,7 +1,8 @@
 """Dependencies that validate: the item a request names, if the caller may touch it."""
 
 import logging
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from bson import ObjectId
 from fastapi import Path, Request, Security
@@ -14,6 +15,7 @@ from api.core.services import get_services
 from api.items import policy
 from documents import Item, User
 from documents.base import ObjectIdParam
+from documents.share import Access
 
 log = logging.getLogger("docstore.items")
 ItemId = Annotated[ObjectIdParam, Path(description="The item's 24-hex id")]
@@ -27,36 +29,62 @@ class Unreadable(DomainError):
     )
 
 
+def shown(doc: Mapping[str, Any], access: Access) -> Item:
+    """A stored item as `access` shows it (ValidationError when it is not a valid item).
+    An `access` stored by another tool is never taken for the caller's."""
+    item: Item = Item.model_validate({**doc, "access": None})
+    item.access = access
+    return item
+
+
 async def find_readable(
     item_id: ObjectId, user: User, session: AsyncClientSession | None = None
 ) -> Item:
     """The item, if the access policy lets the caller read it."""
+    # Read raw and validated once: Beanie's find_one adds a tenth to a by-id read.
+    stored = await Item.get_pymongo_collection().find_one(
+        policy.by_id(item_id, user), session=session
+    )
+    access = None if stored is None else policy.access(user, stored)
+    if stored is None or access is None:
+        raise NotFound("item")  # someone else's item is a 404, not a 403
     try:
-        # Read raw and validated once: Beanie's find_one adds a tenth to a by-id read.
-        stored = await Item.get_pymongo_collection().find_one(
-            policy.by_id(item_id, user), session=session
-        )
-        if stored is None:
-            raise NotFound("item")  # someone else's item is a 404, not a 403
-        item: Item = Item.model_validate(stored)
+        return shown(stored, access)
     except ValidationError:
         log.warning("item %s cannot be read: it is not a valid item", item_id)
         raise Unreadable() from None
-    return item
 
 
 async def find_writable(
     item_id: ObjectId, user: User, session: AsyncClientSession | None = None
 ) -> Item:
-    """The item, if the access policy lets the caller change it (one it may only read
-    is a 403)."""
-    return _changeable(await find_readable(item_id, user, session), user)
+    """The item, if the access policy lets the caller change its content (one it may
+    only read is a 403)."""
+    return changeable(await find_readable(item_id, user, session))
 
 
-def _changeable(item: Item, user: User) -> Item:
-    if not policy.may_change(user, item):
+async def find_manageable(
+    item_id: ObjectId, user: User, session: AsyncClientSession | None = None
+) -> Item:
+    """The item, if the caller may delete it and decide who shares it (its owner or a
+    superuser; a sharee gets a 403)."""
+    return manageable(await find_readable(item_id, user, session))
+
+
+def changeable(item: Item) -> Item:
+    if not policy.may_change(item.access):
         raise Forbidden("You may read this item but not change it.")
     return item
+
+
+def manageable(item: Item) -> Item:
+    require_manager(item.access)
+    return item
+
+
+def require_manager(access: Access | None) -> None:
+    if not policy.may_manage(access):
+        raise Forbidden("Only the item's owner may delete it or change who it is shared with.")
 
 
 async def readable_item(
@@ -72,10 +100,18 @@ async def readable_item(
 async def writable_item(
     item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
 ) -> Item:
-    return _changeable(await readable_item(item_id, user, request), user)
+    return changeable(await readable_item(item_id, user, request))
 
 
-# The item, for a caller allowed to read it, or to change it (a personal access token
-# needs the scope named).
+async def manageable_item(
+    item_id: ItemId, user: Annotated[User, Security(current_user)], request: Request
+) -> Item:
+    return manageable(await readable_item(item_id, user, request))
+
+
+# The item, for a caller allowed to read it, change it, or manage it (delete it, share
+# it): a personal access token needs the scope named.
 ReadableItem = Annotated[Item, Security(readable_item, scopes=["items:read"])]
 WritableItem = Annotated[Item, Security(writable_item, scopes=["items:write"])]
+ManageableItem = Annotated[Item, Security(manageable_item, scopes=["items:write"])]
+SharedItem = Annotated[Item, Security(manageable_item, scopes=["items:share"])]

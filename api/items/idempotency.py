@@ -25,7 +25,8 @@ from api.config import Settings
 from api.core.errors import Conflict, DomainError, problem_responses
 from api.core.retry import Retry
 from api.core.services import Services
-from documents import IdempotencyRecord
+from api.items import policy
+from documents import IdempotencyRecord, Item, User
 from documents.base import utcnow
 from documents.idempotency import KeyState
 
@@ -109,6 +110,14 @@ class AnswerGone(DomainError):
     )
 
 
+class AnswerWithheld(AnswerGone):
+    detail = (
+        "The request with this Idempotency-Key was carried out, but its answer shows an "
+        "item you can no longer read (it is no longer shared with you), so it is not sent "
+        "again. Nothing was written now."
+    )
+
+
 class KeyInUse(Conflict):
     code, title = "idempotency-key-in-use", "Idempotency key in use"
     detail = "A request with this Idempotency-Key is still in progress; retry shortly."
@@ -131,7 +140,7 @@ Perform = Callable[[AsyncClientSession | None], Awaitable[Answer]]
 async def once(
     services: Services,
     request: Request,
-    owner_id: Any,
+    user: User,
     key: str | None,
     perform: Perform,
     *,
@@ -139,7 +148,7 @@ async def once(
 ) -> Response:
     """The answer to the request (a replay, with `Idempotent-Replayed: true`, when the
     key has one). Without a key, just `perform` (in a transaction when `atomic`)."""
-    answer, replayed = await _answer(services, request, owner_id, key, perform, atomic)
+    answer, replayed = await _answer(services, request, user, key, perform, atomic)
     headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
     return Response(answer.body, answer.status, headers, media_type="application/json")
 
@@ -147,7 +156,7 @@ async def once(
 async def _answer(
     services: Services,
     request: Request,
-    owner_id: Any,
+    user: User,
     key: str | None,
     perform: Perform,
     atomic: bool,
@@ -157,8 +166,9 @@ async def _answer(
         return await _run(services, perform, atomic), False
     key = key[1:-1] if key.startswith('"') else key
     print_ = fingerprint(request.method, request.url.path, await request.body())
-    claim = await _claim(owner_id, key, print_, settings)
+    claim = await _claim(user.id, key, print_, settings)
     if isinstance(claim, Answer):
+        await _still_readable(user, claim.item_ids)
         return claim, True
 
     async def perform_and_settle(session: AsyncClientSession | None) -> Answer:
@@ -242,7 +252,9 @@ async def _claim_now(
         if found["fingerprint"] != request_fingerprint:
             raise KeyReused()
         if found["state"] == KeyState.done:
-            return Answer(found["status"], found["body"], found["headers"])
+            held = found.get("item_ids")
+            held = held if isinstance(held, list) else []
+            return Answer(found["status"], found["body"], found["headers"], held)
         if found["state"] == KeyState.gone:
             raise AnswerGone()
         if found["lease_until"] > now:
@@ -296,6 +308,16 @@ async def forget_answers_holding(
         {"$set": {"state": KeyState.gone}, "$unset": {"body": "", "headers": "", "status": ""}},
         session=session,
     )
+
+
+async def _still_readable(user: User, item_ids: list[Any]) -> None:
+    """A replay shows items as they were: only to a caller who may still read them all
+    (a sharee since unshared gets a 410, not the content)."""
+    wanted = list(dict.fromkeys(item_ids))
+    if wanted:
+        readable = await Item.get_pymongo_collection().count_documents(policy.among(wanted, user))
+        if readable < len(wanted):
+            raise AnswerWithheld()
 
 
 async def _release(claim: Claim) -> None:

@@ -2,7 +2,7 @@
 
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BeforeValidator, ValidationError
@@ -16,7 +16,7 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items import policy
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
-from api.items.deps import ReadableItem, WritableItem
+from api.items.deps import ManageableItem, ReadableItem, WritableItem
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.query import (
     FIELDS_PATTERN,
@@ -77,7 +77,7 @@ async def create_item(
         headers = {"Location": f"{API_PREFIX}{router.prefix}/{item.id}", "ETag": etag(item.version)}
         return Answer.holding(201, item_json(item), [item], headers)
 
-    return await once(services, request, owner_id, idempotency_key, perform)
+    return await once(services, request, user, idempotency_key, perform)
 
 
 def _rfc3339(value: object) -> object:
@@ -95,6 +95,9 @@ QueryTime = Annotated[
 
 # What a list never shows, so never reads: the search words (up to 400 an item).
 UNSHOWN = {"search_terms": 0}
+# What a list reads whatever `fields` asks for: what the caller's access is decided by.
+ACCESS_FIELDS = {"owner_id": 1, "readers": 1, "shares": 1}
+Relation = Literal["owner", "editor", "viewer"]
 
 
 @router.get("", response_model_exclude_unset=True, responses=problem_responses(401, 403))
@@ -128,17 +131,31 @@ async def list_items(
     owner_id: Annotated[
         ObjectIdParam | None, Query(description="Superusers: only this owner's items")
     ] = None,
+    access: Annotated[
+        list[Relation] | None,
+        Query(description="Only items where you are one of these (repeatable)"),
+    ] = None,
 ) -> Page[ItemFields]:
-    """Your items (superusers: everyone's), filtered, sorted and paged by cursor."""
-    scope = policy.readable(user, owner_id, doing="list").filter
+    """Every item you can read, your own and those shared with you (superusers:
+    everyone's), filtered, sorted and paged by cursor."""
+    scope = policy.readable(user, owner_id, doing="list")
     try:
         filters = _filters(where, q, tag, created_after, created_before)
         order = parse_sort(sort)
         projection = parse_fields(fields) if fields is not None else None
     except InvalidQuery as error:
         raise BadQuery(str(error)) from None
+    if access:
+        assert user.id is not None
+        filters.append(policy.with_access(user.id, list(access)))
     # The scope is ANDed last and outside the client's filter: no filter can widen it.
-    query = {"$and": [*filters, scope]} if filters else scope
+    query = {"$and": [*filters, scope.filter]} if filters else scope.filter
+    shows_access = projection is None or "access" in projection
+    shown = set(projection or ())  # with `fields`: what it names
+    if projection is not None:
+        projection.pop("access", None)
+        if shows_access:
+            projection |= ACCESS_FIELDS
     collection = Item.get_pymongo_collection()
     rows, next_cursor, total = await fetch_page(
         collection,
@@ -148,15 +165,21 @@ async def list_items(
         services.cursors,
         UNSHOWN if projection is None else projection,
     )
-    if projection is not None:
-        rows = [{k: v for k, v in row.items() if k in projection or k == "_id"} for row in rows]
     items = []
     for row in rows:
+        relation = scope.access(policy.Acl.of(row)) if shows_access else None
+        if projection is not None:
+            row = {k: v for k, v in row.items() if k in shown or k == "_id"}
+        row.pop("access", None)  # never one stored by another tool
         try:
-            items.append(ItemFields.model_validate(row))
+            item = ItemFields.model_validate(row)
         except ValidationError:  # written by another tool: skipped, not the whole page
             log.warning("list skipped item %r it cannot show", row.get("_id"))
             services.metrics.skipped("list")
+            continue
+        if shows_access:
+            item.access = relation
+        items.append(item)
     return Page[ItemFields](items=items, next_cursor=next_cursor, total=total)
 
 
@@ -192,6 +215,7 @@ class BadQuery(DomainError):
     },
 )
 async def read_item(item: ReadableItem, if_none_match: IfNoneMatch = None) -> Any:
+    """The item, for its owner and anyone it is shared with (`access` says which)."""
     headers = {"ETag": etag(item.version)}
     if if_none_match and matches(if_none_match, item.version):
         return Response(status_code=304, headers=headers)
@@ -203,36 +227,46 @@ async def read_item(item: ReadableItem, if_none_match: IfNoneMatch = None) -> An
 @router.patch(
     "/{item_id}",
     response_model=Item,
-    responses={**problem_responses(401, 404, 409, 412), **VERSIONED},
+    responses={**problem_responses(401, 403, 404, 409, 412), **VERSIONED},
     openapi_extra=MERGE_PATCH,
 )
 async def update_item(
     patch: Annotated[ItemMergePatch, Body()],
     item: WritableItem,
+    user: ItemWriter,
     response: Response,
     if_match: IfMatch = None,
 ) -> Item:
-    """JSON Merge Patch (`application/merge-patch+json` or `application/json`)."""
-    updated = await write_content(item, lambda current: patched(current, patch), if_match)
+    """JSON Merge Patch (`application/merge-patch+json` or `application/json`): the
+    owner, an editor or a superuser (a viewer gets a 403)."""
+    updated = await write_content(item, user, lambda current: patched(current, patch), if_match)
     response.headers["ETag"] = etag(updated.version)
     return updated
 
 
-@router.put("/{item_id}", responses={**problem_responses(401, 404, 409, 412), **VERSIONED})
+@router.put("/{item_id}", responses={**problem_responses(401, 403, 404, 409, 412), **VERSIONED})
 async def replace_item(
-    body: ItemCreate, item: WritableItem, response: Response, if_match: IfMatch = None
+    body: ItemCreate,
+    item: WritableItem,
+    user: ItemWriter,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> Item:
-    """Replace the content; the id, owner and created_at stay."""
-    updated = await write_content(item, lambda _: body, if_match)
+    """Replace the content; the id, owner, shares and created_at stay. The owner, an
+    editor or a superuser (a viewer gets a 403)."""
+    updated = await write_content(item, user, lambda _: body, if_match)
     response.headers["ETag"] = etag(updated.version)
     return updated
 
 
-@router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 404, 409, 412))
-async def remove_item(item: WritableItem, services: AppServices, if_match: IfMatch = None) -> None:
-    """Delete an item; the answers kept for retries that show it go with it, at once."""
+@router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 403, 404, 409, 412))
+async def remove_item(
+    item: ManageableItem, user: ItemWriter, services: AppServices, if_match: IfMatch = None
+) -> None:
+    """Delete an item: its owner or a superuser (a sharee gets a 403). Its sharees see it
+    go; the answers kept for retries that show it go with it, at once."""
 
     async def remove(session: AsyncClientSession | None) -> None:
-        await delete_item(item, if_match, session)
+        await delete_item(item, user, if_match, session)
 
     await services.atomically(remove)

@@ -20,12 +20,13 @@ from api.core.errors import Conflict, NotFound
 from api.core.retry import Retry
 from api.items import policy
 from api.items.conditional import PreconditionFailed, expected_version
-from api.items.deps import Unreadable
+from api.items.deps import changeable, find_readable, manageable, shown
 from api.items.idempotency import forget_answers_holding
-from documents import Item, ItemCreate, ItemMergePatch
+from documents import Item, ItemCreate, ItemMergePatch, User
 from documents.base import utcnow
 from documents.item import merge_patch
 from documents.search import search_terms
+from documents.share import Access
 
 # A write that keeps losing the race to other writers of one item tries again for this
 # long (not a number of times: under load each round takes longer) before a 409.
@@ -57,10 +58,10 @@ async def insert_item(
     owner_id: PydanticObjectId, content: ItemCreate, session: AsyncClientSession | None = None
 ) -> Item:
     now = utcnow()
-    doc = {**policy.owned_by(owner_id), **stored_content(content)}
+    doc = {**policy.new_item_of(owner_id), **stored_content(content)}
     doc |= {"created_at": now, "updated_at": now, "version": 1}
     result = await Item.get_pymongo_collection().insert_one(doc, session=session)
-    return _item({**doc, "_id": result.inserted_id})
+    return shown({**doc, "_id": result.inserted_id}, Access.owner)
 
 
 async def insert_items(
@@ -69,13 +70,13 @@ async def insert_items(
     """Several new items in one round trip (in order), as insert_item makes one."""
     now = utcnow()
     docs = [
-        {**policy.owned_by(owner_id), **stored_content(content)}
+        {**policy.new_item_of(owner_id), **stored_content(content)}
         | {"created_at": now, "updated_at": now, "version": 1}
         for content in contents
     ]
     result = await Item.get_pymongo_collection().insert_many(docs, session=session)
     made = zip(docs, result.inserted_ids, strict=True)
-    return [_item({**doc, "_id": new_id}) for doc, new_id in made]
+    return [shown({**doc, "_id": new_id}, Access.owner) for doc, new_id in made]
 
 
 _ITEM_JSON: TypeAdapter[Item] = TypeAdapter(Item)
@@ -107,26 +108,26 @@ def patched(item: Item, patch: ItemMergePatch) -> ItemCreate:
 
 async def write_content(
     item: Item,
+    user: User,
     change: Callable[[Item], ItemCreate],
     if_match: str | None,
     session: AsyncClientSession | None = None,
 ) -> Item:
-    """Apply `change` to the item as stored, atomically; bumps `version` and `updated_at`."""
-    current: Item | None = item
+    """Apply `change` to the item as stored, atomically, if `user` may still change it
+    when the write lands; bumps `version` and `updated_at`."""
+    current: Item = item
     # Lost a race: back off a little (randomly, so racing writers spread out) first.
     racing = Retry(BACKOFF_S, BACKOFF_MAX_S, budget_s=RACE_BUDGET_S, full_jitter=True)
     async for attempt in racing:
-        if attempt:
-            current = await _reread(item, session)
-            if current is None:
-                raise NotFound("item")
-        assert current is not None
-        pinned = expected_version(if_match, current.version) is not None
+        if attempt:  # changed meanwhile, or no longer shared for editing: 404, 403
+            assert item.id is not None
+            current = changeable(await find_readable(item.id, user, session))
+        expected_version(if_match, current.version)  # 412 once the version it named is gone
         content = change(current)
         if identical(content.model_dump(), current.model_dump(include=CONTENT)):
             return current  # nothing changes: no write, no new version
         stored = await Item.get_pymongo_collection().find_one_and_update(
-            {"_id": current.id, "version": current.version},
+            {"_id": current.id, "version": current.version, **policy.changeable_by(user)},
             {
                 "$set": {**stored_content(content), "updated_at": _later(current)},
                 "$inc": {"version": 1},
@@ -135,42 +136,29 @@ async def write_content(
             session=session,
         )
         if stored is not None:
-            return _item(stored)
-        if pinned:  # the version it named is gone; without one (or with `*`), try again
-            raise PreconditionFailed()
+            return shown(stored, policy.access(user, stored) or current.access or Access.owner)
     raise Conflict("The item is changing too fast to update; try again.")
 
 
 async def delete_item(
-    item: Item, if_match: str | None, session: AsyncClientSession | None = None
+    item: Item, user: User, if_match: str | None, session: AsyncClientSession | None = None
 ) -> None:
     expected = expected_version(if_match, item.version)
     condition = {} if expected is None else {"version": expected}
     result = await Item.get_pymongo_collection().delete_one(
-        {"_id": item.id, **condition}, session=session
+        {"_id": item.id, **condition, **policy.manageable_by(user)}, session=session
     )
     if result.deleted_count == 0:
-        if expected is not None and await _reread(item, session) is not None:
+        assert item.id is not None
+        manageable(await find_readable(item.id, user, session))  # 404 when gone
+        if expected is not None:
             raise PreconditionFailed()
-        raise NotFound("item")
+        raise NotFound("item")  # pragma: no cover - deleted between the two reads
     # Nothing keeps its content readable: the answers kept for retries that show it go
     # too (in the same transaction, where the caller runs one).
     await forget_answers_holding([item.id], session)
 
 
-async def _reread(item: Item, session: AsyncClientSession | None) -> Item | None:
-    """The item as stored now; a 409 if another tool has since made it unreadable."""
-    try:
-        return await Item.find_one({"_id": item.id}, session=session)
-    except ValidationError:
-        raise Unreadable() from None
-
-
 def _later(item: Item) -> datetime:
     # Never earlier than the last write, even if clocks of two hosts disagree.
     return max(utcnow(), item.updated_at)
-
-
-def _item(doc: dict[str, Any]) -> Item:
-    item: Item = Item.model_validate(doc)
-    return item

@@ -17,7 +17,7 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from api.core.retry import Retry
 from api.core.services import Services
 from api.items import policy
 from documents import Item, ItemFields, User
+from documents.share import Access
 
 log = logging.getLogger("docstore.live")
 
@@ -42,6 +43,9 @@ HISTORY_LOST = 286  # ChangeStreamHistoryLost: the position left the oplog
 WATCH_AWAIT_MS = 500  # longest a getMore waits for changes; bounds how long stop() takes
 STEADY_S = 30.0  # a stream open this long failed for a new reason: back off from the start
 ITEM_OPERATIONS = {"insert": "created", "update": "updated", "replace": "updated"}
+REPLAY_CHECK = 100  # replayed changes judged by one read of what is readable now
+# Which of these items the subscriber may read now (one query).
+ReadableNow = Callable[[list[ObjectId]], Awaitable[set[ObjectId]]]
 
 
 def _pipeline(items: str, users: str) -> list[dict[str, Any]]:
@@ -102,17 +106,29 @@ class Position:
         return cls(token, time)
 
 
+# What only says who may see an item: a change of these alone sends nothing to a
+# subscriber whose access it leaves as it was.
+ACL_FIELDS = frozenset({"readers", "shares", "acl_version"})
+
+
 @dataclass
 class Change:
-    """One item change, ready to send to any subscriber."""
+    """One item change, ready to send to any subscriber. It carries who could see the
+    item before and after (from the change's pre- and post-image), so each subscriber's
+    event is decided without a database read."""
 
-    event: str  # created | updated | deleted
+    event: str  # created | updated | deleted: what the item went through
     item_id: ObjectId
-    owner_id: ObjectId
-    tags: frozenset[str]
+    before: policy.Acl | None  # None: created, or the server kept no pre-image
+    after: policy.Acl | None  # None: deleted
+    before_tags: frozenset[str]
+    after_tags: frozenset[str]
     document: dict[str, Any] | None  # the stored item (None for deleted)
     position: Position
-    _messages: dict[tuple[str, ...] | None, str] = field(default_factory=dict)
+    content_changed: bool = True  # False: only its shares changed
+    _messages: dict[tuple[str, Access | None, tuple[str, ...] | None], str] = field(
+        default_factory=dict
+    )
     _unrenderable: bool = False
 
     def mark_unrenderable(self) -> bool:
@@ -120,51 +136,91 @@ class Change:
         first, self._unrenderable = not self._unrenderable, True
         return first
 
-    def message(self, fields: tuple[str, ...] | None, cursors: CursorCodec) -> str:
-        """The event as sent, rendered once per projection however many receive it."""
-        if fields not in self._messages:
+    def message(self, seen: "Seen", fields: tuple[str, ...] | None, cursors: CursorCodec) -> str:
+        """The event as sent, rendered once per kind, access and projection however many
+        subscribers receive it."""
+        key = (seen.event, seen.access, fields)
+        if key not in self._messages:
             event = {
-                "event": self.event,
-                "item": self._item(fields),
+                "event": seen.event,
+                "item": self._item(seen.access, fields),
                 "cursor": cursors.encode(self.position.encode()),
             }
-            self._messages[fields] = json.dumps(event, separators=(",", ":"))
-        return self._messages[fields]
+            self._messages[key] = json.dumps(event, separators=(",", ":"))
+        return self._messages[key]
 
-    def _item(self, fields: tuple[str, ...] | None) -> dict[str, Any]:
-        """The item as the REST API shows it (or only `fields`)."""
-        if self.document is None:
+    def _item(self, access: Access | None, fields: tuple[str, ...] | None) -> dict[str, Any]:
+        """The item as the REST API shows it to this caller (or only `fields`)."""
+        if self.document is None or access is None:
             return {"id": str(self.item_id)}
         if fields is None:
-            shown: dict[str, Any] = Item.model_validate(self.document).model_dump(
-                mode="json", by_alias=True
-            )
+            shown: dict[str, Any] = Item.model_validate(
+                {**self.document, "access": access}
+            ).model_dump(mode="json", by_alias=True)
             return shown
         picked = {k: v for k, v in self.document.items() if k in fields or k == "_id"}
+        if "access" in fields:
+            picked["access"] = access
         return ItemFields.model_validate(picked).model_dump(mode="json", exclude_unset=True)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """A change as one subscriber gets it: the event it is to them, and their access."""
+
+    change: Change
+    event: str  # created | updated | deleted | shared | unshared
+    access: Access | None  # None: the event shows no content (deleted, unshared)
+
+
+def _tags(doc: dict[str, Any]) -> frozenset[str]:
+    tags = doc.get("tags", ())
+    return (
+        frozenset(tag for tag in tags if isinstance(tag, str))
+        if isinstance(tags, list)
+        else frozenset()
+    )
+
+
+def _acl(doc: dict[str, Any]) -> policy.Acl:
+    if doc.get("owner_id") is None:
+        raise ValueError("an item without an owner cannot be routed")
+    return policy.Acl.of(doc)
+
+
 def _change_of(raw: dict[str, Any]) -> Change | None:
-    """The change an item event describes, or None when it cannot be routed."""
+    """The change an item event describes, or None when it cannot be routed (and an
+    exception when it names no owner: logged and counted)."""
     operation = raw["operationType"]
     position = Position(raw["_id"]["_data"], raw["clusterTime"])
+    before = raw.get("fullDocumentBeforeChange")
+    acl_before = _acl(before) if before is not None else None
+    tags_before = _tags(before) if before is not None else frozenset()
     if operation == "delete":
-        before = raw.get("fullDocumentBeforeChange")
-        if before is None:  # no pre-image: the owner is unknown, so nobody may see it
+        if acl_before is None:  # no pre-image: who could see it is unknown, so nobody may
             log.warning("a deleted item without a pre-image cannot be routed")
             return None
         return Change(
-            "deleted", before["_id"], before["owner_id"], frozenset(before.get("tags", ())),
+            "deleted", raw["documentKey"]["_id"], acl_before, None, tags_before, frozenset(),
             None, position,
         )  # fmt: skip
     document = raw.get("fullDocument")
     if document is None:  # deleted since (its own event follows)
         return None
     document.pop("search_terms", None)
+    changed = operation != "update" or not _only_acl(raw.get("updateDescription"))
     return Change(
-        ITEM_OPERATIONS[operation], document["_id"], document["owner_id"],
-        frozenset(document.get("tags", ())), document, position,
+        ITEM_OPERATIONS[operation], document["_id"], acl_before, _acl(document),
+        tags_before, _tags(document), document, position, changed,
     )  # fmt: skip
+
+
+def _only_acl(description: Any) -> bool:
+    """Whether an update changed who may see the item and nothing else."""
+    if not isinstance(description, dict):
+        return False
+    named = [*description.get("updatedFields", {}), *description.get("removedFields", [])]
+    return bool(named) and all(name.split(".")[0] in ACL_FIELDS for name in named)
 
 
 @dataclass(eq=False)
@@ -176,19 +232,35 @@ class Subscriber:
     scope: policy.Scope  # the items it may read (and asked for), as the access policy says
     tags: frozenset[str]
     fields: tuple[str, ...] | None
-    queue: asyncio.Queue[Change]
+    queue: asyncio.Queue[Seen]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
     account_changed: asyncio.Event = field(default_factory=asyncio.Event)
     resync: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def wants(self, change: Change) -> bool:
-        return self.scope.admits(change.owner_id) and self.tags <= change.tags
+    def sees(self, change: Change) -> Seen | None:
+        """What this change is to this subscriber, by its access before and after (and
+        its tags): None when it is to see nothing of it."""
+        before = self.scope.access(change.before) if change.before is not None else None
+        after = self.scope.access(change.after) if change.after is not None else None
+        if change.event == "deleted" or after is None:
+            if before is None or not self.tags <= change.before_tags:
+                return None
+            return Seen(change, "deleted" if change.event == "deleted" else "unshared", None)
+        if not self.tags <= change.after_tags:
+            return None
+        if change.event == "created" or change.before is None:  # no pre-image: can't tell
+            return Seen(change, change.event, after)
+        if before is None:
+            return Seen(change, "shared", after)
+        if before == after and not change.content_changed:
+            return None  # someone else's share changed: nothing of this one's
+        return Seen(change, "updated", after)
 
     def offer(self, change: Change) -> None:
-        if self.overflowed.is_set() or not self.wants(change):
+        if self.overflowed.is_set() or (seen := self.sees(change)) is None:
             return
         try:
-            self.queue.put_nowait(change)
+            self.queue.put_nowait(seen)
         except asyncio.QueueFull:
             self.overflowed.set()  # the connection closes it; nothing more is queued
 
@@ -364,21 +436,26 @@ class LiveFeed(Background):
         resume_after: Position | None,
         replay_max: int,
         slot: ReplaySlot | None = None,
-    ) -> AsyncIterator[Change]:
+        readable_now: ReadableNow | None = None,
+    ) -> AsyncIterator[Seen]:
         """The subscriber's changes: replayed from `resume_after` first (`slot`, its turn
-        to replay, is given back once it is done), then live."""
+        to replay, is given back once it is done), then live. A replayed change shows an
+        item's content only if `readable_now` says the subscriber may still read it: a
+        replay never hands over what access since taken away would refuse."""
         replayed: set[str] = set()
         try:
             if resume_after is not None:
-                async for change in self._replay(resume_after, replay_max):
-                    replayed.add(change.position.token)
-                    if subscriber.wants(change):
-                        yield change
+                async for seen in self._replayed(
+                    subscriber, resume_after, replay_max, readable_now
+                ):
+                    replayed.add(seen.change.position.token)
+                    yield seen
         finally:
             if slot is not None:
                 slot.release()
         while True:
-            change = await subscriber.queue.get()
+            seen = await subscriber.queue.get()
+            position = seen.change.position
             # The seam: the queue may repeat what the replay sent, or (when this process's
             # watcher runs behind another's) hold changes from before the resume point,
             # which are no later than it. A transaction's changes share one cluster time
@@ -388,10 +465,32 @@ class LiveFeed(Background):
             # time than changes it read (the embedded server stamps a transaction's time
             # before it takes its place in the stream), and must still come.
             if resume_after is not None and (
-                change.position.token in replayed or change.position.time <= resume_after.time
+                position.token in replayed or position.time <= resume_after.time
             ):
                 continue
-            yield change
+            yield seen
+
+    async def _replayed(
+        self,
+        subscriber: Subscriber,
+        start: Position,
+        limit: int,
+        readable_now: ReadableNow | None,
+    ) -> AsyncIterator[Seen]:
+        """What the subscriber missed since `start`, judged by access at each change and
+        then, for the content it shows, now (one read per REPLAY_CHECK changes)."""
+        held: list[Seen] = []
+        async for change in self._replay(start, limit):
+            seen = subscriber.sees(change)
+            if seen is None:
+                continue
+            held.append(seen)
+            if len(held) >= REPLAY_CHECK:
+                for kept in await _still_readable(held, readable_now):
+                    yield kept
+                held = []
+        for kept in await _still_readable(held, readable_now):
+            yield kept
 
     async def _replay(self, start: Position, limit: int) -> AsyncIterator[Change]:
         try:
@@ -418,6 +517,15 @@ class LiveFeed(Background):
             if error.code == HISTORY_LOST:
                 raise HistoryLost() from None
             raise
+
+
+async def _still_readable(held: list[Seen], readable_now: ReadableNow | None) -> list[Seen]:
+    """`held` without the events that show content of an item no longer readable."""
+    showing = list({seen.change.item_id for seen in held if seen.access is not None})
+    if readable_now is None or not showing:
+        return held
+    readable = await uninterrupted(readable_now(showing))
+    return [seen for seen in held if seen.access is None or seen.change.item_id in readable]
 
 
 async def close_all(code: int = 1001) -> None:

@@ -33,12 +33,13 @@ from api.live.feed import (
     HistoryLost,
     LiveFeed,
     Position,
+    ReadableNow,
     ReplaySlot,
     Subscriber,
     TooManyReplays,
     feed_of,
 )
-from documents import User
+from documents import Item, User
 from documents.item import tag_key
 
 log = logging.getLogger("docstore.live")
@@ -138,7 +139,15 @@ async def live_items(websocket: WebSocket) -> None:
         except Exception:  # the client went away already
             return
         ending = await _first_of(
-            _send_changes(websocket, services, feed, subscriber, request.resume_after, slot),
+            _send_changes(
+                websocket,
+                services,
+                feed,
+                subscriber,
+                request.login.acting_user,
+                request.resume_after,
+                slot,
+            ),
             _receive_until_gone(websocket),
             _expiry(request.login),
             _account_watch(subscriber, request),
@@ -230,20 +239,34 @@ async def _first_of(*jobs: Awaitable[Ending]) -> Ending:
         return Ending(None)
 
 
+def _readable_now(user: User) -> ReadableNow:
+    """For a replay: which of these items `user` may read now, as the access policy says."""
+
+    async def readable(item_ids: list[ObjectId]) -> set[ObjectId]:
+        found = Item.get_pymongo_collection().find(
+            policy.among(item_ids, user), projection={"_id": 1}
+        )
+        return {doc["_id"] async for doc in found}
+
+    return readable
+
+
 async def _send_changes(
     websocket: WebSocket,
     services: Services,
     feed: LiveFeed,
     subscriber: Subscriber,
+    user: User,
     resume_after: Position | None,
     slot: ReplaySlot | None,
 ) -> Ending:
+    replay_max = services.settings.live_replay_max
+    readable_now = _readable_now(user)
     try:
-        async for change in feed.changes(
-            subscriber, resume_after, services.settings.live_replay_max, slot
-        ):
+        async for seen in feed.changes(subscriber, resume_after, replay_max, slot, readable_now):
+            change = seen.change
             try:
-                message = change.message(subscriber.fields, services.feed_cursors)
+                message = change.message(seen, subscriber.fields, services.feed_cursors)
             except Exception:  # a stored item the API cannot show: this event is skipped
                 if change.mark_unrenderable():  # logged and counted once, not per socket
                     log.warning("live feed skipped item %s it cannot render", change.item_id)

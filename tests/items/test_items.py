@@ -42,7 +42,9 @@ async def test_create_and_read(client: httpx2.AsyncClient, alice: Account) -> No
         "created_at",
         "updated_at",
         "version",
+        "access",
     }
+    assert item["access"] == "owner"
     read = await client.get(response.headers["location"], headers=alice.headers)
     assert read.status_code == 200
     assert read.json() == item

@@ -50,7 +50,7 @@ async def test_a_resume_from_inside_a_batch_sends_the_rest_once_in_order(
         ids = [result["item"]["id"] for result in made.json()["results"]]
         assert [event["item"]["id"] for event in events] == ids
         assert behind.queue.qsize() == 4
-        times = {change.position.time for change in list(behind.queue._queue)}  # type: ignore[attr-defined]
+        times = {seen.change.position.time for seen in list(behind.queue._queue)}  # type: ignore[attr-defined]
         assert len(times) == 1  # one transaction, one cluster time
 
         cursor = services_of(app).feed_cursors.decode(events[1]["cursor"])
@@ -58,8 +58,8 @@ async def test_a_resume_from_inside_a_batch_sends_the_rest_once_in_order(
         sent: list[Change] = []
 
         async def read() -> None:
-            async for change in resumed:
-                sent.append(change)
+            async for seen in resumed:
+                sent.append(seen.change)
 
         reading = asyncio.create_task(read())
         await eventually(lambda: has(sent, 2))  # the rest of the batch, replayed
@@ -146,7 +146,8 @@ async def test_a_commit_seen_after_the_replay_comes_even_with_an_earlier_time(
 
     def change(token: str, seconds: int) -> Change:
         position = Position(token, Timestamp(seconds, 1))
-        return Change("created", ObjectId(), owner, frozenset(), {}, position)
+        acl = policy.Acl(owner)
+        return Change("created", ObjectId(), None, acl, frozenset(), frozenset(), {}, position)
 
     resume_point, plain_write, transaction = change("r", 4), change("p", 6), change("t", 5)
 
@@ -157,9 +158,11 @@ async def test_a_commit_seen_after_the_replay_comes_even_with_an_earlier_time(
     subscriber = feed.subscribe(None, owner, policy.readable(alice.user), (), None)
     try:
         for queued in (change("before", 3), resume_point, plain_write, transaction):
-            subscriber.queue.put_nowait(queued)
+            seen = subscriber.sees(queued)
+            assert seen is not None
+            subscriber.queue.put_nowait(seen)
         changes = feed.changes(subscriber, resume_point.position, replay_max=100)
-        sent = [await asyncio.wait_for(anext(changes), 2) for _ in range(2)]
+        sent = [(await asyncio.wait_for(anext(changes), 2)).change for _ in range(2)]
         await changes.aclose()
     finally:
         feed.unsubscribe(subscriber)
