@@ -40,7 +40,7 @@ class ShareRequest(BaseModel):
         max_length=320,
         description="The user to share with: their id, username or email",
     )
-    role: Role
+    role: Role = Field(strict=False)  # strict would take only a Role object, never JSON's string
 
 
 class Share(BaseModel):

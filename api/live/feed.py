@@ -126,6 +126,7 @@ class Change:
     document: dict[str, Any] | None  # the stored item (None for deleted)
     position: Position
     content_changed: bool = True  # False: only its shares changed
+    acl_changed: bool = True  # False: its content alone changed
     _messages: dict[tuple[str, Access | None, tuple[str, ...] | None], str] = field(
         default_factory=dict
     )
@@ -208,19 +209,24 @@ def _change_of(raw: dict[str, Any]) -> Change | None:
     if document is None:  # deleted since (its own event follows)
         return None
     document.pop("search_terms", None)
-    changed = operation != "update" or not _only_acl(raw.get("updateDescription"))
+    content, acl = _changed(raw) if operation == "update" else (True, True)
     return Change(
         ITEM_OPERATIONS[operation], document["_id"], acl_before, _acl(document),
-        tags_before, _tags(document), document, position, changed,
+        tags_before, _tags(document), document, position, content, acl,
     )  # fmt: skip
 
 
-def _only_acl(description: Any) -> bool:
-    """Whether an update changed who may see the item and nothing else."""
+def _changed(raw: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether an update changed the item's content, and who may see it (both, when
+    the event does not say)."""
+    description = raw.get("updateDescription")
     if not isinstance(description, dict):
-        return False
-    named = [*description.get("updatedFields", {}), *description.get("removedFields", [])]
-    return bool(named) and all(name.split(".")[0] in ACL_FIELDS for name in named)
+        return True, True
+    named = {
+        str(name).split(".")[0]
+        for name in [*description.get("updatedFields", {}), *description.get("removedFields", [])]
+    }
+    return bool(named - ACL_FIELDS), bool(named & ACL_FIELDS)
 
 
 @dataclass(eq=False)
@@ -244,6 +250,11 @@ class Subscriber:
         after = self.scope.access(change.after) if change.after is not None else None
         if change.event == "deleted" or after is None:
             if before is None or not self.tags <= change.before_tags:
+                return None
+            if not change.acl_changed:
+                # Its content changed, not who sees it: a post-image read later than the
+                # change (the embedded server's) shows a share ended since. Its own event
+                # says so; this one shows them nothing.
                 return None
             return Seen(change, "deleted" if change.event == "deleted" else "unshared", None)
         if not self.tags <= change.after_tags:
