@@ -81,19 +81,11 @@ async def change_shares(
             raise NotFound("item")
         before = shares_of(stored)
         shares = change(access, before)
-        readers = [stored["owner_id"], *(share.user_id for share in shares)]
-        if shares == before and stored.get("readers") == readers:
+        if (written_acl := acl_written(stored, shares)) is None:
             return before, shares
-        version = stored.get("acl_version")
         written = await items.find_one_and_update(
-            {"_id": item_id, "acl_version": version},
-            {
-                "$set": {
-                    "shares": [share.stored() for share in shares],
-                    "readers": readers,
-                    "acl_version": _next(stored.get("acl_version")),
-                }
-            },
+            {"_id": item_id, "acl_version": stored.get("acl_version")},
+            {"$set": written_acl},
             projection={"_id": 1},
             return_document=ReturnDocument.AFTER,
         )
@@ -103,6 +95,45 @@ async def change_shares(
 
 
 ACL_FIELDS = {"owner_id": 1, "readers": 1, "shares": 1, "acl_version": 1}
+
+
+def acl_written(stored: dict[str, Any], shares: list[StoredShare]) -> dict[str, Any] | None:
+    """The fields that give the stored item these shares (to `$set`, on the condition
+    that its `acl_version` is still the one read); None when it has them already."""
+    readers = [stored["owner_id"], *(share.user_id for share in shares)]
+    if shares == shares_of(stored) and stored.get("readers") == readers:
+        return None
+    return {
+        "shares": [share.stored() for share in shares],
+        "readers": readers,
+        "acl_version": _next(stored.get("acl_version")),
+    }
+
+
+@dataclass(frozen=True)
+class Given:
+    """A share an admin's seed record gives (its times when an export wrote them)."""
+
+    user_id: ObjectId
+    role: Role
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def with_roles(stored: dict[str, Any], given: list[Given], now: datetime) -> list[StoredShare]:
+    """Exactly these shares, one per user (the last given wins), keeping the stored
+    ones that already have that role as they are."""
+    had = {share.user_id: share for share in shares_of(stored)}
+    latest = {share.user_id: share for share in given}
+    shares: list[StoredShare] = []
+    for share in latest.values():
+        old = had.get(share.user_id)
+        if old is not None and old.role == share.role:
+            shares.append(old)
+            continue
+        made = share.created_at or (old.created_at if old is not None else now)
+        shares.append(StoredShare(share.user_id, share.role, made, share.updated_at or made))
+    return shares
 
 
 def _next(version: Any) -> int:

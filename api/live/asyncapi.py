@@ -15,11 +15,18 @@ from documents import Item
 PATH = f"{API_PREFIX}/ws/items"
 REF = "#/components/schemas/{model}"
 
-SUMMARY = "Live changes to your items (WebSocket)"
+SUMMARY = "Live changes to the items you can read (WebSocket)"
 DESCRIPTION = """
-Upgrade to a WebSocket to receive your items' changes as they commit, in commit order,
-from MongoDB change streams (any worker, host or admin script's write arrives).
-Superusers receive everyone's, or one owner's with `owner_id`.
+Upgrade to a WebSocket to receive the changes of every item you can read (your own and
+those shared with you) as they commit, in commit order, from MongoDB change streams (any
+worker, host or admin script's write arrives). Superusers receive everyone's, or one
+owner's with `owner_id`.
+
+Sharing: an item shared with you arrives as `shared` (with its content and your
+`access`); a change of your role is an `updated` with the new `access`; when your share
+ends (the owner ended it, or you left) you get `unshared` with the item's id and nothing
+more of it. A replay (`resume_after`) checks access as it is now: it never sends the
+content of an item you can no longer read.
 
 Authenticate with `?token=<access token>`, an `Authorization: Bearer` header on the
 handshake, or a first message `{"type": "auth", "token": "..."}` within a few seconds.
@@ -32,11 +39,13 @@ page), then connect with `?resume_after=<its X-Feed-Cursor header>`. Each change
 `cursor`; reconnect with `?resume_after=<cursor>` to get what you missed, exactly once
 (the replay follows the `subscribed` message).
 
-Close codes: 1008 bad, expired or revoked token, or a bad parameter (the reason says
-which); 1011 the database has no change streams (or the feed is turned off); 1013 you
-read too slowly, or the database is unavailable (reconnect and resume); 1001 the server
-is shutting down; 1000 after a `resync` message (your cursor is too old: refetch by
-REST, then reconnect without `resume_after`).
+Close codes: 1008 bad, expired or revoked token, a bad parameter, or a first message
+longer than 4,096 characters (the reason says which); 1009 a message larger than 16 KiB;
+1011 the database has no change streams (or the feed is turned off); 1013 you read too
+slowly, the database is unavailable, the feed is restarting, or your account has too many
+resumes replaying at once (reconnect and resume); 1001 the server is shutting down; 1000
+after a `resync` message (your cursor is too old: refetch by REST, then reconnect without
+`resume_after`).
 """
 
 
@@ -48,10 +57,11 @@ class AuthMessage(BaseModel):
 
 
 class ItemChange(BaseModel):
-    """A change to an item; `item` is the item as the REST API returns it (or the
-    requested `fields`), and `{"id": ...}` for `deleted`."""
+    """A change to an item you can read; `item` is the item as the REST API returns it
+    to you (with your `access`, or only the requested `fields`), and `{"id": ...}` for
+    `deleted` and `unshared` (you can no longer read it)."""
 
-    event: Literal["created", "updated", "deleted"]
+    event: Literal["created", "updated", "deleted", "shared", "unshared"]
     item: Item | dict[str, str]
     cursor: str = Field(description="Opaque; pass as resume_after to continue after this")
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
-from api.items import policy
+from api.items import policy, sharing
 from documents import Item, User
 
 BATCH = 1000
@@ -38,7 +38,9 @@ async def export(
     if items:
         # The operator's export: every item, as the access policy lets an admin read them.
         async for batch in _batches(Item.get_pymongo_collection(), policy.EVERYONE.filter):
-            owners = await _emails({doc["owner_id"] for doc in batch})
+            people = {doc["owner_id"] for doc in batch}
+            people |= {share.user_id for doc in batch for share in sharing.shares_of(doc)}
+            owners = await _emails(people)
             _write(out, [_item_record(doc, owners) for doc in batch])
             counts["item"] += len(batch)
             advance(len(batch))
@@ -107,7 +109,13 @@ def _item_record(doc: dict[str, Any], owners: dict[ObjectId, str]) -> dict[str, 
     record = {"kind": "item", "id": str(doc["_id"]), "owner": owners.get(doc["owner_id"])}
     record |= {field: doc.get(field) for field in ITEM_FIELDS}
     record |= {"created_at": _time(doc["created_at"]), "updated_at": _time(doc["updated_at"])}
-    return record
+    shares = [
+        {"user": owners[share.user_id], "role": share.role.value}
+        | {"created_at": _time(share.created_at), "updated_at": _time(share.updated_at)}
+        for share in sharing.shares_of(doc)
+        if share.user_id in owners
+    ]
+    return record | {"shares": shares}
 
 
 def _time(value: Any) -> str:

@@ -8,10 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from documents import ItemCreate, UserCreate
 from documents.base import ObjectIdParam
+from documents.share import Role
 from documents.user import Password
 
 _decoder = json.JSONDecoder()
@@ -45,6 +46,16 @@ class UserRecord(UserCreate):
         return self
 
 
+class ShareRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, description="The sharee's email or username")
+    role: Role
+    # As an export writes them, so a round trip keeps them; a new share: now.
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 class ItemRecord(ItemCreate):
     model_config = ConfigDict(strict=False)  # as UserRecord's
 
@@ -54,6 +65,9 @@ class ItemRecord(ItemCreate):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: int = Field(default=1, ge=1)
+    # Given: exactly these shares (an empty list: shared with nobody). Left out: the
+    # stored item's shares stay as they are.
+    shares: list[ShareRecord] | None = Field(default=None, max_length=10_000)
 
 
 SeedRecord = TypeAdapter[UserRecord | ItemRecord](

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from pymongo import InsertOne, UpdateOne
 
+from api.items import policy, sharing
 from api.items.writes import identical, stored_content
 from documents import Item, User
 from documents.base import utcnow
@@ -64,10 +65,18 @@ class Seeder:
         whose content differs (where `reseed` lets the record change them) updated with a
         new `version` and `updated_at` (so an old ETag no longer matches and subscribers
         see the change), the rest left alone."""
-        owners = await _owner_ids({record.owner for _, record in batch})
+        refs = {record.owner for _, record in batch}
+        refs |= {share.user for _, record in batch for share in record.shares or ()}
+        owners = await _owner_ids(refs)
         keyed: dict[tuple[Any, Any], tuple[RawRecord, ItemRecord, Any]] = {}
+        sharees: dict[int, list[sharing.Given]] = {}
         for raw, record in batch:
             owner_id = owners.get(record.owner.lower())
+            if owner_id is not None and record.shares is not None:
+                found = self._sharees(raw, record, owner_id, owners)
+                if found is None:
+                    continue
+                sharees[id(record)] = found
             if owner_id is not None:
                 # A key seen twice in one batch: the later line wins, as a later run would.
                 keyed[_item_key(owner_id, record)] = (raw, record, owner_id)
@@ -84,22 +93,50 @@ class Seeder:
         now = utcnow()
         for key, (raw, record, owner_id) in keyed.items():
             stored = existing.get(key)
+            roles = sharees.get(id(record))
             if stored is None:
-                operations.append(InsertOne(_new_item(record, owner_id, now)))
-            elif stored["owner_id"] != owner_id:
+                new = _new_item(record, owner_id, now)
+                shares = sharing.with_roles(new, roles or [], now)
+                operations.append(InsertOne(new | (sharing.acl_written(new, shares) or {})))
+                sources.append(raw)
+                continue
+            if stored["owner_id"] != owner_id:
                 self.report.fail(raw, f"item {record.id} belongs to another owner")
                 continue
-            elif update := self._update(raw, record, stored, now):
+            if update := self._update(raw, record, stored, now):
                 operations.append(update[0])
                 updates[stored["_id"]] = (raw, update[1])
-            else:
-                continue
-            sources.append(raw)
+                sources.append(raw)
+            if roles is not None:
+                shares = sharing.with_roles(stored, roles, now)
+                if (acl := sharing.acl_written(stored, shares)) is not None:
+                    condition = {"_id": stored["_id"], "acl_version": stored.get("acl_version")}
+                    operations.append(UpdateOne(condition, {"$set": acl}))
+                    sources.append(raw)
         if self.options.dry_run:
             self.report.written["item"] += len(operations)
             return
         bulk = await batches.write(Item, operations, sources, "item", self.report)
         await self._report_lost_updates(updates, bulk.failed_lines)
+
+    def _sharees(
+        self, raw: RawRecord, record: ItemRecord, owner_id: Any, users: dict[str, Any]
+    ) -> list[sharing.Given] | None:
+        """The record's shares by user id; None (the line failed) when one names nobody,
+        or the owner. A user this dry run would create counts as found."""
+        found: list[sharing.Given] = []
+        for share in record.shares or ():
+            user_id = users.get(share.user.lower())
+            if user_id is None and share.user.lower() in self._pending_owners:
+                continue
+            if user_id is None:
+                self.report.fail(raw, f"unknown user {share.user!r} in shares")
+                return None
+            if user_id == owner_id:
+                self.report.fail(raw, "an item's owner cannot be one of its sharees")
+                return None
+            found.append(sharing.Given(user_id, share.role, share.created_at, share.updated_at))
+        return found
 
     def _update(
         self, raw: RawRecord, record: ItemRecord, stored: dict[str, Any], now: Any
@@ -143,7 +180,7 @@ def _item_key(owner_id: Any, record: ItemRecord) -> tuple[Any, Any]:
 
 def _new_item(record: ItemRecord, owner_id: Any, now: Any) -> dict[str, Any]:
     created = record.created_at or now
-    doc = {"owner_id": owner_id, **stored_content(record), "created_at": created}
+    doc = {**policy.new_item_of(owner_id), **stored_content(record), "created_at": created}
     doc |= {"updated_at": record.updated_at or created, "version": record.version}
     doc["seeded"] = {"version": record.version}  # what reseed compares a later run with
     return {**doc, "_id": record.id} if record.id else doc

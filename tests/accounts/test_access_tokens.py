@@ -18,7 +18,7 @@ from tests.conftest import PASSWORD, Account, create_item, moment
 
 TOKENS = "/api/v1/auth/tokens"
 ITEMS = "/api/v1/items"
-ALL_SCOPES = ["items:read", "items:write", "account:read"]
+ALL_SCOPES = ["items:read", "items:write", "items:share", "account:read"]
 SCOPE_PROBLEM = "urn:docstore:problem:insufficient-scope"
 INVALID_TOKEN = "urn:docstore:problem:invalid-access-token"
 
