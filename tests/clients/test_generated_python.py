@@ -170,7 +170,54 @@ async def _flow(
     assert isinstance(failed, models.BatchProblem), failed
     assert (failed.status, failed.operation) == (404, 0)
 
+    await share_and_read_as_the_sharee(package, base_url, clients, models, person, created[1].id)
+
     removed = await items.remove_item.asyncio_detailed(target.id, client=program, if_match="*")
     assert removed.status_code == 204
     titles = sorted(doc.title for doc in await Item.find_all().to_list())
     assert titles == ["batched", "patched"]
+
+
+async def share_and_read_as_the_sharee(
+    package: ModuleType,
+    base_url: str,
+    clients: AsyncExitStack,
+    models: Any,
+    owner: Any,
+    item_id: str,
+) -> None:
+    """The owner shares an item with a second account, which then reads it and its
+    shares, and sees it in its list."""
+    auth, users, items = module("api.auth"), module("api.users"), module("api.items")
+    sharing = module("api.sharing")
+    for name in ("share_item", "list_shares", "unshare_item"):
+        importlib.import_module(f"{sharing.__name__}.{name}")
+    importlib.import_module(f"{items.__name__}.read_item")
+    anonymous = await clients.enter_async_context(package.Client(base_url=base_url))
+    body = models.UserCreate(email="friend@example.com", username="friend", password="Friendly-1")
+    assert (
+        await users.create_user.asyncio_detailed(client=anonymous, body=body)
+    ).status_code == 201
+    shared = await sharing.share_item.asyncio_detailed(
+        item_id, client=owner, body=models.ShareRequest(user="friend", role=models.Role("viewer"))
+    )
+    assert shared.status_code == 201, shared.content
+    assert (shared.parsed.username, shared.parsed.role) == ("friend", models.Role("viewer"))
+    login = models.PasswordGrant(username="friend", password="Friendly-1")
+    token = (await auth.login.asyncio(client=anonymous, body=login)).access_token
+    friend = await clients.enter_async_context(
+        package.AuthenticatedClient(base_url=base_url, token=token)
+    )
+    read = await items.read_item.asyncio(item_id, client=friend)
+    assert isinstance(read, models.Item), read
+    assert (read.title, read.access) == ("patched", models.Access("viewer"))
+    listed = await sharing.list_shares.asyncio(item_id, client=friend)
+    assert [share.username for share in listed.items] == ["friend"]
+    page = await items.list_items.asyncio(client=friend)
+    assert [row.id for row in page.items] == [item_id]
+    refused = await items.update_item.asyncio_detailed(
+        item_id, client=friend, body=models.ItemMergePatch(title="mine now")
+    )
+    assert refused.status_code == 403
+    left = await sharing.unshare_item.asyncio_detailed(item_id, read.owner_id, client=owner)
+    assert left.status_code == 404  # the owner has no share of their own to end

@@ -1,5 +1,6 @@
-"""On a real mongod, cursor pages walk the (owner_id, <sort key>, _id) index in order:
-no in-memory sort, no collection scan, so page 1,000 costs what page 1 costs.
+"""On a real mongod, cursor pages walk the (readers, <sort key>, _id) index in order:
+no in-memory sort, no collection scan, so page 1,000 costs what page 1 costs; for a
+list of own and shared items alike, and with `access=` narrowing it.
 
 The embedded server cannot show this (its planner sorts in memory whatever the
 indexes): this runs only when MONGODB_URL points at a real mongod, as the CI
@@ -21,6 +22,15 @@ from tests.conftest import Account, services_of
 ITEMS = "/api/v1/items"
 
 
+def sharing(owner: Account, reader: Account, n: int, now: Any) -> dict[str, Any]:
+    """Half of the other owner's items shared with `reader` (viewer, editor in turn)."""
+    if owner is reader or n % 2:
+        return {"readers": [owner.user.id], "shares": []}
+    role = "viewer" if n % 4 else "editor"
+    share = {"user_id": reader.user.id, "role": role, "created_at": now, "updated_at": now}
+    return {"readers": [owner.user.id, reader.user.id], "shares": [share]}
+
+
 def stages(plan: dict[str, Any]) -> list[str]:
     found = [str(plan.get("stage", "?"))]
     for key in ("inputStage", "outerStage", "innerStage"):
@@ -31,9 +41,24 @@ def stages(plan: dict[str, Any]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("sort", ["-created_at", "created_at", "-updated_at", "title"])
+@pytest.mark.parametrize(
+    ("sort", "access"),
+    [
+        ("-created_at", None),
+        ("created_at", None),
+        ("-updated_at", None),
+        ("title", None),
+        ("-created_at", ["viewer"]),
+        ("-updated_at", ["owner", "editor"]),
+    ],
+)
 async def test_cursor_pages_walk_the_index_on_real_mongodb(
-    app: FastAPI, client: httpx2.AsyncClient, alice: Account, bob: Account, sort: str
+    app: FastAPI,
+    client: httpx2.AsyncClient,
+    alice: Account,
+    bob: Account,
+    sort: str,
+    access: list[str] | None,
 ) -> None:
     settings = services_of(app).settings
     database = services_of(app).client[settings.mongodb_db]
@@ -45,16 +70,18 @@ async def test_cursor_pages_walk_the_index_on_real_mongodb(
             "owner_id": owner.user.id, "title": f"item {n:04}", "description": None,
             "tags": [], "data": {"n": n}, "search_terms": [], "version": 1,
             "created_at": now - timedelta(seconds=n), "updated_at": now - timedelta(seconds=n),
+            **sharing(owner, alice, n, now),
         }
         for owner in (alice, bob)
         for n in range(300)
     ]  # fmt: skip
     await Item.get_pymongo_collection().insert_many(docs)
-    first = await client.get(ITEMS, params={"limit": 50, "sort": sort}, headers=alice.headers)
+    query: dict[str, Any] = {"limit": 50, "sort": sort, "access": access or []}
+    first = await client.get(ITEMS, params=query, headers=alice.headers)
     cursor = first.json()["next_cursor"]
+    assert cursor is not None
     with recording(settings.mongodb_db) as commands:
-        params = {"limit": 50, "sort": sort, "cursor": cursor}
-        page = await client.get(ITEMS, params=params, headers=alice.headers)
+        page = await client.get(ITEMS, params={**query, "cursor": cursor}, headers=alice.headers)
     assert page.status_code == 200
     [find] = [c for c in commands if c["name"] == "find" and c["find"] == "items"]
     query = {k: find[k] for k in ("filter", "sort", "limit", "projection") if k in find}
