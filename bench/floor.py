@@ -1,8 +1,9 @@
 """The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
 
 Same database, same token check (joserfc, pinned alg, claims; or a personal access
-token's document, hash and user), same owner-scoped
-queries, plain JSON out: what any framework on this stack cannot go below.
+token's document, hash and user), the same reader conditions (by id: the owner or a
+reader; lists: the readers index), plain JSON out: what any framework on this stack
+cannot go below.
 """
 
 import hashlib
@@ -24,8 +25,11 @@ from api.accounts.tokens import InvalidToken, TokenSigner
 
 
 def _plain(doc: dict[str, Any]) -> dict[str, Any]:
+    """The item as JSON; who may see it (`readers`, `shares`) is read, not shown."""
     out = {}
     for key, value in doc.items():
+        if key in ("readers", "shares"):
+            continue
         if isinstance(value, ObjectId):
             value = str(value)
         elif isinstance(value, datetime):
@@ -75,8 +79,12 @@ class Floor:
         user = await self._caller(request)
         if user is None:
             return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        who = user["_id"]
         item = await self.db.items.find_one(
-            {"_id": ObjectId(request.path_params["item_id"]), "owner_id": user["_id"]}
+            {
+                "_id": ObjectId(request.path_params["item_id"]),
+                "$or": [{"owner_id": who}, {"readers": who}],
+            }
         )
         if item is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
@@ -87,7 +95,7 @@ class Floor:
         if user is None:
             return JSONResponse({"detail": "unauthorized"}, status_code=401)
         params = request.query_params
-        query: dict[str, Any] = {"owner_id": user["_id"]}
+        query: dict[str, Any] = {"readers": user["_id"]}
         if "after" in params:  # the keyset position, raw: "<epoch ms>,<id>"
             millis, last_id = params["after"].split(",")
             at, oid = datetime.fromtimestamp(int(millis) / 1000, UTC), ObjectId(last_id)

@@ -34,6 +34,7 @@ class Setup:
     token: str  # an access token (JWT) of a password login
     access_token: str  # a personal access token (items:read) of the same user
     user_id: ObjectId
+    friend_token: str  # another user's JWT: half of their list is the first user's items
     first_item: str
     mongodb_url: str
     pids: dict[str, int]  # label -> server process id
@@ -50,6 +51,7 @@ def running(items: int) -> Iterator[Setup]:
             url = server.url
         try:
             token, access_token, user_id = _seed_user(url)
+            friend_token, _, friend_id = seed_user(url, "friend")
             env = {
                 **os.environ,
                 "MONGODB_URL": url,
@@ -66,10 +68,16 @@ def running(items: int) -> Iterator[Setup]:
                 ["uvicorn", "--factory", "bench.floor:create_app", "--no-access-log"], env
             )
             try:
-                first = seed_items(url, user_id, 0, items)
+                # Every other item of the user's is shared with the friend, who owns as
+                # many: the friend's list is half their own, half shared.
+                first = seed_items(url, user_id, 0, items, sharee=friend_id)
+                if items > 1:
+                    seed_items(url, friend_id, 0, items // 2)
                 targets = {"app": app[1], "floor": floor[1]}
                 pids = {"app": app[0].pid, "floor": floor[0].pid}
-                yield Setup(targets, token, access_token, user_id, first, url, pids, env)
+                yield Setup(
+                    targets, token, access_token, user_id, friend_token, first, url, pids, env
+                )
             finally:
                 for process, _ in (app, floor):
                     process.terminate()
@@ -83,6 +91,13 @@ def _seed_user(url: str) -> tuple[str, str, ObjectId]:
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     with client:
         client.drop_database(DB)
+    return seed_user(url, "bench")
+
+
+def seed_user(url: str, name: str) -> tuple[str, str, ObjectId]:
+    """A user with a live session (a JWT) and a personal access token (items:read)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    with client:
         user_id, session_id, token_id = ObjectId(), ObjectId(), ObjectId()
         now = datetime.now(UTC).replace(microsecond=0)
         secret = secrets.token_urlsafe(32)
@@ -102,8 +117,8 @@ def _seed_user(url: str) -> tuple[str, str, ObjectId]:
         client[DB].users.insert_one(
             {
                 "_id": user_id,
-                "email": "bench@example.com",
-                "username": "bench",
+                "email": f"{name}@example.com",
+                "username": name,
                 "full_name": None,
                 "hashed_password": bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode(),
                 "is_active": True,
@@ -121,16 +136,43 @@ def _seed_user(url: str) -> tuple[str, str, ObjectId]:
     return jwt, f"dsk_{token_id}_{secret}", user_id
 
 
-def seed_items(url: str, user_id: ObjectId, start: int, stop: int) -> str:
-    """Items number `start` to `stop` of the user (older as the number grows), raw; the
-    first one's id."""
+def seed_users(url: str, count: int) -> tuple[list[str], list[ObjectId]]:
+    """`count` users with a live session each, written raw in one batch (no password
+    works for them): their JWTs and ids."""
+    signer = TokenSigner(SECRET, "docstore", "docstore-api", 3600)
+    now = datetime.now(UTC).replace(microsecond=0)
+    users: list[dict[str, Any]] = [
+        {
+            "_id": ObjectId(), "email": f"watcher{n}@example.com", "username": f"watcher{n}",
+            "full_name": None, "hashed_password": "!no-password:bench", "is_active": True,
+            "is_superuser": False, "email_verified": False, "token_version": 0,
+            "session_ids": [ObjectId()], "access_token_ids": [],
+            "created_at": now, "updated_at": now,
+        }
+        for n in range(count)
+    ]  # fmt: skip
+    client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+    with client:
+        client[DB].users.insert_many(users)
+    tokens = [signer.issue(str(u["_id"]), 0, str(u["session_ids"][0])) for u in users]
+    return tokens, [u["_id"] for u in users]
+
+
+def seed_items(
+    url: str, user_id: ObjectId, start: int, stop: int, sharee: ObjectId | None = None
+) -> str:
+    """Items number `start` to `stop` of the user (older as the number grows), raw, the
+    even ones shared with `sharee` (a viewer) when given; the first one's id."""
     client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
     now = datetime.now(UTC).replace(microsecond=0)
     first = None
     started = time.monotonic()
     with client:
         for low in range(start, stop, 5000):
-            batch = [_item(user_id, i, now) for i in range(low, min(low + 5000, stop))]
+            batch = [
+                _item(user_id, i, now, sharee if i % 2 == 0 else None)
+                for i in range(low, min(low + 5000, stop))
+            ]
             client[DB].items.insert_many(batch)
             first = first or str(batch[0]["_id"])
     print(f"seeded {stop - start} items in {time.monotonic() - started:.1f}s", file=sys.stderr)
@@ -138,11 +180,17 @@ def seed_items(url: str, user_id: ObjectId, start: int, stop: int) -> str:
     return first
 
 
-def _item(owner: ObjectId, i: int, now: datetime) -> dict[str, Any]:
+def _item(owner: ObjectId, i: int, now: datetime, sharee: ObjectId | None) -> dict[str, Any]:
     title, tags = f"item {i} {WORDS[i % len(WORDS)]}", ["bench", f"t{i % 10}"]
+    sharees = [] if sharee is None else [sharee]
+    shares = [
+        {"user_id": s, "role": "viewer", "created_at": now, "updated_at": now} for s in sharees
+    ]
     return {
         "_id": ObjectId(),
         "owner_id": owner,
+        "readers": [owner, *sharees],
+        "shares": shares,
         "title": title,
         "description": "d",
         "tags": tags,

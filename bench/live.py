@@ -1,8 +1,9 @@
-"""Live feed check (scripts/bench --live N): N WebSocket subscribers, one steady writer.
+"""Live feed check (scripts/bench --live N): N WebSocket subscribers, each a different
+user with whom one busy item is shared, and its owner patching it steadily.
 
 Prints the app's RSS before and after connecting the subscribers (KB per idle
-subscriber), and the delivery latency of each event, from the item's `created_at`
-(stamped by the app just before its insert commits) to its receipt by a subscriber,
+subscriber), and the delivery latency of each event, from the item's `updated_at`
+(stamped by the app just before its update commits) to its receipt by a subscriber,
 p50/p99 over every (event, subscriber) pair. The floor is one raw PyMongo change
 stream in this process reading the same writes: what the database itself costs.
 The subscribers run in this process too, so their own work is part of the figure.
@@ -12,14 +13,15 @@ import asyncio
 import json
 import statistics
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
-from pymongo import AsyncMongoClient
+from bson import ObjectId
+from pymongo import AsyncMongoClient, MongoClient
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.harness import Setup
+from bench.harness import DB, Setup, seed_users
 
 
 def rss_kb(pid: int) -> int:
@@ -36,12 +38,13 @@ def report(setup: Setup, subscribers: int, rate: float, seconds: float) -> None:
 
 async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -> None:
     base, pid = setup.targets["app"], setup.pids["app"]
-    ws_url = base.replace("http", "ws") + f"/api/v1/ws/items?token={setup.token}"
+    tokens, item_id = _busy_item(setup, subscribers)
+    ws_url = base.replace("http", "ws") + "/api/v1/ws/items?token={token}"
     before = rss_kb(pid)
     sockets: list[ClientConnection] = []
     for start in range(0, subscribers, 50):  # connect in waves, as clients would
-        wave = min(50, subscribers - start)
-        sockets += await asyncio.gather(*(_subscribe(ws_url) for _ in range(wave)))
+        wave = tokens[start : start + 50]
+        sockets += await asyncio.gather(*(_subscribe(ws_url.format(token=t)) for t in wave))
     await asyncio.sleep(2)
     after = rss_kb(pid)
     per = (after - before) / subscribers
@@ -54,7 +57,7 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     readers = [asyncio.create_task(_read(ws, total, app_latencies)) for ws in sockets]
     floor = asyncio.create_task(_floor(setup.mongodb_url, total, floor_latencies))
     await asyncio.sleep(0.5)  # the floor's stream is open
-    await _write(base, setup.token, total, rate)
+    await _write(base, setup.token, item_id, total, rate)
     await asyncio.wait([*readers, floor], timeout=30)
     for ws in sockets:
         await ws.close()
@@ -77,36 +80,66 @@ async def _subscribe(url: str) -> ClientConnection:
     return ws
 
 
-async def _write(base: str, token: str, total: int, rate: float) -> None:
+def _busy_item(setup: Setup, subscribers: int) -> tuple[list[str], str]:
+    """`subscribers` users (a JWT each) and one item of the bench user's shared with all
+    of them, written raw: the bench measures the feed, not SHARES_MAX_PER_ITEM."""
+    tokens, sharees = seed_users(setup.mongodb_url, subscribers)
+    now = datetime.now(UTC).replace(microsecond=0)
+    item = {
+        "_id": ObjectId(),
+        "owner_id": setup.user_id,
+        "title": "busy",
+        "description": None,
+        "tags": [],
+        "data": {"n": 0},
+        "search_terms": [],
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "readers": [setup.user_id, *sharees],
+        "shares": [
+            {"user_id": sharee, "role": "viewer", "created_at": now, "updated_at": now}
+            for sharee in sharees
+        ],
+    }
+    client: MongoClient[dict[str, Any]] = MongoClient(setup.mongodb_url)
+    with client:
+        client[DB].items.insert_one(item)
+    return tokens, str(item["_id"])
+
+
+async def _write(base: str, token: str, item_id: str, total: int, rate: float) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
         started = time.monotonic()
         for n in range(total):
             await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-            response = await client.post("/api/v1/items", json={"title": f"live {n}"})
+            patch = {"data": {"n": n + 1}}
+            response = await client.patch(f"/api/v1/items/{item_id}", json=patch)
             response.raise_for_status()
 
 
 def _latency_ms(item: dict[str, Any]) -> float:
-    created = datetime.fromisoformat(item["created_at"])
-    return (time.time() - created.timestamp()) * 1000
+    updated = datetime.fromisoformat(item["updated_at"])
+    return (time.time() - updated.timestamp()) * 1000
 
 
 async def _read(ws: ClientConnection, total: int, latencies: list[float]) -> None:
     for _ in range(total):
         event = json.loads(await ws.recv())
+        assert event["item"]["access"] == "viewer", event
         latencies.append(_latency_ms(event["item"]))
 
 
 async def _floor(url: str, total: int, latencies: list[float]) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
     async with client:
-        pipeline = [{"$match": {"operationType": "insert"}}]
-        async with await client["bench"].items.watch(pipeline) as stream:
+        pipeline = [{"$match": {"operationType": "update"}}]
+        async with await client[DB].items.watch(pipeline) as stream:
             for _ in range(total):
                 change = await stream.next()
-                created = change["fullDocument"]["created_at"]
-                latencies.append((time.time() - created.timestamp()) * 1000)
+                updated = change["updateDescription"]["updatedFields"]["updated_at"]
+                latencies.append((time.time() - updated.timestamp()) * 1000)
 
 
 def _percentile(values: list[float], pct: int) -> float:

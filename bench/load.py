@@ -30,6 +30,7 @@ def report(wrk: str, setup: Setup, args: Any) -> None:
         "GET /items/{id}": (by_id, setup.token),
         "  with an access token": (by_id, setup.access_token),
         "GET /items?limit=50": ("/api/v1/items?limit=50", setup.token),
+        "  half shared": ("/api/v1/items?limit=50", setup.friend_token),
     }
     for path, token in endpoints.values():  # both answer 200 before anything is measured
         for base in setup.targets.values():
