@@ -106,16 +106,17 @@ def _user_record(doc: dict[str, Any], with_hashes: bool) -> dict[str, Any]:
 
 
 def _item_record(doc: dict[str, Any], owners: dict[ObjectId, str]) -> dict[str, Any]:
-    record = {"kind": "item", "id": str(doc["_id"]), "owner": owners.get(doc["owner_id"])}
+    record: dict[str, Any] = {"kind": "item", "id": str(doc["_id"])}
+    record["owner"] = owners.get(doc["owner_id"])
     record |= {field: doc.get(field) for field in ITEM_FIELDS}
     record |= {"created_at": _time(doc["created_at"]), "updated_at": _time(doc["updated_at"])}
-    shares = [
+    record["shares"] = [  # by email, as seed reads them (a record's field, not a filter)
         {"user": owners[share.user_id], "role": share.role.value}
         | {"created_at": _time(share.created_at), "updated_at": _time(share.updated_at)}
         for share in sharing.shares_of(doc)
         if share.user_id in owners
     ]
-    return record | {"shares": shares}
+    return record
 
 
 def _time(value: Any) -> str:
