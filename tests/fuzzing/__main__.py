@@ -197,6 +197,13 @@ def _seed(base: str, mongodb_url: str, db: str) -> dict[str, list[str]]:
                 "/items", json={"title": "mine"}, headers={"Authorization": f"Bearer {admin_token}"}
             )
         ]
+        # A share to list, change and end: the admin's item, with the other account.
+        shared = api.post(
+            f"/items/{admin_items[0].json()['id']}/shares",
+            json={"user": "fuzz-other", "role": "editor"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        assert shared.status_code == 201, shared.text
         sessions = api.get("/auth/sessions", headers=headers).json()["items"]
     return {
         "user_ids": [admin, other],
