@@ -1,9 +1,9 @@
 """The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
 
 Same database, same token check (joserfc, pinned alg, claims; or a personal access
-token's document, hash and user), the same reader conditions (by id: the owner or a
-reader; lists: the readers index), plain JSON out: what any framework on this stack
-cannot go below.
+token's document, hash and user), the same reader conditions (by id: the item, then
+its owner or readers checked; lists: the readers index), plain JSON out: what any
+framework on this stack cannot go below.
 """
 
 import hashlib
@@ -80,13 +80,9 @@ class Floor:
         if user is None:
             return JSONResponse({"detail": "unauthorized"}, status_code=401)
         who = user["_id"]
-        item = await self.db.items.find_one(
-            {
-                "_id": ObjectId(request.path_params["item_id"]),
-                "$or": [{"owner_id": who}, {"readers": who}],
-            }
-        )
-        if item is None:
+        item = await self.db.items.find_one({"_id": ObjectId(request.path_params["item_id"])})
+        readers = item.get("readers") if item is not None else None
+        if item is None or (item["owner_id"] != who and who not in (readers or ())):
             return JSONResponse({"detail": "not found"}, status_code=404)
         return JSONResponse(_plain(item))
 

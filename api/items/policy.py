@@ -102,18 +102,26 @@ def readable(user: User, owner_id: ObjectId | None = None, doing: str = "read") 
     return Scope(user.id, owner_id=owner_id)
 
 
-def by_id(item_id: ObjectId, user: User) -> dict[str, Any]:
-    """The filter for one item by id, when `user` may read it: someone else's item then
-    matches nothing, a 404 and not a 403, so ids of others' items are not confirmed.
-    Its owner finds it even if another tool mangled its `readers`."""
-    if user.is_superuser:
-        return {"_id": item_id}
-    return {"_id": item_id, "$or": [{"owner_id": user.id}, {"readers": user.id}]}
+def by_id(item_id: ObjectId) -> dict[str, Any]:
+    """The filter for one item by id, with ACL_FIELDS read along: whether the caller may
+    read it is `access` of what is found (None: a 404 and not a 403, so ids of others'
+    items are not confirmed). Only the `_id` is matched: a condition on the reader too
+    (an `$or` of owner and readers) makes the embedded server scan the collection."""
+    return {"_id": item_id}
 
 
-def among(item_ids: list[Any], user: User) -> dict[str, Any]:
-    """The filter for those of these items `user` may read (as `by_id`, for many)."""
-    return {**by_id(item_ids[0], user), "_id": {"$in": item_ids}}
+def among(item_ids: list[Any]) -> dict[str, Any]:
+    """The filter for these items, to be judged by `readable_of`."""
+    return {"_id": {"$in": item_ids}}
+
+
+ACL_FIELDS = {"owner_id": 1, "readers": 1, "shares": 1}
+
+
+def readable_of(user: User, docs: list[Mapping[str, Any]]) -> set[Any]:
+    """The ids of these stored items (read with ACL_FIELDS at least) `user` may read."""
+    scope = readable(user)
+    return {doc["_id"] for doc in docs if scope.access(Acl.of(doc)) is not None}
 
 
 def access(user: User, doc: Mapping[str, Any]) -> Access | None:
@@ -131,13 +139,15 @@ def may_manage(access: Access | None) -> bool:
     return access in MANAGERS
 
 
-def changeable_by(user: User) -> dict[str, Any]:
-    """Added to a write's filter: the item is still one `user` may change when the
-    write lands (a share revoked after the item was read makes it match nothing)."""
+def changeable_by(user: User, access: Access | None) -> dict[str, Any]:
+    """Added to a write's filter: the item is still one `user` may change, as the
+    `access` it was read with, when the write lands (a share revoked after the item was
+    read makes it match nothing)."""
     if user.is_superuser:
         return {}
-    editing = {"readers": user.id, "shares": {"$elemMatch": {"user_id": user.id, "role": "editor"}}}
-    return {"$or": [{"owner_id": user.id}, editing]}
+    if access is Access.owner:
+        return {"owner_id": user.id}
+    return {"readers": user.id, "shares": {"$elemMatch": {"user_id": user.id, "role": "editor"}}}
 
 
 def manageable_by(user: User) -> dict[str, Any]:

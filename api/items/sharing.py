@@ -75,7 +75,7 @@ async def change_shares(
     items = Item.get_pymongo_collection()
     racing = Retry(BACKOFF_S, BACKOFF_MAX_S, budget_s=RACE_BUDGET_S, full_jitter=True)
     async for _ in racing:
-        stored = await items.find_one(policy.by_id(item_id, user), projection=ACL_FIELDS)
+        stored = await items.find_one(policy.by_id(item_id), projection=ACL_FIELDS)
         access = None if stored is None else policy.access(user, stored)
         if stored is None or access is None:
             raise NotFound("item")

@@ -127,7 +127,11 @@ async def write_content(
         if identical(content.model_dump(), current.model_dump(include=CONTENT)):
             return current  # nothing changes: no write, no new version
         stored = await Item.get_pymongo_collection().find_one_and_update(
-            {"_id": current.id, "version": current.version, **policy.changeable_by(user)},
+            {
+                "_id": current.id,
+                "version": current.version,
+                **policy.changeable_by(user, current.access),
+            },
             {
                 "$set": {**stored_content(content), "updated_at": _later(current)},
                 "$inc": {"version": 1},

@@ -243,10 +243,8 @@ def _readable_now(user: User) -> ReadableNow:
     """For a replay: which of these items `user` may read now, as the access policy says."""
 
     async def readable(item_ids: list[ObjectId]) -> set[ObjectId]:
-        found = Item.get_pymongo_collection().find(
-            policy.among(item_ids, user), projection={"_id": 1}
-        )
-        return {doc["_id"] async for doc in found}
+        found = Item.get_pymongo_collection().find(policy.among(item_ids), policy.ACL_FIELDS)
+        return policy.readable_of(user, await found.to_list())
 
     return readable
 
