@@ -50,12 +50,11 @@ Errors are RFC 9457 problem details (`application/problem+json`).
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    metrics = Metrics()
     app: FastAPI = FastAPIOffline(
         title="Docstore",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings),
         swagger_ui_parameters={"persistAuthorization": True},
         generate_unique_id_function=_operation_id,
     )
@@ -65,7 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(operations.router)
     app.include_router(asyncapi.router)
-    install_error_handlers(app, RouteTable(app.routes))
+    routes = RouteTable(app.routes)  # read once every router is in
+    install_error_handlers(app, routes)
+    # Labels requests by these templates; the lifespan hands it to the services.
+    metrics = app.state.metrics = Metrics(routes)
     openapi.install(app, settings)
     _add_middleware(app, settings, metrics)
     feed.instrument(metrics)
@@ -107,10 +109,11 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     app.add_middleware(RequestContext, hsts=hsts, metrics=metrics)
 
 
-def _lifespan(settings: Settings, metrics: Metrics) -> Any:
+def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = settings.hashing_threads or passwords.api_threads()
+        metrics: Metrics = app.state.metrics
         with passwords.hashing_pool(threads, settings.bcrypt_max_waiting):
             async with _running(app, settings, metrics):
                 yield

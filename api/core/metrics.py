@@ -60,9 +60,8 @@ def shared_across_workers() -> Iterator[str]:
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self._routes: RouteTable | None = None  # read from the app at its first request
-        self._templates: dict[int, str] = {}  # id of a matched route -> its full template
+    def __init__(self, routes: RouteTable) -> None:
+        self._routes = routes
         self._gauges: dict[str, Gauge] = {}
         self.registry = CollectorRegistry()
         if shared_folder() is None:  # one process: its own memory and CPU too
@@ -97,15 +96,8 @@ class Metrics:
         route = scope.get("route")
         if route is None:
             return UNMATCHED
-        # Keyed by identity (routes define __eq__, so they are not hashable); they live as
-        # long as the app, so an id is never reused for another route.
-        template = self._templates.get(id(route))
-        if template is None:  # first request of this route: look its template up once
-            if self._routes is None:
-                self._routes = RouteTable(scope["app"].routes)
-            found = self._routes.template(scope["path"]) or getattr(route, "path", UNMATCHED)
-            template = self._templates[id(route)] = str(found)
-        return template
+        # A route added to the app itself after it was built has its whole path.
+        return self._routes.template_of(route) or str(getattr(route, "path", UNMATCHED))
 
     def skipped(self, where: str) -> None:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""
