@@ -146,7 +146,14 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
 
 
 class _Worker(multiprocess.Process):
-    """A worker process of Uvicorn's supervisor, serving with this module's Server."""
+    """A worker process of Uvicorn's supervisor, serving with this module's Server. The
+    supervisor joins every worker that ends (replaced after a crash, or at shutdown):
+    its live metrics end with it."""
+
+    def join(self) -> None:
+        super().join()
+        if self.pid is not None:
+            metrics.worker_gone(self.pid)
 
     @property
     def server(self) -> uvicorn.Server:

@@ -9,6 +9,7 @@ With several worker processes on one port (`--workers N`), a scrape reaches one 
 them, so each process writes its values to files in `PROMETHEUS_MULTIPROC_DIR` (set by
 `api.server` before the workers start: prometheus-client's multiprocess mode) and a
 scrape adds up every worker's: after N requests through any workers, it reports N.
+The parent drops a worker's live sums when it reaps the worker (`worker_gone`).
 """
 
 import asyncio
@@ -136,23 +137,19 @@ class Metrics:
 
 
 def _every_worker(folder: str) -> bytes:
-    """What every worker wrote to the shared folder, added up. A worker that died (and
-    that Uvicorn's supervisor replaced) no longer counts in the live sums (its sockets
-    went with it); its counters still count: those requests were answered."""
-    for path in Path(folder).glob("gauge_live*_*.db"):
-        pid = path.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            mark_process_dead(int(pid), folder)  # type: ignore[no-untyped-call]
+    """What every worker wrote to the shared folder, added up. A dead worker's live sums
+    were removed when it was reaped (`worker_gone`); its counters still count: those
+    requests were answered."""
     every_worker = CollectorRegistry()
     MultiProcessCollector(every_worker, path=folder)  # type: ignore[no-untyped-call]
     return generate_latest(every_worker)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process has that pid now
-        return True
-    return True
+def worker_gone(pid: int) -> None:
+    """For the parent of worker processes, once it has reaped one: that worker's live
+    sums (its sockets went with it) stop counting. Done here, once per worker, rather
+    than by every scrape: scrapes in several workers at once would race to remove the
+    same files."""
+    folder = shared_folder()
+    if folder is not None:
+        mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
