@@ -36,15 +36,17 @@ class Server(uvicorn.Server):
         """SIGHUP (the terminal closing) stops the server gracefully too, as SIGINT and
         SIGTERM do: the embedded database runs in a session of its own, so only this
         process's shutdown stops it."""
-        hangup = None
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-            hangup = signal.signal(signal.SIGHUP, self.handle_exit)
-        try:
-            with super().capture_signals():
+        with super().capture_signals():
+            hangup = None
+            if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+                hangup = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
                 yield
-        finally:
-            if hangup is not None:
-                signal.signal(signal.SIGHUP, hangup)
+            finally:
+                # Restored before Uvicorn raises the caught signal again on the way out,
+                # so it ends the process as SIGINT and SIGTERM do (not caught once more).
+                if hangup is not None:
+                    signal.signal(signal.SIGHUP, hangup)
 
 
 def config(

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx2
 
 from api.core import embedded
-from api.core.supervisor import CHECK_EVERY_S
 from tests.conftest import PASSWORD, eventually
 from tests.serving import api_env, running_api
 
@@ -29,6 +28,16 @@ async def restarted_after(state_file: Path, killed: int) -> embedded.EmbeddedSer
             if running is not None and running.pid != killed:
                 return running
             await asyncio.sleep(0.1)
+
+
+async def reaped(pid: int) -> None:
+    """Until the child `pid` is gone from /proc: it ended, and its parent's supervisor
+    collected its exit status (until then it stays, a zombie)."""
+
+    async def gone() -> bool:
+        return not Path(f"/proc/{pid}").exists()
+
+    await eventually(gone)
 
 
 async def test_with_workers_the_parent_restarts_a_killed_database(tmp_path: Path) -> None:
@@ -66,7 +75,7 @@ async def test_a_normal_shutdown_does_not_restart_the_database(tmp_path: Path) -
         assert database is not None
         assert os.getsid(database.pid) != os.getsid(api.pid)
         os.kill(database.pid, signal.SIGINT)
-        await asyncio.sleep(2 * CHECK_EVERY_S)  # the supervisor looks in the meantime
+        await reaped(database.pid)  # the supervisor saw it end (and left it stopped)
         os.kill(api.pid, signal.SIGINT)
         # Uvicorn shuts down, then raises the signal it caught again: ended by SIGINT.
         assert await asyncio.wait_for(api.wait(), 30) == -signal.SIGINT
@@ -85,5 +94,6 @@ async def test_a_hangup_stops_the_api_and_its_database(tmp_path: Path) -> None:
         database = embedded.running_server(tmp_path / "mongo.json")
         assert database is not None
         api.send_signal(signal.SIGHUP)
-        await asyncio.wait_for(api.wait(), 30)
+        # As on SIGINT: shut down, then ended by the signal it caught (not a plain exit 0).
+        assert await asyncio.wait_for(api.wait(), 30) == -signal.SIGHUP
     assert embedded.running_server(tmp_path / "mongo.json") is None
