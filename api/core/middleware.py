@@ -57,12 +57,12 @@ class RequestContext:
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        started, status, answered = time.perf_counter(), 500, False
+        started, status = time.perf_counter(), 500
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, answered
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, answered = message["status"], True
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
                 for name, value in _security_headers(scope["path"], self.hsts):
