@@ -60,10 +60,19 @@ def shared_across_workers() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def route_label(routes: RouteTable, scope: Scope) -> str:
+    """A request's route label: the full template (as in the OpenAPI description) of the
+    route that answered it, not the first template its path matches (`/items/batch` is
+    also an `/items/{item_id}`)."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    # A route added to the app itself after it was built has its whole path.
+    return routes.template_of(route) or str(getattr(route, "path", UNMATCHED))
+
+
 class Metrics:
-    def __init__(self, routes: RouteTable) -> None:
-        self._routes = routes
-        self._gauges: dict[str, Gauge] = {}
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         if shared_folder() is None:  # one process: its own memory and CPU too
             ProcessCollector(registry=self.registry)
@@ -87,18 +96,10 @@ class Metrics:
         )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = self._route_of(scope)
-        self.requests.labels(scope["method"], route, str(status)).inc()
-        self.latency.labels(scope["method"], route).observe(seconds)
-
-    def _route_of(self, scope: Scope) -> str:
-        """The matched route's full template (as in the OpenAPI description)."""
-        route = scope.get("route")
-        if route is None:
-            return UNMATCHED
-        # A route added to the app itself after it was built has its whole path.
-        return self._routes.template_of(route) or str(getattr(route, "path", UNMATCHED))
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request answered; `route`: its `route_label`."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def skipped(self, where: str) -> None:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""
@@ -111,14 +112,10 @@ class Metrics:
         labels: Sequence[str] = (),
         mode: Literal["mostrecent", "livesum"] = "mostrecent",
     ) -> Gauge:
-        """The gauge of that name (made on first use). `mode` says how the workers'
-        values add up with several processes: `mostrecent` for a value each reads from
-        the database, `livesum` for one of each process's own (its sockets)."""
-        if name not in self._gauges:
-            self._gauges[name] = Gauge(
-                name, documentation, labels, registry=self.registry, multiprocess_mode=mode
-            )
-        return self._gauges[name]
+        """A new gauge (once per name: a registry refuses a second). `mode` says how the
+        workers' values add up with several processes: `mostrecent` for a value each
+        reads from the database, `livesum` for one of each process's own (its sockets)."""
+        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)
 
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Call `refresh` (which sets gauges) before each exposition."""
