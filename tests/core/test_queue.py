@@ -2,6 +2,7 @@
 it, claim, retry with backoff, dead after the last attempt, manual retry, sealed
 secrets, counts by channel, against the real database."""
 
+import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -199,3 +200,35 @@ async def test_an_entry_of_a_list_of_channels_is_not_claimed(app: FastAPI) -> No
     )
     assert not await work.deliver_one()
     assert channel.delivered_bodies == []
+
+
+class Slow(Flaky):
+    """Delivers after yielding to the loop, so two queues' claims and deliveries mix."""
+
+    async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> None:
+        await asyncio.sleep(0)
+        await super().deliver(entry, secret)
+
+
+async def test_two_queues_claiming_at_once_deliver_each_entry_exactly_once(
+    app: FastAPI,
+) -> None:
+    """Two workers (as in two processes) drain one outbox together: every entry is
+    delivered, none twice."""
+    first, second = Slow(0), Slow(0)
+    queues = [a_queue(app, first), a_queue(app, second)]
+    bodies = [f"message {n}" for n in range(30)]
+    for n, body in enumerate(bodies):
+        await queues[0].enqueue("ping", Ping(message_id=f"<{n}>", destination="a", body=body))
+
+    async def drain(work: DurableQueue) -> None:
+        while await work.deliver_one():
+            pass
+
+    await asyncio.gather(*(drain(work) for work in queues))
+    delivered = [body for body, _ in first.delivered_bodies + second.delivered_bodies]
+    assert sorted(delivered) == sorted(bodies)
+    assert first.delivered_bodies  # both took part: the claims did race
+    assert second.delivered_bodies
+    statuses = await queue.collection().distinct("status", {"channel": "ping"})
+    assert statuses == [Delivery.sent]
