@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,11 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
+    live_subscribers = feed.instrument(metrics)
     app: FastAPI = FastAPIOffline(
         title="Docstore",
         version="0.1.0",
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, live_subscribers),
         swagger_ui_parameters={"persistAuthorization": True},
         generate_unique_id_function=_operation_id,
     )
@@ -66,10 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(operations.router)
     app.include_router(asyncapi.router)
-    install_error_handlers(app, RouteTable(app.routes))
+    routes = RouteTable(app.routes)  # read once every router is in
+    install_error_handlers(app, routes)
     openapi.install(app, settings)
-    _add_middleware(app, settings, metrics)
-    feed.instrument(metrics)
+    _add_middleware(app, settings, metrics, routes)
     queue.instrument(metrics, unnamed=EmailChannel.name)
     return app
 
@@ -80,7 +81,7 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, routes: RouteTable) -> None:
     """Innermost first (each `add_middleware` wraps what was added before). The request
     context and CORS are outermost, with the 500 problem inside them: every answer, a 500
     and a 413 included, carries the request id, the security and the CORS headers, and
@@ -105,22 +106,26 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             ],
         )
     hsts = settings.environment is Environment.production
-    app.add_middleware(RequestContext, hsts=hsts, metrics=metrics)
+    app.add_middleware(RequestContext, hsts=hsts, metrics=metrics, routes=routes)
 
 
-def _lifespan(settings: Settings, metrics: Metrics) -> Any:
+def _lifespan(
+    settings: Settings, metrics: Metrics, live_subscribers: Callable[[float], None]
+) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threads = settings.hashing_threads or passwords.api_threads()
         with passwords.hashing_pool(threads, settings.bcrypt_max_waiting):
-            async with _running(app, settings, metrics):
+            async with _running(app, settings, metrics, live_subscribers):
                 yield
 
     return lifespan
 
 
 @asynccontextmanager
-async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncIterator[None]:
+async def _running(
+    app: FastAPI, settings: Settings, metrics: Metrics, live_subscribers: Callable[[float], None]
+) -> AsyncIterator[None]:
     async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
         secret = await asyncio.to_thread(lambda: settings.signing_secret)
         hello = await client.admin.command("hello")
@@ -147,7 +152,9 @@ async def _running(app: FastAPI, settings: Settings, metrics: Metrics) -> AsyncI
         try:
             if settings.outbox_worker:
                 work.start()
-            live_feed = await _start_live_feed(settings, client, replicated, metrics)
+            live_feed = await _start_live_feed(
+                settings, client, replicated, metrics, live_subscribers
+            )
             if live_feed is not None:
                 services.add(live_feed)
             yield
@@ -168,7 +175,11 @@ def _signer(settings: Settings, secret: str) -> TokenSigner:
 
 
 async def _start_live_feed(
-    settings: Settings, client: Client, replicated: bool, metrics: Metrics
+    settings: Settings,
+    client: Client,
+    replicated: bool,
+    metrics: Metrics,
+    live_subscribers: Callable[[float], None],
 ) -> LiveFeed | None:
     """This process's change-stream watcher, listening; None when the feed is off or the
     server has none (change streams, like transactions, need a replica set or mongos)."""
@@ -184,7 +195,7 @@ async def _start_live_feed(
         client[settings.mongodb_db],
         settings.live_queue_size,
         skipped=lambda: metrics.skipped("live"),
-        counted=feed.subscribers_gauge(metrics),
+        counted=live_subscribers,
     )
     await live_feed.enable_images()
     live_feed.start()

@@ -36,15 +36,17 @@ class Server(uvicorn.Server):
         """SIGHUP (the terminal closing) stops the server gracefully too, as SIGINT and
         SIGTERM do: the embedded database runs in a session of its own, so only this
         process's shutdown stops it."""
-        hangup = None
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
-            hangup = signal.signal(signal.SIGHUP, self.handle_exit)
-        try:
-            with super().capture_signals():
+        with super().capture_signals():
+            hangup = None
+            if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP"):
+                hangup = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
                 yield
-        finally:
-            if hangup is not None:
-                signal.signal(signal.SIGHUP, hangup)
+            finally:
+                # Restored before Uvicorn raises the caught signal again on the way out,
+                # so it ends the process as SIGINT and SIGTERM do (not caught once more).
+                if hangup is not None:
+                    signal.signal(signal.SIGHUP, hangup)
 
 
 def config(
@@ -146,7 +148,14 @@ def run_workers(settings: uvicorn.Config, workers: int) -> None:
 
 
 class _Worker(multiprocess.Process):
-    """A worker process of Uvicorn's supervisor, serving with this module's Server."""
+    """A worker process of Uvicorn's supervisor, serving with this module's Server. The
+    supervisor joins every worker that ends (replaced after a crash, or at shutdown):
+    its live metrics end with it."""
+
+    def join(self) -> None:
+        super().join()
+        if self.pid is not None:
+            metrics.worker_gone(self.pid)
 
     @property
     def server(self) -> uvicorn.Server:

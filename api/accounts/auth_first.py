@@ -26,13 +26,21 @@ def _every(dependant: Dependant) -> Iterator[Dependant]:
 
 
 def login_scopes(dependant: Dependant) -> list[str] | None:
-    """The scopes the login a route requires must hold; None when it requires none."""
-    found: set[str] | None = None
-    for each in _every(dependant):
-        if each.call is current_user:
-            scopes = {*(each.parent_oauth_scopes or []), *(each.own_oauth_scopes or [])}
-            found = (found or set()) | scopes
-    return None if found is None else sorted(found)
+    """What the route's login must hold, as its own dependencies will demand it; None
+    when it requires no login. FastAPI calls the login dependency once per distinct set
+    of scopes along its paths (SecurityScopes), and each call must pass: a token needs
+    every scope of every one, and one that names none admits a password login alone
+    (`[]`, which no personal access token passes), whatever the others name."""
+    demands = [
+        {*(each.parent_oauth_scopes or []), *(each.own_oauth_scopes or [])}
+        for each in _every(dependant)
+        if each.call is current_user
+    ]
+    if not demands:
+        return None
+    if not all(demands):
+        return []
+    return sorted(set().union(*demands))
 
 
 class AuthFirstRoute(APIRoute):

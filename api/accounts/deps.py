@@ -154,26 +154,29 @@ async def optional_user(
     return login.acting_user
 
 
+def required(login: Login | None, needed: list[str]) -> Login:
+    """A login that may do what needs these scopes: 401 without one, 403 when it may not.
+    With no scopes named, only a password login will do; a personal access token must
+    hold every scope named."""
+    if login is None:
+        raise NotAuthenticated()
+    allowed(login, needed)
+    return login
+
+
 async def current_user(
     login: Annotated[Login | None, Depends(optional_login)], scopes: SecurityScopes
 ) -> User:
-    """The caller. With no scopes asked for, only a password login will do; a personal
-    access token must hold every scope asked for."""
-    if login is None:
-        raise NotAuthenticated()
-    allowed(login, scopes.scopes)
-    return login.acting_user
+    """The caller, whose login may do what needs `scopes` (`required`)."""
+    return required(login, scopes.scopes).acting_user
 
 
 async def login_first(request: Request, scopes: list[str]) -> Login:
     """The caller, from the headers alone and checked as `current_user` checks it: for a
     route that must know who asks before it reads a large body. (The login is kept on
     the request, so its dependencies do not authenticate it again.)"""
-    login = await optional_login(await oauth2_scheme(request), request, token_signer(request))
-    if login is None:
-        raise NotAuthenticated()
-    allowed(login, scopes)
-    return login
+    token = await oauth2_scheme(request)
+    return required(await optional_login(token, request, token_signer(request)), scopes)
 
 
 async def superuser(user: Annotated[User, Security(current_user)]) -> User:

@@ -172,33 +172,23 @@ async def _reserve_in_open_windows(
 
 
 async def checked(
-    limits: dict[str, int], window_s: int, check: Callable[[], Awaitable[bool]]
+    limits: dict[str, int],
+    window_s: int,
+    check: Callable[[], Awaitable[bool]],
+    detail: str | None = None,
 ) -> Reserved | None:
-    """Reserve an attempt (429 past a limit), then run `check` (a password check). A
-    failed check stays counted: None. A passed one returns its reservation, for the
-    caller to give back (`give_back`, or `give_back_writes` along with its own writes).
-    One that raised (a busy hashing pool) gives it back now: it answered nothing, so it
-    cost the caller no guess."""
-    reserved = await reserve(limits, window_s)
+    """Reserve an attempt (429 past a limit, saying `detail`), then run `check` (a
+    password check). A failed check stays counted: None. A passed one returns its
+    reservation, for the caller to give back (`give_back`, or `give_back_writes` along
+    with its own writes). One that raised (a busy hashing pool) gives it back now: it
+    answered nothing, so it cost the caller no guess."""
+    reserved = await reserve(limits, window_s, detail)
     try:
         passed = await check()
     except BaseException:
         await give_back(reserved)
         raise
     return reserved if passed else None
-
-
-async def attempt(
-    limits: dict[str, int],
-    window_s: int,
-    check: Callable[[], Awaitable[bool]],
-    clear_on_success: Iterable[str] = (),
-) -> bool:
-    """`checked`, a passed attempt given back at once (clearing `clear_on_success`)."""
-    reserved = await checked(limits, window_s, check)
-    if reserved is not None:
-        await give_back(reserved, clear=clear_on_success)
-    return reserved is not None
 
 
 async def _count(key: str, limit: int, window_s: int) -> tuple[datetime, bool]:

@@ -62,7 +62,7 @@ SIGNUPS_THROTTLED = "Too many sign-ups from this address; wait before trying aga
     "",
     status_code=201,
     responses={**problem_responses(401, 403, 409, 429), 201: {"headers": LOCATION}},
-)  # its security, a token or none, is stated in api/main.py
+)  # its security, a token or none, is stated in api/accounts/openapi.py
 async def create_user(
     body: UserCreate,
     caller: OptionalUser,
@@ -219,13 +219,13 @@ async def _require_current_password(
         checks: settings.login_max_failures_per_account_client,
         throttle.account_key(user.id, ""): settings.login_max_failures_per_account,
     }
-    reserved = await throttle.reserve(limits, settings.login_failure_window_s, CHECKS_THROTTLED)
-    try:
-        right = await verify_password(given, user.hashed_password)
-    except BaseException:  # a busy hashing pool: nothing was checked, nothing counts
-        await throttle.give_back(reserved)
-        raise
-    if not right:
+    reserved = await throttle.checked(
+        limits,
+        settings.login_failure_window_s,
+        lambda: verify_password(given, user.hashed_password),
+        CHECKS_THROTTLED,
+    )
+    if reserved is None:
         raise CurrentPasswordRequired()
     await throttle.give_back({key: reserved[key] for key in reserved if key != checks})
 

@@ -88,7 +88,11 @@ _DESCRIPTIONS = {
     409: "Conflict: a duplicate, or a change that cannot be made now (try again)",
     410: "Gone: the first answer to this Idempotency-Key held an item since deleted",
     412: "The item changed since it was read (If-Match)",
-    413: "Request body too large",
+    413: (
+        "Request body too large: over MAX_BODY_BYTES (a batch: BATCH_MAX_BYTES) once the "
+        "route knows who is calling, and over 64 KiB until then (a caller not signed in, "
+        "or at a route that takes no login)"
+    ),
     422: "Validation failed",
     429: "Too many attempts (`Retry-After`)",
     431: "Too many, or too large, header fields",

@@ -9,6 +9,7 @@ With several worker processes on one port (`--workers N`), a scrape reaches one 
 them, so each process writes its values to files in `PROMETHEUS_MULTIPROC_DIR` (set by
 `api.server` before the workers start: prometheus-client's multiprocess mode) and a
 scrape adds up every worker's: after N requests through any workers, it reports N.
+The parent drops a worker's live sums when it reaps the worker (`worker_gone`).
 """
 
 import asyncio
@@ -59,11 +60,19 @@ def shared_across_workers() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def route_label(routes: RouteTable, scope: Scope) -> str:
+    """A request's route label: the full template (as in the OpenAPI description) of the
+    route that answered it, not the first template its path matches (`/items/batch` is
+    also an `/items/{item_id}`)."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    # A route added to the app itself after it was built has its whole path.
+    return routes.template_of(route) or str(getattr(route, "path", UNMATCHED))
+
+
 class Metrics:
     def __init__(self) -> None:
-        self._routes: RouteTable | None = None  # read from the app at its first request
-        self._templates: dict[int, str] = {}  # id of a matched route -> its full template
-        self._gauges: dict[str, Gauge] = {}
         self.registry = CollectorRegistry()
         if shared_folder() is None:  # one process: its own memory and CPU too
             ProcessCollector(registry=self.registry)
@@ -87,25 +96,10 @@ class Metrics:
         )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = self._route_of(scope)
-        self.requests.labels(scope["method"], route, str(status)).inc()
-        self.latency.labels(scope["method"], route).observe(seconds)
-
-    def _route_of(self, scope: Scope) -> str:
-        """The matched route's full template (as in the OpenAPI description)."""
-        route = scope.get("route")
-        if route is None:
-            return UNMATCHED
-        # Keyed by identity (routes define __eq__, so they are not hashable); they live as
-        # long as the app, so an id is never reused for another route.
-        template = self._templates.get(id(route))
-        if template is None:  # first request of this route: look its template up once
-            if self._routes is None:
-                self._routes = RouteTable(scope["app"].routes)
-            found = self._routes.template(scope["path"]) or getattr(route, "path", UNMATCHED)
-            template = self._templates[id(route)] = str(found)
-        return template
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request answered; `route`: its `route_label`."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
 
     def skipped(self, where: str) -> None:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""
@@ -118,14 +112,10 @@ class Metrics:
         labels: Sequence[str] = (),
         mode: Literal["mostrecent", "livesum"] = "mostrecent",
     ) -> Gauge:
-        """The gauge of that name (made on first use). `mode` says how the workers'
-        values add up with several processes: `mostrecent` for a value each reads from
-        the database, `livesum` for one of each process's own (its sockets)."""
-        if name not in self._gauges:
-            self._gauges[name] = Gauge(
-                name, documentation, labels, registry=self.registry, multiprocess_mode=mode
-            )
-        return self._gauges[name]
+        """A new gauge (once per name: a registry refuses a second). `mode` says how the
+        workers' values add up with several processes: `mostrecent` for a value each
+        reads from the database, `livesum` for one of each process's own (its sockets)."""
+        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)
 
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Call `refresh` (which sets gauges) before each exposition."""
@@ -144,23 +134,19 @@ class Metrics:
 
 
 def _every_worker(folder: str) -> bytes:
-    """What every worker wrote to the shared folder, added up. A worker that died (and
-    that Uvicorn's supervisor replaced) no longer counts in the live sums (its sockets
-    went with it); its counters still count: those requests were answered."""
-    for path in Path(folder).glob("gauge_live*_*.db"):
-        pid = path.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            mark_process_dead(int(pid), folder)  # type: ignore[no-untyped-call]
+    """What every worker wrote to the shared folder, added up. A dead worker's live sums
+    were removed when it was reaped (`worker_gone`); its counters still count: those
+    requests were answered."""
     every_worker = CollectorRegistry()
     MultiProcessCollector(every_worker, path=folder)  # type: ignore[no-untyped-call]
     return generate_latest(every_worker)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process has that pid now
-        return True
-    return True
+def worker_gone(pid: int) -> None:
+    """For the parent of worker processes, once it has reaped one: that worker's live
+    sums (its sockets went with it) stop counting. Done here, once per worker, rather
+    than by every scrape: scrapes in several workers at once would race to remove the
+    same files."""
+    folder = shared_folder()
+    if folder is not None:
+        mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]

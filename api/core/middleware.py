@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.core.errors import problem, unexpected
-from api.core.metrics import Metrics
+from api.core.metrics import Metrics, route_label
+from api.core.routing import RouteTable
 
 access_log = logging.getLogger("docstore.access")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -48,8 +49,16 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, hsts: bool = False, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        hsts: bool = False,
+        metrics: Metrics | None = None,
+        routes: RouteTable | None = None,
+    ) -> None:
+        """`routes`: the app's, read once it has them all, to label the metrics."""
         self.app, self.hsts, self.metrics = app, hsts, metrics
+        self.routes = routes or RouteTable([])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,12 +66,12 @@ class RequestContext:
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        started, status, answered = time.perf_counter(), 500, False
+        started, status = time.perf_counter(), 500
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, answered
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, answered = message["status"], True
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
                 for name, value in _security_headers(scope["path"], self.hsts):
@@ -81,7 +90,8 @@ class RequestContext:
                 extra={"status": status, "ms": round(elapsed * 1000, 2)},
             )
             if self.metrics is not None:
-                self.metrics.observe(scope, status, elapsed)
+                route = route_label(self.routes, scope)
+                self.metrics.observe(scope["method"], route, status, elapsed)
             request_id_var.reset(token)
 
 

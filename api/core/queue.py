@@ -41,6 +41,16 @@ from documents.base import utcnow
 log = logging.getLogger("docstore.outbox")
 Entry = dict[str, Any]
 COUNTS_FRESH_S = 5.0  # /metrics counts the queue at most this often
+UNKNOWN = "unknown"  # the channel counted for entries whose channel is not a name
+# Entries another tool wrote that no claim may take: a list of channels (`$in` would
+# match one holding a known name, then the entry names no channel), and attempts that are
+# not a number (`$inc` fails on them, and the claim, tried again, would fail for ever,
+# blocking every entry due after it). They stay as they are, counted, for a person to see.
+_UNCLAIMABLE = [
+    {"channel": {"$type": "array"}},
+    {"attempts": {"$type": "array"}},
+    {"attempts": {"$exists": True, "$not": {"$type": "number"}}},
+]
 
 
 class Channel(Protocol):
@@ -89,14 +99,19 @@ def collection() -> AsyncCollection[Entry]:
 
 async def counts(unnamed: str = "") -> dict[tuple[str, str], int]:
     """Entries by (channel, status), every status of every channel seen named; entries
-    that name no channel are counted as `unnamed`'s."""
+    that name no channel are counted as `unnamed`'s, those whose channel is not a name
+    (another tool wrote it) as UNKNOWN's."""
     grouped = await collection().aggregate(
         [{"$group": {"_id": {"c": "$channel", "s": "$status"}, "n": {"$sum": 1}}}]
     )
     found: dict[tuple[str, str], int] = {}
     async for doc in grouped:
-        key = (doc["_id"].get("c") or unnamed, doc["_id"].get("s"))
-        found[key] = found.get(key, 0) + doc["n"]
+        channel, status = doc["_id"].get("c"), doc["_id"].get("s")
+        if channel is not None and not isinstance(channel, str):
+            channel = UNKNOWN
+        if isinstance(status, str):  # any other is no status of ours: not counted
+            key = (channel or unnamed, status)
+            found[key] = found.get(key, 0) + doc["n"]
     return {
         (channel, status.value): found.get((channel, status.value), 0)
         for channel in sorted({channel for channel, _ in found})
@@ -215,6 +230,7 @@ class DurableQueue(Background):
         claimed: Entry | None = await collection().find_one_and_update(
             {
                 "channel": {"$in": [*self.channels, *([None] if self.default else [])]},
+                "$nor": _UNCLAIMABLE,
                 "$or": [
                     {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
                     {"status": Delivery.sending, "lease_until": {"$lt": now}},  # its worker died

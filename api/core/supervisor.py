@@ -1,6 +1,8 @@
 """Keeps the embedded development database running: the process that started it
 restarts it, on the same port and data folder, whenever it fails (a crash, a kill).
-One that exits cleanly (code 0) was stopped on purpose, and stays stopped. With
+One that exits cleanly (code 0) was stopped on purpose, and stays stopped; one that
+keeps failing soon after each restart is restarted after a longer wait each time (up
+to MAX_BACKOFF_S), so a database that cannot stay up does not churn the machine. With
 `--workers N` the parent process started it and supervises it, from a thread of its own
 (`supervising`).
 
@@ -19,24 +21,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from api.core import embedded
+from api.core import embedded, retry
 from api.core.background import Background
 from api.core.retry import Retry
 
 log = logging.getLogger("docstore.embedded")
 CHECK_EVERY_S = 0.5
 MAX_BACKOFF_S = 30.0
-STEADY_S = 60.0  # a server up this long that exits is a new failure: back off from 1 s
+STEADY_S = 60.0  # a server up this long that exits is a new failure: restarted at once
 
 
 class Supervisor(Background):
     def __init__(self, server: embedded.EmbeddedServer, data_dir: Path) -> None:
         super().__init__("embedded-supervisor")
         self.server, self.data_dir = server, data_dir
-        self.restarts = 0
 
     async def run(self) -> None:
-        restarting, started_at = Retry(1.0, MAX_BACKOFF_S, sleep=self.pause), time.monotonic()
+        restarting = Retry(1.0, MAX_BACKOFF_S, sleep=self.pause)
+        started_at: float | None = None  # when we last restarted it (not: someone else)
+        quick_exits = 0  # exits in a row, each within STEADY_S of its restart
         while not self.stopping:
             await self.pause(CHECK_EVERY_S)
             process = self.server.process
@@ -51,9 +54,13 @@ class Supervisor(Background):
                 process.pid,
                 process.returncode,
             )
-            if time.monotonic() - started_at > STEADY_S:
-                restarting.reset()  # it had been up a while; one that keeps dying backs off
-            async for _ in restarting:
+            if started_at is None or time.monotonic() - started_at > STEADY_S:
+                quick_exits = 0  # it had been up a while: a new failure, restarted at once
+                restarting.reset()
+            else:  # it keeps dying: wait longer before each restart, up to MAX_BACKOFF_S
+                quick_exits += 1
+                await self.pause(retry.delay(quick_exits, 1.0, MAX_BACKOFF_S))
+            async for _ in restarting:  # a restart that fails is tried again, backing off
                 if self.stopping:
                     break
                 try:
@@ -86,7 +93,6 @@ class Supervisor(Background):
             (self.data_dir / "mongo.json").write_text(
                 json.dumps({"url": self.server.url, "pid": started.pid})
             )
-        self.restarts += 1
         log.warning("embedded MongoDB restarted (pid %s) at %s", started.pid, self.server.url)
 
 
@@ -94,23 +100,15 @@ class Supervisor(Background):
 def supervising(server: embedded.EmbeddedServer, data_dir: Path) -> Iterator[Supervisor]:
     """Supervise `server` from a thread with its own event loop, for a process whose own
     thread is busy elsewhere (the parent of `--workers N`, inside Uvicorn's supervisor)."""
+    supervisor = Supervisor(server, data_dir)
     loop = asyncio.new_event_loop()
-    made: list[Supervisor] = []
-    ready = threading.Event()
-
-    async def supervise() -> None:
-        made.append(Supervisor(server, data_dir))
-        ready.set()
-        await made[0].run()
-
     thread = threading.Thread(
-        target=loop.run_until_complete, args=(supervise(),), name="embedded-supervisor"
+        target=loop.run_until_complete, args=(supervisor.run(),), name="embedded-supervisor"
     )
     thread.start()
-    ready.wait()
     try:
-        yield made[0]
+        yield supervisor
     finally:
-        loop.call_soon_threadsafe(made[0].ask_to_stop)
+        loop.call_soon_threadsafe(supervisor.ask_to_stop)
         thread.join()
         loop.close()

@@ -556,14 +556,11 @@ def running_feed(app: Any) -> LiveFeed | None:
     return services.find(LiveFeed) if services is not None else None
 
 
-def subscribers_gauge(metrics: Metrics) -> Callable[[float], None]:
+def instrument(metrics: Metrics) -> Callable[[float], None]:
     """`docstore_live_subscribers`: open subscriptions, set as they open and close (each
-    worker's own, added up across workers). Its setter, for the feed."""
+    worker's own, added up across workers), zero until then. Its setter, for the feed."""
     gauge = metrics.gauge(
         "docstore_live_subscribers", "Open WebSocket subscriptions to live changes", mode="livesum"
     )
+    gauge.set(0)
     return gauge.set
-
-
-def instrument(metrics: Metrics) -> None:
-    subscribers_gauge(metrics)(0)

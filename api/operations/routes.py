@@ -52,7 +52,9 @@ async def ready(request: Request, services: AppServices) -> Any:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process: requests by route and status, latency, live
-    subscribers, outbox messages by status, process memory and CPU."""
+    """Prometheus metrics of the whole server: requests by route and status, latency,
+    live subscribers, queue entries by channel and status, documents skipped as
+    unrenderable. With `--workers N` they are every worker's added up, whichever worker
+    answers the scrape; a single process also reports its own memory and CPU."""
     body, content_type = await get_services(request).metrics.exposition()
     return Response(body, media_type=content_type)

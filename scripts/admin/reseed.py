@@ -40,6 +40,13 @@ def seeded_user(record: UserRecord) -> dict[str, Any]:
     return record.model_dump(include=set(USER_FIELDS))
 
 
+def _seeded(stored: dict[str, Any]) -> dict[str, Any]:
+    """What seed last wrote to a stored document; nothing recorded when its `seeded` is
+    no record of seed's (another tool wrote something else there)."""
+    seeded = stored.get("seeded")
+    return seeded if isinstance(seeded, dict) else {}
+
+
 def user_change(
     record: UserRecord, stored: dict[str, Any], overwrite: bool, promote: bool
 ) -> UserChange:
@@ -49,7 +56,7 @@ def user_change(
             refused=f"{stored['email']} belongs to the existing account {describe(stored)}, "
             "which is not a superuser; seed promotes an existing account only with --promote"
         )
-    seeded = stored.get("seeded") or {}
+    seeded = _seeded(stored)
     change = UserChange(promotes=promotes and promote)
     for name in USER_FIELDS:
         if name not in record.model_fields_set:
@@ -81,7 +88,7 @@ def item_kept(record: ItemRecord, stored: dict[str, Any], overwrite: bool) -> st
     given_version = "version" in record.model_fields_set
     if overwrite or (given_version and record.version >= version):
         return None
-    if (stored.get("seeded") or {}).get("version") == version:
+    if _seeded(stored).get("version") == version:
         return None  # nobody has changed it since seed wrote it
     older = f", and the record's version {record.version} is older" if given_version else ""
     return (

@@ -1,5 +1,7 @@
 """/users: sign-up, self-or-superuser reads and changes, superuser list and delete."""
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx2
@@ -167,6 +169,9 @@ async def test_read_self_or_superuser(
 
 async def test_update_own_profile(client: httpx2.AsyncClient, alice: Account) -> None:
     await alice.user.set({"email_verified": True})
+    earlier = utcnow() - timedelta(hours=1)  # so a change that bumps nothing shows
+    users = User.get_pymongo_collection()
+    await users.update_one({"_id": alice.user.id}, {"$set": {"updated_at": earlier}})
     response = await client.patch(
         f"{USERS}/{alice.id}",
         json={
@@ -185,7 +190,7 @@ async def test_update_own_profile(client: httpx2.AsyncClient, alice: Account) ->
         "alice2",
     )
     assert body["email_verified"] is False  # a new address is not verified yet
-    assert moment(body["updated_at"]) >= moment(body["created_at"])
+    assert moment(body["updated_at"]) > earlier
     # Profile changes keep the session.
     assert (await client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
 
@@ -369,3 +374,25 @@ async def test_a_superuser_cannot_lock_themselves_out(
     assert (await client.delete(url, headers=admin.headers)).status_code == 409
     me = (await client.get(f"{AUTH}/me", headers=admin.headers)).json()
     assert (me["is_active"], me["is_superuser"]) == (True, True)
+
+
+async def test_a_burst_of_current_password_guesses_meets_the_limit(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account, password_checks: list[str]
+) -> None:
+    """40 guesses at once with a stolen token: only the limit's worth reach bcrypt (each
+    counted before its check), the rest are refused unchecked, and nothing changes."""
+    url = f"{USERS}/{alice.id}"
+
+    async def guess(n: int) -> int:
+        change = {"email": f"thief{n}@example.com", "current_password": f"Guess-{n}-x"}
+        return (await client.patch(url, json=change, headers=alice.headers)).status_code
+
+    statuses = await asyncio.gather(*(guess(n) for n in range(40)))
+    limit = services_of(app).settings.login_max_failures_per_account_client
+    assert sorted(statuses) == [400] * limit + [429] * (40 - limit)
+    assert len(password_checks) == limit
+    stored = await User.get(alice.user.id)
+    assert stored is not None
+    assert stored.email == "alice@example.com"
+    assert stored.hashed_password == alice.user.hashed_password
+    assert await OutboxMessage.find_all().count() == 0

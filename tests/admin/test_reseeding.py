@@ -201,3 +201,18 @@ async def _content(admin: Admin) -> tuple[Any, int]:
     note = await admin.db.items.find_one({"title": "note"})
     assert note is not None
     return note["data"], note["version"]
+
+
+async def test_a_seeded_field_another_tool_wrote_oddly_counts_as_nothing_recorded(
+    app_admin: Admin, tmp_path: Path
+) -> None:
+    """A `seeded` that is no record of seed's (a list, a number) is as if seed had
+    written nothing: the re-seed goes through, keeping what it cannot tell it wrote."""
+    assert (await app_admin("seed", write_ndjson(tmp_path / "a.ndjson", [OWNER, NOTE]))).code == 0
+    await app_admin.db.users.update_one({"username": "owner"}, {"$set": {"seeded": ["full_name"]}})
+    await app_admin.db.items.update_one({"title": "note"}, {"$set": {"seeded": 7}})
+    edited = [{**OWNER, "full_name": "Someone"}, {**NOTE, "data": {"n": 2}}]
+    run = await app_admin("seed", write_ndjson(tmp_path / "b.ndjson", edited))
+    assert run.code == 0, run.err
+    assert "wrote 0 users and 0 items; kept 2 as stored" in run.out
+    assert await _content(app_admin) == ({"n": 1}, 1)

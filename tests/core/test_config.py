@@ -46,13 +46,10 @@ def one_secret_for_all(folder: Path, workers: int) -> None:
     assert [path.name for path in folder.iterdir()] == ["secret_key"]
 
 
-def test_workers_starting_together_share_one_development_secret(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Eight workers find no secret on a fresh folder and make theirs at the same moment
-    (held at a barrier as each draws its random secret): all end up with the same one,
-    readable by its owner only, and no candidate is left behind."""
-    barrier = threading.Barrier(8, timeout=10)
+def drawn_together(monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """Hold each of `workers` threads at a barrier as it draws its random secret, so all
+    of them go on to store theirs at the same moment."""
+    barrier = threading.Barrier(workers, timeout=10)
     draw = secrets.token_urlsafe
 
     def together(nbytes: int) -> str:
@@ -60,6 +57,15 @@ def test_workers_starting_together_share_one_development_secret(
         return draw(nbytes)
 
     monkeypatch.setattr(secrets, "token_urlsafe", together)
+
+
+def test_workers_starting_together_share_one_development_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight workers find no secret on a fresh folder and make theirs at the same moment:
+    all end up with the same one, readable by its owner only, and no candidate is left
+    behind."""
+    drawn_together(monkeypatch, 8)
     one_secret_for_all(tmp_path, 8)
 
 
@@ -102,10 +108,12 @@ def test_production_accepts_strong_previous_keys(tmp_path: Path) -> None:
 def test_a_folder_without_hard_links_still_gets_one_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Some mounts refuse hard links (EPERM): the secret file is then made exclusively."""
+    """Some mounts refuse hard links (EPERM): the secret file is then made exclusively,
+    by four workers at the same moment too."""
 
     def no_links(source: object, target: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
+    drawn_together(monkeypatch, 4)
     one_secret_for_all(tmp_path, 4)

@@ -9,6 +9,7 @@ import httpx2
 import jsonschema_rs
 import pytest
 
+from api.core.middleware import ANONYMOUS_BODY_BYTES
 from tests.conftest import Account
 
 ITEMS = "/api/v1/items"
@@ -297,3 +298,23 @@ async def test_versions_and_new_urls_are_declared_where_sent(
         USERS, json={"email": "eve@example.com", "username": "eve", "password": "Eve-pass-123"}
     )
     assert (signed_up.status_code, "location" in signed_up.headers) == (201, True)
+
+
+async def test_the_413_says_how_much_an_unknown_caller_may_send(
+    document: dict[str, Any],
+) -> None:
+    """The body limit is lower until a route has authenticated its caller."""
+    kib = f"{ANONYMOUS_BODY_BYTES // 1024} KiB"
+    described = {
+        response["description"]
+        for _, _, status, response in responses_of(document)
+        if status == "413"
+    }
+    assert len(described) == 1
+    assert kib in described.pop()
+
+
+async def test_metrics_say_they_count_every_worker(document: dict[str, Any]) -> None:
+    described = document["paths"]["/metrics"]["get"]["description"]
+    assert "every worker" in described
+    assert "this process" not in described

@@ -169,3 +169,21 @@ def test_the_fastapi_cli_entrypoint_names_the_app() -> None:
         entrypoint = tomllib.load(file)["tool"]["fastapi"]["entrypoint"]
     module, _, attribute = entrypoint.partition(":")
     assert isinstance(getattr(importlib.import_module(module), attribute), FastAPI)
+
+
+async def test_metrics_label_each_route_by_its_own_template(
+    mongodb_url: str, tmp_path: Path
+) -> None:
+    """A path that matches several templates (`/items/batch` is also `/items/{item_id}`)
+    is labelled by the route that answered it, and does not relabel that route."""
+    async with app_with(make_settings(mongodb_url, tmp_path)) as (app, client):
+        alice = await make_account(app, "alice")
+        created = await create_item(client, alice)
+        odd = await client.get("/api/v1/items/batch", headers=alice.headers)
+        read = await client.get(f"/api/v1/items/{created['id']}", headers=alice.headers)
+        text = (await client.get("/metrics")).text
+    assert read.status_code == 200
+    by_id = 'method="GET",route="/api/v1/items/{item_id}"'
+    assert f'docstore_http_requests_total{{{by_id},status="{odd.status_code}"}} 1.0' in text
+    assert f'docstore_http_requests_total{{{by_id},status="200"}} 1.0' in text
+    assert 'method="GET",route="/api/v1/items/batch"' not in text

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 
 from api.core import embedded
-from api.core.supervisor import CHECK_EVERY_S
+from api.core.supervisor import CHECK_EVERY_S, MAX_BACKOFF_S, Supervisor
 from tests.conftest import PASSWORD, eventually
 from tests.serving import api_env, running_api
 
@@ -29,6 +29,16 @@ async def restarted_after(state_file: Path, killed: int) -> embedded.EmbeddedSer
             if running is not None and running.pid != killed:
                 return running
             await asyncio.sleep(0.1)
+
+
+async def reaped(pid: int) -> None:
+    """Until the child `pid` is gone from /proc: it ended, and its parent's supervisor
+    collected its exit status (until then it stays, a zombie)."""
+
+    async def gone() -> bool:
+        return not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
+
+    await eventually(gone)
 
 
 async def test_with_workers_the_parent_restarts_a_killed_database(tmp_path: Path) -> None:
@@ -66,7 +76,7 @@ async def test_a_normal_shutdown_does_not_restart_the_database(tmp_path: Path) -
         assert database is not None
         assert os.getsid(database.pid) != os.getsid(api.pid)
         os.kill(database.pid, signal.SIGINT)
-        await asyncio.sleep(2 * CHECK_EVERY_S)  # the supervisor looks in the meantime
+        await reaped(database.pid)  # the supervisor saw it end (and left it stopped)
         os.kill(api.pid, signal.SIGINT)
         # Uvicorn shuts down, then raises the signal it caught again: ended by SIGINT.
         assert await asyncio.wait_for(api.wait(), 30) == -signal.SIGINT
@@ -85,5 +95,46 @@ async def test_a_hangup_stops_the_api_and_its_database(tmp_path: Path) -> None:
         database = embedded.running_server(tmp_path / "mongo.json")
         assert database is not None
         api.send_signal(signal.SIGHUP)
-        await asyncio.wait_for(api.wait(), 30)
+        # As on SIGINT: shut down, then ended by the signal it caught (not a plain exit 0).
+        assert await asyncio.wait_for(api.wait(), 30) == -signal.SIGHUP
     assert embedded.running_server(tmp_path / "mongo.json") is None
+
+
+class Failing:
+    """A database process that has just failed (as `subprocess.Popen` shows one)."""
+
+    pid, returncode = 4242, 3
+
+    def poll(self) -> int:
+        return self.returncode
+
+
+class Recording(Supervisor):
+    """A supervisor whose restarts start nothing (each restarted database fails at once),
+    and whose waits are recorded instead of waited."""
+
+    def __init__(self, restarts: int) -> None:
+        server = embedded.EmbeddedServer("mongodb://127.0.0.1:1", 4242, True, Failing())  # type: ignore[arg-type]
+        super().__init__(server, Path("unused"))
+        self.left, self.waits = restarts, list[float]()
+
+    async def pause(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+    def _restart(self) -> None:
+        self.server.process = Failing()  # type: ignore[assignment]
+        self.left -= 1
+        self.stopping = self.left == 0
+
+
+async def test_a_database_that_keeps_failing_is_restarted_ever_more_slowly() -> None:
+    """The first failure is restarted at once; each failure soon after a restart waits
+    about twice as long as the one before, never more than MAX_BACKOFF_S."""
+    supervisor = Recording(restarts=9)
+    await supervisor.run()
+    backoffs = [wait for wait in supervisor.waits if wait != CHECK_EVERY_S]
+    assert len(backoffs) == 8  # every restart but the first
+    for n, wait in enumerate(backoffs, start=1):
+        ceiling = min(MAX_BACKOFF_S, 2.0 ** (n - 1))
+        assert ceiling / 2 <= wait <= ceiling
