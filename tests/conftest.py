@@ -296,9 +296,9 @@ async def interleaved_timings(
     return timings
 
 
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `check` until it holds (failing after 10 s): for state that another task,
-    thread or process changes, which no event of ours can signal."""
-    async with asyncio.timeout(10):
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10) -> None:
+    """Poll `check` until it holds (failing after `within_s`): for state that another
+    task, thread or process changes, which no event of ours can signal."""
+    async with asyncio.timeout(within_s):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)

@@ -38,7 +38,7 @@ async def reaped(pid: int) -> None:
     async def gone() -> bool:
         return not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
 
-    await eventually(gone)
+    await eventually(gone, within_s=30)  # another process's shutdown, on a busy machine
 
 
 async def test_with_workers_the_parent_restarts_a_killed_database(tmp_path: Path) -> None:
