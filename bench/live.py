@@ -7,6 +7,8 @@ subscriber), and the delivery latency of each event, from the item's `updated_at
 p50/p99 over every (event, subscriber) pair. The floor is one raw PyMongo change
 stream in this process reading the same writes: what the database itself costs.
 The subscribers run in this process too, so their own work is part of the figure.
+"Added by the app" is each subscriber's receipt less the floor's receipt of the same
+write: the feed's own cost, without the database's write and change stream.
 """
 
 import asyncio
@@ -54,8 +56,10 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     total = int(rate * seconds)
     app_latencies: list[float] = []
     floor_latencies: list[float] = []
-    readers = [asyncio.create_task(_read(ws, total, app_latencies)) for ws in sockets]
-    floor = asyncio.create_task(_floor(setup.mongodb_url, total, floor_latencies))
+    received: list[tuple[int, float]] = []  # (write number, receipt) per subscriber event
+    floor_received: dict[int, float] = {}
+    readers = [asyncio.create_task(_read(ws, total, app_latencies, received)) for ws in sockets]
+    floor = asyncio.create_task(_floor(setup.mongodb_url, total, floor_latencies, floor_received))
     await asyncio.sleep(0.5)  # the floor's stream is open
     await _write(base, setup.token, item_id, total, rate)
     await asyncio.wait([*readers, floor], timeout=30)
@@ -70,6 +74,10 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     if app_latencies and floor_latencies:
         app99, floor99 = _percentile(app_latencies, 99), _percentile(floor_latencies, 99)
         print(f"app/floor p99: {app99 / floor99:.2f} (target app p99 < 250 ms)")
+    added = [(at - floor_received[n]) * 1000 for n, at in received if n in floor_received]
+    if added:
+        p50, p99 = _percentile(added, 50), _percentile(added, 99)
+        print(f"added by the app (after the floor's stream): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
 
 async def _subscribe(url: str) -> ClientConnection:
@@ -124,22 +132,30 @@ def _latency_ms(item: dict[str, Any]) -> float:
     return (time.time() - updated.timestamp()) * 1000
 
 
-async def _read(ws: ClientConnection, total: int, latencies: list[float]) -> None:
+async def _read(
+    ws: ClientConnection, total: int, latencies: list[float], received: list[tuple[int, float]]
+) -> None:
     for _ in range(total):
         event = json.loads(await ws.recv())
+        at = time.time()
         assert event["item"]["access"] == "viewer", event
         latencies.append(_latency_ms(event["item"]))
+        received.append((event["item"]["data"]["n"], at))
 
 
-async def _floor(url: str, total: int, latencies: list[float]) -> None:
+async def _floor(url: str, total: int, latencies: list[float], received: dict[int, float]) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
     async with client:
         pipeline = [{"$match": {"operationType": "update"}}]
         async with await client[DB].items.watch(pipeline) as stream:
             for _ in range(total):
                 change = await stream.next()
-                updated = change["updateDescription"]["updatedFields"]["updated_at"]
-                latencies.append((time.time() - updated.timestamp()) * 1000)
+                at = time.time()
+                fields = change["updateDescription"]["updatedFields"]
+                latencies.append((at - fields["updated_at"].timestamp()) * 1000)
+                written = fields.get("data.n", fields.get("data", {}).get("n"))
+                if isinstance(written, int):
+                    received[written] = at
 
 
 def _percentile(values: list[float], pct: int) -> float:

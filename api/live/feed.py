@@ -19,7 +19,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bson import ObjectId
 from bson.timestamp import Timestamp
@@ -229,6 +229,11 @@ def _changed(raw: dict[str, Any]) -> tuple[bool, bool]:
     return bool(named - ACL_FIELDS), bool(named & ACL_FIELDS)
 
 
+# What ends a subscription besides the client: it fell too far behind, the feed lost its
+# place in the stream, or its access token expired.
+EndReason = Literal["overflowed", "resync", "expired"]
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One connection's view of the feed: its socket, what it wants, its bounded queue."""
@@ -239,9 +244,16 @@ class Subscriber:
     tags: frozenset[str]
     fields: tuple[str, ...] | None
     queue: asyncio.Queue[Seen]
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
     account_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    resync: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the connection must end, set once (by the feed, or by its login's expiry): one
+    # event to wait on, not a task each, since every idle socket holds what it waits with.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    end_reason: EndReason | None = None
+
+    def end(self, reason: EndReason) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.ended.set()
 
     def sees(self, change: Change) -> Seen | None:
         """What this change is to this subscriber, by its access before and after (and
@@ -268,12 +280,12 @@ class Subscriber:
         return Seen(change, "updated", after)
 
     def offer(self, change: Change) -> None:
-        if self.overflowed.is_set() or (seen := self.sees(change)) is None:
+        if self.end_reason is not None or (seen := self.sees(change)) is None:
             return
         try:
             self.queue.put_nowait(seen)
         except asyncio.QueueFull:
-            self.overflowed.set()  # the connection closes it; nothing more is queued
+            self.end("overflowed")  # the connection closes it; nothing more is queued
 
 
 # Process-global on purpose: the Uvicorn runner closes every socket with 1001 before its
@@ -398,7 +410,7 @@ class LiveFeed(Background):
                     log.error("live feed lost its place in the change stream; resync")
                     resume = None
                     for subscriber in self.subscribers:
-                        subscriber.resync.set()
+                        subscriber.end("resync")
                 else:
                     log.warning("live feed stream failed: %s", error)
             except PyMongoError as error:

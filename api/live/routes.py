@@ -125,6 +125,10 @@ async def live_items(websocket: WebSocket) -> None:
             held.callback(slot.release)
         subscriber = feed.subscribe(websocket, user_id, request.scope, request.tags, request.fields)
         held.callback(feed.unsubscribe, subscriber)
+        if request.login.expires_at is not None:  # a timer, not a task: idle sockets are many
+            delay = max(0.0, request.login.expires_at - time.time())
+            expiry = asyncio.get_running_loop().call_later(delay, subscriber.end, "expired")
+            held.callback(expiry.cancel)
         # From here on the watcher offers this socket every change it reads: say so, so a
         # client knows when what it writes next is sure to arrive.
         # Every change after this position arrives on this socket: the client's own
@@ -149,10 +153,8 @@ async def live_items(websocket: WebSocket) -> None:
                 slot,
             ),
             _receive_until_gone(websocket),
-            _expiry(request.login),
             _account_watch(subscriber, request),
-            _overflow(subscriber),
-            _resync(subscriber),
+            _ended(subscriber),
         )
     await _end(websocket, ending)
 
@@ -293,13 +295,6 @@ async def _receive_until_gone(websocket: WebSocket) -> Ending:
             return Ending(None)
 
 
-async def _expiry(login: Login) -> Ending:
-    if login.expires_at is None:  # a personal access token valid until revoked
-        await asyncio.Event().wait()
-    await asyncio.sleep(max(0.0, (login.expires_at or 0) - time.time()))
-    return Ending(POLICY, "access token expired: reconnect with a fresh one and resume_after")
-
-
 async def _account_watch(subscriber: Subscriber, request: Request) -> Ending:
     """Re-check the account whenever it changes: logout, password change, deactivation."""
     while True:
@@ -321,15 +316,15 @@ def _still_allowed(user: User, request: Request) -> bool:
     return policy.readable(user).covers(request.scope)
 
 
-async def _overflow(subscriber: Subscriber) -> Ending:
-    await subscriber.overflowed.wait()
+async def _ended(subscriber: Subscriber) -> Ending:
+    """The end the feed or the login's expiry set for this subscription."""
+    await subscriber.ended.wait()
+    if subscriber.end_reason == "resync":
+        return _RESYNC
+    if subscriber.end_reason == "expired":
+        return Ending(POLICY, "access token expired: reconnect with a fresh one and resume_after")
     unread = subscriber.queue.maxsize
     return Ending(TRY_AGAIN_LATER, f"too slow: more than {unread} changes unread")
-
-
-async def _resync(subscriber: Subscriber) -> Ending:
-    await subscriber.resync.wait()
-    return _RESYNC
 
 
 async def _end(websocket: WebSocket, ending: Ending) -> None:
