@@ -61,12 +61,15 @@ async def _report(setup: Setup, subscribers: int, rate: float, seconds: float) -
     readers = [asyncio.create_task(_read(ws, total, app_latencies, received)) for ws in sockets]
     floor = asyncio.create_task(_floor(setup.mongodb_url, total, floor_latencies, floor_received))
     await asyncio.sleep(0.5)  # the floor's stream is open
-    await _write(base, setup.token, item_id, total, rate)
+    took = await _write(base, setup.token, item_id, total, rate)
     await asyncio.wait([*readers, floor], timeout=30)
     for ws in sockets:
         await ws.close()
     delivered = len(app_latencies)
-    print(f"writes: {total} at {rate:g}/s; events delivered: {delivered} of {total * subscribers}")
+    print(
+        f"writes: {total} at {rate:g}/s asked, {total / took:.1f}/s done (one at a time); "
+        f"events delivered: {delivered} of {total * subscribers}"
+    )
     for label, values in (("app", app_latencies), ("floor", floor_latencies)):
         if values:
             p50, p99 = _percentile(values, 50), _percentile(values, 99)
@@ -116,7 +119,8 @@ def _busy_item(setup: Setup, subscribers: int) -> tuple[list[str], str]:
     return tokens, str(item["_id"])
 
 
-async def _write(base: str, token: str, item_id: str, total: int, rate: float) -> None:
+async def _write(base: str, token: str, item_id: str, total: int, rate: float) -> float:
+    """PATCH the item `total` times, at most `rate` a second; the seconds it took."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
         started = time.monotonic()
@@ -125,6 +129,7 @@ async def _write(base: str, token: str, item_id: str, total: int, rate: float) -
             patch = {"data": {"n": n + 1}}
             response = await client.patch(f"/api/v1/items/{item_id}", json=patch)
             response.raise_for_status()
+        return time.monotonic() - started
 
 
 def _latency_ms(item: dict[str, Any]) -> float:
