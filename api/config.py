@@ -306,6 +306,12 @@ class Settings(BaseSettings):
         ge=1,
         description=("Sent and dead messages are removed (TTL index) this long after they settle."),
     )
+    audit_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="How long an account's security log keeps an event (TTL index).",
+    )
     password_reset_expire_minutes: int = Field(
         default=60, ge=1, description="How long an emailed password-reset token is valid."
     )

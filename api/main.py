@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from api import openapi
 from api.accounts import auth, passwords, recovery, token_routes, users
 from api.accounts.passwords import HashingBusy, verify_against_dummy
+from api.accounts.security_log import remove_events_of
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
 from api.core import queue
@@ -134,6 +135,7 @@ async def _running(
         services = Services(settings, client, cursors, replicated, feed_cursors, metrics)
         services.add(_signer(settings, secret))
         services.account_cleanups.append(remove_items_of)
+        services.account_cleanups.append(remove_events_of)
         email = EmailChannel(transports.build(settings), settings.mail_from)
         sealer = Sealer(secret, settings.previous_secret_keys)
         work = DurableQueue(settings, [email], sealer, default=email.name)

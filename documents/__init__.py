@@ -11,6 +11,7 @@ from documents.idempotency import IdempotencyRecord
 from documents.item import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.login_attempts import LoginAttempts
 from documents.outbox import Delivery, OutboxMessage
+from documents.security_event import SecurityEvent, SecurityEventPublic
 from documents.session import Session, SessionPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
@@ -23,6 +24,7 @@ DOCUMENT_MODELS = [
     OutboxMessage,
     ActionToken,
     LoginAttempts,
+    SecurityEvent,
 ]
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "LoginAttempts",
     "OutboxMessage",
     "Purpose",
+    "SecurityEvent",
+    "SecurityEventPublic",
     "Session",
     "SessionPublic",
     "User",

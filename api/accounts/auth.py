@@ -2,11 +2,12 @@
 
 from typing import Annotated, Literal
 
+from bson import ObjectId
 from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import UpdateOne
 
-from api.accounts import passwords, sessions, throttle
+from api.accounts import passwords, security_log, sessions, throttle
 from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import (
     AccountReader,
@@ -17,13 +18,14 @@ from api.accounts.deps import (
     signed_in_account,
 )
 from api.accounts.passwords import verify_against_dummy, verify_password
+from api.accounts.security_log import Origin
 from api.accounts.tokens import TokenSigner
 from api.config import Settings
 from api.core.errors import DomainError, NotAuthenticated, NotFound, problem_responses
-from api.core.pagination import Page
+from api.core.pagination import Page, PageQuery
 from api.core.services import AppServices, Services
 from api.core.together import Write, write_together
-from documents import Session, SessionPublic, User, UserPublic
+from documents import SecurityEventPublic, Session, SessionPublic, User, UserPublic
 from documents.base import ObjectIdParam, utcnow
 from documents.user import CASE_INSENSITIVE
 
@@ -105,17 +107,23 @@ async def login(
     settings = services.settings
     if len(form.username) > MAX_LOGIN_LENGTH:  # no account has one: not even a counter
         raise InvalidCredentials()
-    address = client_address(request)
+    address, origin = client_address(request), Origin.of(request)
     async with passwords.hashing_turn():  # a storm is turned away before any database work
-        user, settle = await _signed_in(form, address, services)
+        user, settle = await _signed_in(form, address, origin, services)
     refusal = _refusal(user, settings)
     if refusal is not None:
-        await write_together(services.client, settle)
+        failed = {"reason": refusal.code}
+        logged = security_log.written(user.id, "login.failed", origin, settings, failed)
+        await write_together(services.client, [*settle, logged])
         raise refusal
     # Three commands in all: the user, the reservation, and this one, which settles the
-    # attempt and opens the session.
-    user_agent = request.headers.get("user-agent")
-    opened = await sessions.open_session(user, settings, user_agent, address, first=settle)
+    # attempt, opens the session and logs it.
+    user_agent, session_id = request.headers.get("user-agent"), ObjectId()
+    opened_here = {"session_id": str(session_id)}
+    logged = security_log.written(user.id, "login.succeeded", origin, settings, opened_here)
+    opened = await sessions.open_session(
+        user, settings, user_agent, address, first=settle, then=[logged], session_id=session_id
+    )
     return _pair(signer, user, opened)
 
 
@@ -129,7 +137,7 @@ def _refusal(user: User, settings: Settings) -> DomainError | None:
 
 
 async def _signed_in(
-    form: PasswordGrant, address: str | None, services: Services
+    form: PasswordGrant, address: str | None, origin: Origin, services: Services
 ) -> tuple[User, list[Write]]:
     """The account whose password this is (401 otherwise), and the writes that settle
     the attempt (its reservation given back, this address's failures cleared, its hash
@@ -140,12 +148,20 @@ async def _signed_in(
     # Counted before the password is checked, so a burst cannot outrun the limit; the
     # attempt stays counted if it fails.
     limits, from_here = throttle.password_limits(account, address, settings)
-    reserved = await throttle.checked(
-        limits,
-        settings.login_failure_window_s,
-        lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
-    )
-    if user is None or reserved is None:
+    try:
+        reserved = await throttle.checked(
+            limits,
+            settings.login_failure_window_s,
+            lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
+        )
+    except throttle.TooManyAttempts as refused:
+        if user is not None and refused.window_ends is not None:
+            await security_log.throttled(user.id, origin, settings, refused.window_ends)
+        raise
+    if user is None:
+        raise InvalidCredentials()
+    if reserved is None:  # counted, so logged at most as often as the limit lets through
+        await security_log.record(user.id, "login.failed", origin, settings, {"reason": "password"})
         raise InvalidCredentials()
     settle: list[Write] = [*throttle.give_back_writes(reserved, clear=[from_here])]
     if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
@@ -179,9 +195,17 @@ async def _upgraded_hash(user: User, password: str, rounds: int) -> UpdateOne:
 
 
 @router.post("/refresh", responses=problem_responses(401))
-async def refresh(body: RefreshRequest, services: AppServices, signer: AppSigner) -> LoginResponse:
+async def refresh(
+    body: RefreshRequest, request: Request, services: AppServices, signer: AppSigner
+) -> LoginResponse:
     """A new access token and the next refresh token; the one sent is spent."""
-    opened = await sessions.rotate(body.refresh_token, services.settings)
+    try:
+        opened = await sessions.rotate(body.refresh_token, services.settings)
+    except sessions.RefreshReused as reuse:
+        ended = {"session_id": str(reuse.session_id)}
+        origin, settings = Origin.of(request), services.settings
+        await security_log.record(reuse.user_id, "refresh.reuse_detected", origin, settings, ended)
+        raise
     user = await User.find_one({"_id": opened.session.user_id})
     if user is None or not user.is_active or opened.session.id not in user.session_ids:
         raise sessions.InvalidRefreshToken()
@@ -189,15 +213,29 @@ async def refresh(body: RefreshRequest, services: AppServices, signer: AppSigner
 
 
 @router.post("/logout", status_code=204, responses=problem_responses(401))
-async def logout(user: CurrentUser, session_id: CurrentSession) -> None:
+async def logout(
+    user: CurrentUser, session_id: CurrentSession, request: Request, services: AppServices
+) -> None:
     """End this login: its access and refresh tokens stop working at once."""
     await sessions.end_sessions(user.id, [session_id])
+    await _log_ended(user, session_id, request, services)
+
+
+async def _log_ended(
+    user: User, session_id: ObjectId, request: Request, services: AppServices
+) -> None:
+    ended = {"session_id": str(session_id)}
+    origin = Origin.of(request)
+    await security_log.record(user.id, "session.ended", origin, services.settings, ended)
 
 
 @router.post("/logout-all", status_code=204, responses=problem_responses(401))
-async def logout_all(user: CurrentUser) -> None:
+async def logout_all(user: CurrentUser, request: Request, services: AppServices) -> None:
     """End every login of this account, this one included."""
     await sessions.end_sessions(user.id)
+    ended = {"sessions": len(user.session_ids), "tokens": len(user.access_token_ids)}
+    origin = Origin.of(request)
+    await security_log.record(user.id, "sessions.ended_all", origin, services.settings, ended)
 
 
 @router.get("/sessions", responses=problem_responses(401))
@@ -214,13 +252,26 @@ async def list_sessions(user: CurrentUser, session_id: CurrentSession) -> Page[S
 
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=problem_responses(401, 404))
-async def revoke_session(target: SessionId, user: CurrentUser) -> None:
+async def revoke_session(
+    target: SessionId, user: CurrentUser, request: Request, services: AppServices
+) -> None:
     """End one of your logins."""
     if target not in user.session_ids:
         raise NotFound("session")
     await sessions.end_sessions(user.id, [target])
+    await _log_ended(user, target, request, services)
 
 
 @router.get("/me", responses=problem_responses(401))
 async def read_me(_: AccountReader, request: Request) -> UserPublic:
     return UserPublic.model_validate(signed_in_account(request))
+
+
+@router.get("/events", responses=problem_responses(401, 403))
+async def list_events(
+    user: CurrentUser, page: PageQuery, services: AppServices
+) -> Page[SecurityEventPublic]:
+    """Your account's security log, newest first: sign-ins (and failed ones), ended
+    logins, password, email and token changes, each with the client's address and
+    user agent. A password login only: a personal access token gets a 403."""
+    return await security_log.page_of(user.id, page, services)

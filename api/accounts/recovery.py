@@ -10,10 +10,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts import action_tokens, sessions, throttle
+from api.accounts import action_tokens, security_log, sessions, throttle
 from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import CurrentUser, client_address
 from api.accounts.passwords import hash_password
+from api.accounts.security_log import Origin
 from api.core.errors import problem_responses
 from api.core.queue import Queue
 from api.core.services import AppServices
@@ -132,7 +133,8 @@ async def reset_password(body: PasswordReset, request: Request, services: AppSer
     await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
     slack_s = settings.mongodb_socket_timeout_ms / 1000
     cleared = throttle.clear_account(record.user_id, settings.login_failure_window_s, slack_s)
-    await asyncio.gather(sessions.end_sessions(record.user_id), cleared)
+    logged = security_log.record(record.user_id, "password.reset", Origin.of(request), settings)
+    await asyncio.gather(sessions.end_sessions(record.user_id), cleared, logged)
 
 
 @router.post("/verify-email/request", status_code=202, responses=problem_responses(401, 429))
@@ -166,10 +168,14 @@ async def request_verification(
 
 
 @router.post("/verify-email", status_code=204, responses=problem_responses(400))
-async def verify_email(body: Verification) -> None:
+async def verify_email(body: Verification, request: Request, services: AppServices) -> None:
     """Confirm the address the token was sent to (not a newer one the account changed to)."""
     record = await action_tokens.consume(body.token, Purpose.verify_email)
-    await User.get_pymongo_collection().update_one(
+    verified = await User.get_pymongo_collection().update_one(
         {"_id": record.user_id, "email": record.email},
         {"$set": {"email_verified": True, "updated_at": utcnow()}},
     )
+    if verified.matched_count:
+        confirmed = {"email": record.email}
+        origin, settings = Origin.of(request), services.settings
+        await security_log.record(record.user_id, "email.verified", origin, settings, confirmed)

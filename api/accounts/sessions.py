@@ -38,6 +38,14 @@ class InvalidRefreshToken(NotAuthenticated):
     detail = "The refresh token is invalid, expired or already used; log in again."
 
 
+class RefreshReused(InvalidRefreshToken):
+    """A spent refresh token came back: the same 401, and its login has been ended."""
+
+    def __init__(self, user_id: ObjectId, session_id: ObjectId) -> None:
+        super().__init__()
+        self.user_id, self.session_id = user_id, session_id
+
+
 @dataclass
 class Opened:
     session: Session
@@ -58,13 +66,17 @@ async def open_session(
     user_agent: str | None,
     client: str | None,
     first: Sequence[Write] = (),
+    then: Sequence[Write] = (),
+    session_id: ObjectId | None = None,
 ) -> Opened:
-    """A new login of `user`, listed on the user document so its tokens are honoured:
-    one round trip, carrying `first` (the sign-in's own writes, which settle its
-    attempt) ahead of the session's: stopped part way, the attempt is settled."""
+    """A new login of `user` (`session_id`, when the caller named it first), listed on
+    the user document so its tokens are honoured: one round trip, carrying `first` (the
+    sign-in's own writes, which settle its attempt) ahead of the session's, and `then`
+    (its log entry) after: stopped part way, the attempt is settled, and nothing is
+    logged of a login that did not open."""
     family, secret, now = secrets.token_urlsafe(16), secrets.token_urlsafe(32), utcnow()
     doc = {
-        "_id": ObjectId(),
+        "_id": session_id or ObjectId(),
         "user_id": user.id,
         "refresh_hash": digest(secret),
         "previous_hash": None,
@@ -87,6 +99,7 @@ async def open_session(
         *first,
         InsertOne(doc, namespace=sessions.full_name),
         UpdateOne({"_id": user.id}, listed, namespace=users.full_name),
+        *then,
     ]
     await write_together(sessions.database.client, writes)
     return Opened(session, _token(session.id, family, secret))
@@ -139,7 +152,7 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
         if replayed is not None and within_grace:
             return Opened(Session.model_validate(spent), _token(session_id, family, replayed))
     await end_sessions(spent["user_id"], [session_id])  # reuse: someone else has it too
-    raise InvalidRefreshToken()
+    raise RefreshReused(spent["user_id"], session_id)
 
 
 def _parse(refresh_token: str) -> tuple[ObjectId, str | None, str]:

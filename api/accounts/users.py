@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from api.accounts import action_tokens, sessions, throttle
+from api.accounts import action_tokens, security_log, sessions, throttle
 from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import (
     CurrentSession,
@@ -20,6 +20,7 @@ from api.accounts.deps import (
     client_address,
 )
 from api.accounts.passwords import HashingBusy, hash_password, verify_password
+from api.accounts.security_log import Origin
 from api.config import API_PREFIX, Settings
 from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
@@ -30,6 +31,7 @@ from api.mail.channel import NAME as EMAIL
 from documents import (
     AccessToken,
     Purpose,
+    SecurityEventPublic,
     Session,
     User,
     UserCreate,
@@ -37,6 +39,7 @@ from documents import (
     UserUpdate,
 )
 from documents.base import utcnow
+from documents.security_event import EventType
 
 LOCATION = {"Location": {"description": "The new user's URL", "schema": {"type": "string"}}}
 router = APIRouter(prefix="/users", tags=["users"], route_class=AuthFirstRoute)
@@ -130,6 +133,15 @@ async def read_user(user: ReadableUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
+@router.get("/{user_id}/events", responses=problem_responses(401, 403, 404))
+async def list_user_events(
+    user: TargetUser, page: PageQuery, services: AppServices
+) -> Page[SecurityEventPublic]:
+    """An account's security log, newest first (as `GET /auth/events` shows your own):
+    superusers, or the account itself from a password login."""
+    return await security_log.page_of(user.id, page, services)
+
+
 @router.patch("/{user_id}", responses=problem_responses(400, 401, 403, 404, 409, 429))
 async def update_user(
     body: UserUpdate,
@@ -138,6 +150,7 @@ async def update_user(
     caller_session: CurrentSession,
     services: AppServices,
     mail: Queue,
+    request: Request,
 ) -> UserPublic:
     """Change an account. Only superusers change `is_active` / `is_superuser`.
 
@@ -175,13 +188,19 @@ async def update_user(
     if end_all:
         update["$inc"] = {"token_version": 1}  # every access token of theirs, at once
     stored: dict[str, Any] | None = None
+    logged = _logged_changes(body, target, caller, new_email if notice is not None else None)
+    origin = Origin.of(request)
 
     async def change(session: AsyncClientSession | None) -> None:
         nonlocal stored
         stored = await User.get_pymongo_collection().find_one_and_update(
             {"_id": target.id}, update, return_document=ReturnDocument.AFTER, session=session
         )
-        if stored is not None and notice is not None:
+        if stored is None:
+            return
+        for kind, detail in logged:  # in the account's log, with the change
+            await security_log.record(target.id, kind, origin, services.settings, detail, session)
+        if notice is not None:
             # Tokens mailed to the old address must not work once it is not the account's.
             await action_tokens.void(target.id, list(Purpose), session)
             await mail.enqueue(EMAIL, notice, session)
@@ -197,6 +216,20 @@ async def update_user(
         others = [sid for sid in stored.get("session_ids", []) if sid != caller_session]
         await sessions.end_sessions(target.id, others)
     return UserPublic.model_validate(User.model_validate(stored))
+
+
+def _logged_changes(
+    body: UserUpdate, target: User, caller: User, new_email: str | None
+) -> list[tuple[EventType, dict[str, Any]]]:
+    """What this change puts in the account's security log (a superuser's change of
+    someone else's account names who made it)."""
+    by = {} if caller.id == target.id else {"by": str(caller.id)}
+    logged: list[tuple[EventType, dict[str, Any]]] = []
+    if body.password is not None:
+        logged.append(("password.changed", by))
+    if new_email is not None:
+        logged.append(("email.changed", {"from": target.email, "to": new_email, **by}))
+    return logged
 
 
 CHECKS_THROTTLED = "Too many password checks on this account; wait before trying again."

@@ -69,12 +69,14 @@ async def test_a_sign_in_after_failures_clears_them_in_the_same_three(
     assert stored[f"account:{alice.id}"] == 2  # the account-wide ones: only by a reset
 
 
-async def test_a_wrong_password_takes_two_commands_and_stays_counted(
+async def test_a_wrong_password_takes_three_commands_and_stays_counted(
     app: FastAPI, client: httpx2.AsyncClient, alice: Account
 ) -> None:
+    """The user, the reservation, and the account's security log entry (one per counted
+    failure: the throttle bounds them)."""
     with recording(services_of(app).settings.mongodb_db) as commands:
         assert (await login(client, "alice", "Wrong-pass-1")).status_code == 401
-    assert names(commands) == ["find", "update"]
+    assert names(commands) == ["find", "update", "insert"]
     assert set((await counters()).values()) == {1}
 
 
@@ -134,6 +136,7 @@ CLOSING_PER_COLLECTION = [
     ("update", "login_attempts"),  # the attempt settled first
     ("insert", "sessions"),
     ("update", "users"),
+    ("insert", "security_events"),  # logged once the login is open
 ]
 
 

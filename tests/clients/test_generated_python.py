@@ -64,7 +64,7 @@ async def test_a_generated_python_client_runs_the_whole_flow(base_url: str, tmp_
 async def flow(package: ModuleType, base_url: str) -> None:
     models = module("models")
     auth, users, items = module("api.auth"), module("api.users"), module("api.items")
-    for name in ("login", "create_token"):
+    for name in ("login", "create_token", "list_events"):
         importlib.import_module(f"{auth.__name__}.{name}")
     for name in ("create_user",):
         importlib.import_module(f"{users.__name__}.{name}")
@@ -109,6 +109,13 @@ async def _flow(
     program = await clients.enter_async_context(
         package.AuthenticatedClient(base_url=base_url, token=made.token)
     )
+    logged = await auth.list_events.asyncio(client=person, limit=10)
+    assert [event.type_ for event in logged.items] == [
+        models.SecurityEventPublicType("token.created"),
+        models.SecurityEventPublicType("login.succeeded"),
+    ]
+    denied = await auth.list_events.asyncio_detailed(client=program)
+    assert denied.status_code == 403  # a personal token never reads the log
 
     created = []
     for title in ("first", "second", "third"):

@@ -107,6 +107,9 @@ def main() -> None:
             "run", f"{base}/openapi.json",
             "--checks", "all", "--mode", "all",
             "--max-examples", str(examples), "--seed", str(seed), "--workers", "2",
+            # No examples kept from earlier runs: a seed alone repeats a run, and a clean
+            # clone (CI) fuzzes as this checkout does.
+            "--generation-database", "none",
         ]  # fmt: skip
         if args.quick:
             command += ["--phases", "examples,fuzzing,stateful"]

@@ -1,0 +1,131 @@
+"""The security log: what happened to an account, written along with what it records.
+
+Each event is one small document (`security_events`), removed by a TTL index after
+AUDIT_RETENTION_DAYS. Nothing secret goes in: no password, hash, token or link; the
+client's address and user agent as the request carried them, capped in length.
+
+A flood cannot grow it without bound: a failed login is logged only when the throttle
+counted it (so at most the account's limit per window), and a throttled one once per
+account and throttle window, under an id derived from both (a second insert of it is a
+duplicate, not a new entry).
+"""
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from fastapi import Request
+from pydantic import ValidationError
+from pymongo import InsertOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from api.accounts.deps import client_address
+from api.config import Settings
+from api.core.pagination import ListParams, Page, fetch_page
+from api.core.services import Services
+from documents import SecurityEvent, SecurityEventPublic
+from documents.base import utcnow
+from documents.security_event import CLIENT_IP_MAX, USER_AGENT_MAX, EventType
+
+log = logging.getLogger("docstore.accounts")
+NEWEST_FIRST = [("at", -1), ("_id", -1)]  # served by the (user_id, at, _id) index
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, as the log keeps it."""
+
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+    @classmethod
+    def of(cls, request: Request) -> "Origin":
+        address, agent = client_address(request), request.headers.get("user-agent")
+        return cls((address or "")[:CLIENT_IP_MAX] or None, (agent or "")[:USER_AGENT_MAX] or None)
+
+
+def _event(
+    user_id: Any,
+    kind: EventType,
+    origin: Origin,
+    settings: Settings,
+    detail: Mapping[str, Any] | None,
+    event_id: ObjectId | None = None,
+) -> dict[str, Any]:
+    at = utcnow()
+    return {
+        "_id": event_id or ObjectId(),
+        "user_id": user_id,
+        "type": kind,
+        "at": at,
+        "client_ip": origin.client_ip,
+        "user_agent": origin.user_agent,
+        "detail": dict(detail or {}),
+        "expires_at": at + timedelta(days=settings.audit_retention_days),
+    }
+
+
+def written(
+    user_id: Any,
+    kind: EventType,
+    origin: Origin,
+    settings: Settings,
+    detail: Mapping[str, Any] | None = None,
+) -> InsertOne[Any]:
+    """The event as a write to send along with others (`write_together`)."""
+    namespace = SecurityEvent.get_pymongo_collection().full_name
+    return InsertOne(_event(user_id, kind, origin, settings, detail), namespace=namespace)
+
+
+async def record(
+    user_id: Any,
+    kind: EventType,
+    origin: Origin,
+    settings: Settings,
+    detail: Mapping[str, Any] | None = None,
+    session: AsyncClientSession | None = None,
+) -> None:
+    """Log the event now (in `session`'s transaction, when given one)."""
+    events = SecurityEvent.get_pymongo_collection()
+    await events.insert_one(_event(user_id, kind, origin, settings, detail), session=session)
+
+
+async def throttled(
+    user_id: Any, origin: Origin, settings: Settings, window_ends: datetime
+) -> None:
+    """Log that the account's logins are throttled: once per throttle window, however
+    many attempts it turns away."""
+    seed = hashlib.sha256(f"{user_id}:{window_ends.isoformat()}".encode()).digest()
+    event_id = ObjectId(int(window_ends.timestamp()).to_bytes(4, "big") + seed[:8])
+    event = _event(user_id, "login.throttled", origin, settings, None, event_id)
+    event["detail"] = {"until": window_ends.isoformat().replace("+00:00", "Z")}
+    with contextlib.suppress(DuplicateKeyError):  # logged already for this window
+        await SecurityEvent.get_pymongo_collection().insert_one(event)
+
+
+async def remove_events_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:
+    """An account's log goes with the account."""
+    await SecurityEvent.get_pymongo_collection().delete_many({"user_id": user_id}, session=session)
+
+
+async def page_of(user_id: Any, page: ListParams, services: Services) -> Page[SecurityEventPublic]:
+    """One page of an account's log, newest first. An entry another tool wrote that is
+    not a valid event is skipped (logged and counted), not the whole page."""
+    events = SecurityEvent.get_pymongo_collection()
+    rows, next_cursor, total = await fetch_page(
+        events, {"user_id": user_id}, NEWEST_FIRST, page, services.cursors
+    )
+    shown = []
+    for row in rows:
+        try:
+            shown.append(SecurityEventPublic.model_validate(row))
+        except ValidationError:
+            log.warning("security log skipped entry %r it cannot show", row.get("_id"))
+            services.metrics.skipped("security_events")
+    return Page[SecurityEventPublic](items=shown, next_cursor=next_cursor, total=total)
