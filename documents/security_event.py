@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from beanie import PydanticObjectId
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pymongo import IndexModel
 
 from documents.base import ApiDocument
@@ -22,7 +22,12 @@ EventType = Literal[
     "email.verified",
     "token.created",
     "token.revoked",
+    "password.check_failed",
+    "account.deactivated",
+    "account.reactivated",
+    "account.role_changed",
 ]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 # What a client sent, kept as sent but no longer than this.
 CLIENT_IP_MAX, USER_AGENT_MAX = 64, 300
 
@@ -53,11 +58,19 @@ class SecurityEventPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: PydanticObjectId = Field(validation_alias="_id")
-    type: EventType
+    # A string, not an enum: a client generated today must still read a type added later.
+    type: str = Field(
+        description=f"One of {', '.join(f'`{t}`' for t in EVENT_TYPES)} (more may come)"
+    )
     at: datetime
-    client_ip: str | None = Field(description="As the server saw it (see TRUSTED_PROXIES)")
-    user_agent: str | None = Field(description=f"As sent, at most {USER_AGENT_MAX} characters")
-    detail: dict[str, Any] = Field(
+    client_ip: str | None = Field(
+        default=None, description="As the server saw it (see TRUSTED_PROXIES)"
+    )
+    user_agent: str | None = Field(
+        default=None, description=f"As sent, at most {USER_AGENT_MAX} characters"
+    )
+    detail: dict[str, JsonValue] = Field(
+        default_factory=dict,
         description="What the event concerns: a session or token id, a token's name and "
-        "scopes, the old and new email, who acted when it was not the account itself"
+        "scopes, the old and new email, who acted when it was not the account itself",
     )

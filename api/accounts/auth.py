@@ -6,6 +6,7 @@ from bson import ObjectId
 from fastapi import APIRouter, Form, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import UpdateOne
+from starlette.background import BackgroundTask
 
 from api.accounts import passwords, security_log, sessions, throttle
 from api.accounts.auth_first import AuthFirstRoute
@@ -112,9 +113,12 @@ async def login(
         user, settle = await _signed_in(form, address, origin, services)
     refusal = _refusal(user, settings)
     if refusal is not None:
+        await write_together(services.client, settle)
+        # Given back, so not counted: logged once per window, not once per attempt.
         failed = {"reason": refusal.code}
-        logged = security_log.written(user.id, "login.failed", origin, settings, failed)
-        await write_together(services.client, [*settle, logged])
+        refusal.after = BackgroundTask(
+            security_log.once_per_window, user.id, "login.failed", origin, settings, failed
+        )
         raise refusal
     # Three commands in all: the user, the reservation, and this one, which settles the
     # attempt, opens the session and logs it.
@@ -137,7 +141,10 @@ def _refusal(user: User, settings: Settings) -> DomainError | None:
 
 
 async def _signed_in(
-    form: PasswordGrant, address: str | None, origin: Origin, services: Services
+    form: PasswordGrant,
+    address: str | None,
+    origin: Origin,
+    services: Services,
 ) -> tuple[User, list[Write]]:
     """The account whose password this is (401 otherwise), and the writes that settle
     the attempt (its reservation given back, this address's failures cleared, its hash
@@ -155,14 +162,21 @@ async def _signed_in(
             lambda: _password_matches(user, form.password, settings.bcrypt_rounds),
         )
     except throttle.TooManyAttempts as refused:
-        if user is not None and refused.window_ends is not None:
-            await security_log.throttled(user.id, origin, settings, refused.window_ends)
+        # Logged once the 429 is sent: an unknown account's must not come back sooner.
+        if user is not None:
+            refused.after = BackgroundTask(
+                security_log.once_per_window, user.id, "login.throttled", origin, settings
+            )
         raise
     if user is None:
         raise InvalidCredentials()
     if reserved is None:  # counted, so logged at most as often as the limit lets through
-        await security_log.record(user.id, "login.failed", origin, settings, {"reason": "password"})
-        raise InvalidCredentials()
+        wrong = InvalidCredentials()
+        failed = {"reason": "password"}
+        wrong.after = BackgroundTask(
+            security_log.noted, user.id, "login.failed", origin, settings, failed
+        )
+        raise wrong
     settle: list[Write] = [*throttle.give_back_writes(reserved, clear=[from_here])]
     if passwords.cost_of(user.hashed_password) != settings.bcrypt_rounds:
         try:
@@ -204,7 +218,7 @@ async def refresh(
     except sessions.RefreshReused as reuse:
         ended = {"session_id": str(reuse.session_id)}
         origin, settings = Origin.of(request), services.settings
-        await security_log.record(reuse.user_id, "refresh.reuse_detected", origin, settings, ended)
+        await security_log.noted(reuse.user_id, "refresh.reuse_detected", origin, settings, ended)
         raise
     user = await User.find_one({"_id": opened.session.user_id})
     if user is None or not user.is_active or opened.session.id not in user.session_ids:
@@ -217,8 +231,8 @@ async def logout(
     user: CurrentUser, session_id: CurrentSession, request: Request, services: AppServices
 ) -> None:
     """End this login: its access and refresh tokens stop working at once."""
-    await sessions.end_sessions(user.id, [session_id])
-    await _log_ended(user, session_id, request, services)
+    if await sessions.end_sessions(user.id, [session_id]):  # not a concurrent logout's
+        await _log_ended(user, session_id, request, services)
 
 
 async def _log_ended(
@@ -226,16 +240,15 @@ async def _log_ended(
 ) -> None:
     ended = {"session_id": str(session_id)}
     origin = Origin.of(request)
-    await security_log.record(user.id, "session.ended", origin, services.settings, ended)
+    await security_log.noted(user.id, "session.ended", origin, services.settings, ended)
 
 
 @router.post("/logout-all", status_code=204, responses=problem_responses(401))
 async def logout_all(user: CurrentUser, request: Request, services: AppServices) -> None:
     """End every login of this account, this one included."""
-    await sessions.end_sessions(user.id)
-    ended = {"sessions": len(user.session_ids), "tokens": len(user.access_token_ids)}
+    ended = {"sessions": await sessions.end_sessions(user.id)}
     origin = Origin.of(request)
-    await security_log.record(user.id, "sessions.ended_all", origin, services.settings, ended)
+    await security_log.noted(user.id, "sessions.ended_all", origin, services.settings, ended)
 
 
 @router.get("/sessions", responses=problem_responses(401))
@@ -258,8 +271,8 @@ async def revoke_session(
     """End one of your logins."""
     if target not in user.session_ids:
         raise NotFound("session")
-    await sessions.end_sessions(user.id, [target])
-    await _log_ended(user, target, request, services)
+    if await sessions.end_sessions(user.id, [target]):
+        await _log_ended(user, target, request, services)
 
 
 @router.get("/me", responses=problem_responses(401))

@@ -133,7 +133,7 @@ async def reset_password(body: PasswordReset, request: Request, services: AppSer
     await action_tokens.void(record.user_id, [Purpose.reset_password])  # any other copy
     slack_s = settings.mongodb_socket_timeout_ms / 1000
     cleared = throttle.clear_account(record.user_id, settings.login_failure_window_s, slack_s)
-    logged = security_log.record(record.user_id, "password.reset", Origin.of(request), settings)
+    logged = security_log.noted(record.user_id, "password.reset", Origin.of(request), settings)
     await asyncio.gather(sessions.end_sessions(record.user_id), cleared, logged)
 
 
@@ -178,4 +178,4 @@ async def verify_email(body: Verification, request: Request, services: AppServic
     if verified.matched_count:
         confirmed = {"email": record.email}
         origin, settings = Origin.of(request), services.settings
-        await security_log.record(record.user_id, "email.verified", origin, settings, confirmed)
+        await security_log.noted(record.user_id, "email.verified", origin, settings, confirmed)

@@ -4,30 +4,39 @@ Each event is one small document (`security_events`), removed by a TTL index aft
 AUDIT_RETENTION_DAYS. Nothing secret goes in: no password, hash, token or link; the
 client's address and user agent as the request carried them, capped in length.
 
-A flood cannot grow it without bound: a failed login is logged only when the throttle
-counted it (so at most the account's limit per window), and a throttled one once per
-account and throttle window, under an id derived from both (a second insert of it is a
-duplicate, not a new entry).
+Where a change runs in a transaction (password and email changes) its entry is part of
+it. Where the change has already happened when its entry is written (a token issued, a
+login ended), the entry is best-effort: a database gone by then costs the entry (a
+warning in the server's log), not an answer to a change that was made.
+
+The entries of refused sign-ins are written once the answer is sent: an unknown
+account writes none, and its 401 or 429 must not come back sooner than a known one's.
+
+A flood cannot grow it without bound: a wrong password is logged only when the
+throttle counted it (so at most LOGIN_MAX_FAILURES_PER_ACCOUNT per window), and a
+throttled sign-in, or a refused one with the right password (a deactivated account),
+once per account, kind and throttle window, under an id derived from them: a second
+insert of it is a duplicate, not a new entry.
 """
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
 from fastapi import Request
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from pymongo import InsertOne
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from api.accounts.deps import client_address
 from api.config import Settings
-from api.core.pagination import ListParams, Page, fetch_page
+from api.core.pagination import ListParams, Page, fetch_page, sound_keys
 from api.core.services import Services
 from documents import SecurityEvent, SecurityEventPublic
 from documents.base import utcnow
@@ -96,17 +105,43 @@ async def record(
     await events.insert_one(_event(user_id, kind, origin, settings, detail), session=session)
 
 
-async def throttled(
-    user_id: Any, origin: Origin, settings: Settings, window_ends: datetime
+async def noted(
+    user_id: Any,
+    kind: EventType,
+    origin: Origin,
+    settings: Settings,
+    detail: Mapping[str, Any] | None = None,
 ) -> None:
-    """Log that the account's logins are throttled: once per throttle window, however
-    many attempts it turns away."""
-    seed = hashlib.sha256(f"{user_id}:{window_ends.isoformat()}".encode()).digest()
-    event_id = ObjectId(int(window_ends.timestamp()).to_bytes(4, "big") + seed[:8])
-    event = _event(user_id, "login.throttled", origin, settings, None, event_id)
-    event["detail"] = {"until": window_ends.isoformat().replace("+00:00", "Z")}
-    with contextlib.suppress(DuplicateKeyError):  # logged already for this window
+    """`record`, best-effort: for a change made already (the entry cannot undo it), or
+    run once a refused sign-in's answer is sent. A database gone by then costs the entry
+    (logged here), not an answer."""
+    try:
+        await record(user_id, kind, origin, settings, detail)
+    except PyMongoError as error:
+        log.warning("security log lost a %s entry: %s", kind, error)
+
+
+async def once_per_window(
+    user_id: Any,
+    kind: EventType,
+    origin: Origin,
+    settings: Settings,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    """Log `kind` for the account at most once per throttle window (LOGIN_FAILURE_WINDOW_S
+    from the epoch on), however many requests ask. Run once the answer is sent."""
+    window_s = settings.login_failure_window_s
+    started = int(utcnow().timestamp()) // window_s * window_s
+    reason = dict(detail or {}).get("reason", "")
+    seed = hashlib.sha256(f"{user_id}:{kind}:{reason}:{started}".encode()).digest()
+    event_id = ObjectId(started.to_bytes(4, "big") + seed[:8])
+    event = _event(user_id, kind, origin, settings, detail, event_id)
+    try:
         await SecurityEvent.get_pymongo_collection().insert_one(event)
+    except DuplicateKeyError:
+        pass  # logged already in this window
+    except PyMongoError as error:
+        log.warning("security log lost a %s entry: %s", kind, error)
 
 
 async def remove_events_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:
@@ -118,14 +153,15 @@ async def page_of(user_id: Any, page: ListParams, services: Services) -> Page[Se
     """One page of an account's log, newest first. An entry another tool wrote that is
     not a valid event is skipped (logged and counted), not the whole page."""
     events = SecurityEvent.get_pymongo_collection()
-    rows, next_cursor, total = await fetch_page(
-        events, {"user_id": user_id}, NEWEST_FIRST, page, services.cursors
-    )
+    sound = {"user_id": user_id, **sound_keys("at")}
+    rows, next_cursor, total = await fetch_page(events, sound, NEWEST_FIRST, page, services.cursors)
     shown = []
     for row in rows:
         try:
-            shown.append(SecurityEventPublic.model_validate(row))
-        except ValidationError:
+            event = SecurityEventPublic.model_validate(row)
+            event.model_dump_json()  # a value JSON cannot hold (another tool's) fails here
+            shown.append(event)
+        except (ValidationError, PydanticSerializationError):
             log.warning("security log skipped entry %r it cannot show", row.get("_id"))
             services.metrics.skipped("security_events")
     return Page[SecurityEventPublic](items=shown, next_cursor=next_cursor, total=total)

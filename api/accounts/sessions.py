@@ -151,8 +151,10 @@ async def rotate(refresh_token: str, settings: Settings) -> Opened:
         replayed = _unseal(spent["replay"], secret) if spent.get("replay") else None
         if replayed is not None and within_grace:
             return Opened(Session.model_validate(spent), _token(session_id, family, replayed))
-    await end_sessions(spent["user_id"], [session_id])  # reuse: someone else has it too
-    raise RefreshReused(spent["user_id"], session_id)
+    # Reuse: someone else has it too. Said once, by the request that ended the login.
+    if await end_sessions(spent["user_id"], [session_id]):
+        raise RefreshReused(spent["user_id"], session_id)
+    raise InvalidRefreshToken()
 
 
 def _parse(refresh_token: str) -> tuple[ObjectId, str | None, str]:
@@ -170,19 +172,22 @@ def _parse(refresh_token: str) -> tuple[ObjectId, str | None, str]:
 
 async def end_sessions(
     user_id: PydanticObjectId | ObjectId | None, session_ids: list[ObjectId] | None = None
-) -> None:
+) -> int:
     """End these sessions of the user (all of them, and every personal access token,
-    when `session_ids` is None)."""
+    when `session_ids` is None): how many were live and are ended now, by this call."""
     which: dict[str, object] = {"user_id": user_id, "revoked_at": None}
     if session_ids is not None:
         which["_id"] = {"$in": session_ids}
-    await Session.get_pymongo_collection().update_many(which, {"$set": {"revoked_at": utcnow()}})
+    ended = await Session.get_pymongo_collection().update_many(
+        which, {"$set": {"revoked_at": utcnow()}}
+    )
     if session_ids is None:  # every login: personal access tokens too
         await User.get_pymongo_collection().update_one(
             {"_id": user_id}, {"$set": {"session_ids": [], "access_token_ids": []}}
         )
         await AccessToken.get_pymongo_collection().delete_many({"user_id": user_id})
-        return
+        return ended.modified_count
     await User.get_pymongo_collection().update_one(
         {"_id": user_id}, {"$pull": {"session_ids": {"$in": session_ids}}}
     )
+    return ended.modified_count

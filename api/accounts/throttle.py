@@ -36,12 +36,9 @@ class TooManyAttempts(DomainError):
     status, code, title = 429, "too-many-attempts", "Too many attempts"
     detail = "Too many failed logins; wait before trying again."
 
-    def __init__(
-        self, retry_after_s: int, detail: str | None = None, window_ends: datetime | None = None
-    ) -> None:
+    def __init__(self, retry_after_s: int, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers = {"Retry-After": str(retry_after_s)}
-        self.window_ends = window_ends  # of the window that refused it, as stored
 
 
 # key -> the windows its attempt may have been counted in: the window it was counted in
@@ -133,7 +130,7 @@ async def reserve(limits: dict[str, int], window_s: int, detail: str | None = No
     if failed is not None:
         raise failed
     seconds = (max(over) - utcnow()).total_seconds()
-    raise TooManyAttempts(max(1, math.ceil(seconds)), detail, max(over))
+    raise TooManyAttempts(max(1, math.ceil(seconds)), detail)
 
 
 async def _reserve_in_open_windows(

@@ -30,7 +30,7 @@ async def create_token(
     scopes allow, never manage tokens, passwords, email or sessions."""
     token, text = await personal_tokens.issue(user, session_id, body)
     made = {"token_id": str(token.id), "name": token.name, "scopes": list(token.scopes)}
-    await security_log.record(user.id, "token.created", Origin.of(request), services.settings, made)
+    await security_log.noted(user.id, "token.created", Origin.of(request), services.settings, made)
     return AccessTokenCreated(**AccessTokenPublic.model_validate(token).model_dump(), token=text)
 
 
@@ -51,4 +51,4 @@ async def revoke_token(
         raise NotFound("access token")
     revoked = {"token_id": str(token_id)}
     origin = Origin.of(request)
-    await security_log.record(user.id, "token.revoked", origin, services.settings, revoked)
+    await security_log.noted(user.id, "token.revoked", origin, services.settings, revoked)

@@ -173,8 +173,9 @@ async def update_user(
         if new_email is not None and new_email.lower() != target.email.lower()
         else None
     )
+    origin = Origin.of(request)
     if own and (body.password is not None or notice is not None):
-        await _require_current_password(body.current_password, target, services.settings)
+        await _require_current_password(body.current_password, target, services.settings, origin)
     end_all = changes.get("is_active") is False
     end_others = False
     if body.password is not None:
@@ -189,7 +190,6 @@ async def update_user(
         update["$inc"] = {"token_version": 1}  # every access token of theirs, at once
     stored: dict[str, Any] | None = None
     logged = _logged_changes(body, target, caller, new_email if notice is not None else None)
-    origin = Origin.of(request)
 
     async def change(session: AsyncClientSession | None) -> None:
         nonlocal stored
@@ -225,6 +225,10 @@ def _logged_changes(
     someone else's account names who made it)."""
     by = {} if caller.id == target.id else {"by": str(caller.id)}
     logged: list[tuple[EventType, dict[str, Any]]] = []
+    if body.is_active is not None and body.is_active != target.is_active:
+        logged.append(("account.reactivated" if body.is_active else "account.deactivated", by))
+    if body.is_superuser is not None and body.is_superuser != target.is_superuser:
+        logged.append(("account.role_changed", {"is_superuser": body.is_superuser, **by}))
     if body.password is not None:
         logged.append(("password.changed", by))
     if new_email is not None:
@@ -236,7 +240,7 @@ CHECKS_THROTTLED = "Too many password checks on this account; wait before trying
 
 
 async def _require_current_password(
-    current_password: str | None, user: User, settings: Settings
+    current_password: str | None, user: User, settings: Settings, origin: Origin
 ) -> None:
     """Counted like a login against the account: a stolen access token must not buy
     unlimited guesses at the password. Every check costs a hash, so the checks are
@@ -258,7 +262,8 @@ async def _require_current_password(
         lambda: verify_password(given, user.hashed_password),
         CHECKS_THROTTLED,
     )
-    if reserved is None:
+    if reserved is None:  # counted: at most 5 a window, so logged each time
+        await security_log.noted(user.id, "password.check_failed", origin, settings)
         raise CurrentPasswordRequired()
     await throttle.give_back({key: reserved[key] for key in reserved if key != checks})
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import HTTP_503_SERVICE_UNAVAILABLE
 
@@ -29,6 +30,7 @@ class DomainError(Exception):
     detail = "The request cannot be processed."
     headers: dict[str, str] | None = None
     extra: dict[str, Any] | None = None  # members added to the problem (RFC 9457 3.2)
+    after: BackgroundTask | None = None  # work to run once the problem is sent
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.detail)
@@ -168,7 +170,9 @@ def problem(
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     extra = exc.extra or {}
-    return problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers, **extra)
+    answer = problem(request, exc.status, exc.title, exc.detail, exc.code, exc.headers, **extra)
+    answer.background = exc.after
+    return answer
 
 
 def _http_error(routes: RouteTable) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

@@ -143,6 +143,17 @@ async def fetch_page(
     return rows, next_cursor, total
 
 
+def sound_keys(date_field: str) -> dict[str, Any]:
+    """The condition that a newest-first page's keys are a date (not an array holding
+    one) and an ObjectId: a row another tool wrote with odd keys would otherwise end a
+    page, and the cursor made from it fail the next query or skip the rest."""
+    return {
+        date_field: {"$type": "date"},  # a bound the index can use
+        "_id": {"$type": "objectId"},
+        "$expr": {"$eq": [{"$type": f"${date_field}"}, "date"]},  # the whole value
+    }
+
+
 def sort_tag(sort: SortSpec) -> str:
     return ",".join(f"{'-' if direction < 0 else ''}{field}" for field, direction in sort)
 
