@@ -306,6 +306,12 @@ class Settings(BaseSettings):
         ge=1,
         description=("Sent and dead messages are removed (TTL index) this long after they settle."),
     )
+    trash_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="How long a deleted item stays in its owner's trash before it is purged.",
+    )
     audit_retention_days: int = Field(
         default=90,
         ge=1,

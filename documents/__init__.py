@@ -13,6 +13,7 @@ from documents.login_attempts import LoginAttempts
 from documents.outbox import Delivery, OutboxMessage
 from documents.security_event import SecurityEvent, SecurityEventPublic
 from documents.session import Session, SessionPublic
+from documents.trash import TrashedItem, TrashedItemPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 
 DOCUMENT_MODELS = [
@@ -25,6 +26,7 @@ DOCUMENT_MODELS = [
     ActionToken,
     LoginAttempts,
     SecurityEvent,
+    TrashedItem,
 ]
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "SecurityEventPublic",
     "Session",
     "SessionPublic",
+    "TrashedItem",
+    "TrashedItemPublic",
     "User",
     "UserCreate",
     "UserPublic",

@@ -8,6 +8,7 @@ its own event, from the change stream, when the transaction commits.
 """
 
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,7 +29,8 @@ from api.core.errors import (
 from api.core.services import AppServices
 from api.items.deps import find_manageable, find_writable
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
-from api.items.writes import delete_item, insert_items, patched, write_content
+from api.items.trash import move_to_trash
+from api.items.writes import insert_items, patched, write_content
 from documents import User
 from documents.batch import (
     Batch,
@@ -124,10 +126,12 @@ async def write_batch(
     if not services.supports_transactions:
         raise BatchUnsupported()
 
+    keep = timedelta(days=services.settings.trash_retention_days)
+
     async def perform(session: AsyncClientSession | None) -> Answer:
         results: list[BatchResult] = []
         for start, run in _runs(batch.operations):
-            results += await _step(start, run, user, session)
+            results += await _step(start, run, user, keep, session)
         body = _RESULTS.dump_json(BatchResults(results=results), by_alias=True)
         shown = [result.item for result in results if result.item]
         answer = Answer.holding(200, body, shown)
@@ -152,7 +156,7 @@ def _runs(operations: list[Any]) -> list[tuple[int, list[Any]]]:
 
 
 async def _step(
-    index: int, run: list[Any], user: User, session: AsyncClientSession | None
+    index: int, run: list[Any], user: User, keep: timedelta, session: AsyncClientSession | None
 ) -> list[BatchResult]:
     """Apply a run of operations; a failure is its operation's, by index. (Validated
     creates have nothing left to fail on but the database itself.)"""
@@ -161,7 +165,7 @@ async def _step(
             assert user.id is not None
             made = await insert_items(user.id, [op.item for op in run], session)
             return [BatchResult(op="create", status=201, item=item) for item in made]
-        return [await _apply(run[0], user, session)]
+        return [await _apply(run[0], user, keep, session)]
     except RequestValidationError as error:
         raise _invalid(error, index) from None
     except DomainError as error:
@@ -170,11 +174,14 @@ async def _step(
         raise
 
 
-async def _apply(op: Any, user: User, session: AsyncClientSession | None) -> BatchResult:
+async def _apply(
+    op: Any, user: User, keep: timedelta, session: AsyncClientSession | None
+) -> BatchResult:
     """One operation, as its own endpoint would apply it (a viewer's write and a
-    sharee's delete are 403s, like theirs)."""
+    sharee's delete are 403s, like theirs; a delete moves the item to the trash)."""
     if isinstance(op, DeleteOperation):
-        await delete_item(await find_manageable(op.id, user, session), user, op.if_match, session)
+        item = await find_manageable(op.id, user, session)
+        await move_to_trash(item, user, op.if_match, keep, session)
         return BatchResult(op="delete", status=204, item=None)
     current = await find_writable(op.id, user, session)
     if isinstance(op, PatchOperation):

@@ -1,18 +1,22 @@
 """What deleting an account removes of the items feature: the items it owns (their
-sharees see them go), its shares of others' items, the answers kept for its retries,
-and any other caller's kept answer showing its items."""
+sharees see them go) and its trash, its shares of others' items (in the trash too),
+the answers kept for its retries, and any other caller's kept answer showing its
+items."""
 
 from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.items import policy
 from api.items.idempotency import forget_answers_holding
-from documents import IdempotencyRecord, Item
+from documents import IdempotencyRecord, Item, TrashedItem
 
 
 async def remove_items_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:
     items = Item.get_pymongo_collection()
     await items.delete_many(policy.owned_by(user_id), session=session)
+    await TrashedItem.get_pymongo_collection().delete_many(
+        policy.owned_by(user_id), session=session
+    )
     await unshare_everything(user_id, session)
     await IdempotencyRecord.get_pymongo_collection().delete_many(
         {"owner_id": user_id}, session=session
@@ -23,8 +27,9 @@ async def remove_items_of(user_id: ObjectId, session: AsyncClientSession | None)
 async def unshare_everything(user_id: ObjectId, session: AsyncClientSession | None) -> None:
     """Take `user_id` off every item shared with them (readers and shares together,
     one atomic write per item)."""
-    await Item.get_pymongo_collection().update_many(
-        policy.shared_with(user_id),
-        {"$pull": {"readers": user_id, "shares": {"user_id": user_id}}},
-        session=session,
-    )
+    for collection in (Item.get_pymongo_collection(), TrashedItem.get_pymongo_collection()):
+        await collection.update_many(
+            policy.shared_with(user_id),
+            {"$pull": {"readers": user_id, "shares": {"user_id": user_id}}},
+            session=session,
+        )

@@ -111,5 +111,4 @@ async def manageable_item(
 # it): a personal access token needs the scope named.
 ReadableItem = Annotated[Item, Security(readable_item, scopes=["items:read"])]
 WritableItem = Annotated[Item, Security(writable_item, scopes=["items:write"])]
-ManageableItem = Annotated[Item, Security(manageable_item, scopes=["items:write"])]
 SharedItem = Annotated[Item, Security(manageable_item, scopes=["items:share"])]

@@ -1,7 +1,7 @@
 """Items: each user's JSON documents, scoped to their owner (superusers see all)."""
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -16,7 +16,7 @@ from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items import policy
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
-from api.items.deps import ManageableItem, ReadableItem, WritableItem
+from api.items.deps import ItemId, ReadableItem, WritableItem, find_manageable
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.query import (
     FIELDS_PATTERN,
@@ -28,6 +28,7 @@ from api.items.query import (
     parse_rfc3339,
     parse_sort,
 )
+from api.items.trash import move_to_trash, purge_trashed
 from api.items.writes import delete_item, insert_item, item_json, patched, write_content
 from documents import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.base import ObjectIdParam
@@ -261,12 +262,28 @@ async def replace_item(
 
 @router.delete("/{item_id}", status_code=204, responses=problem_responses(401, 403, 404, 409, 412))
 async def remove_item(
-    item: ManageableItem, user: ItemWriter, services: AppServices, if_match: IfMatch = None
+    item_id: ItemId,
+    user: ItemWriter,
+    services: AppServices,
+    if_match: IfMatch = None,
+    permanent: Annotated[
+        bool,
+        Query(description="Delete for good, from the trash or not, instead of moving it there"),
+    ] = False,
 ) -> None:
-    """Delete an item: its owner or a superuser (a sharee gets a 403). Its sharees see it
-    go; the answers kept for retries that show it go with it, at once."""
+    """Move an item to its owner's trash (`GET /items/trash`; restore it with `POST
+    /items/{id}/restore`), or with `permanent=true` delete it for good: its owner or a
+    superuser (a sharee gets a 403). Its sharees see it go either way; a permanent
+    delete takes the answers kept for retries that show it along, at once."""
+    keep = timedelta(days=services.settings.trash_retention_days)
 
     async def remove(session: AsyncClientSession | None) -> None:
-        await delete_item(item, user, if_match, session)
+        if permanent and await purge_trashed(item_id, user, if_match, session):
+            return
+        item = await find_manageable(item_id, user, session)
+        if permanent:
+            await delete_item(item, user, if_match, session)
+        else:
+            await move_to_trash(item, user, if_match, keep, session)
 
     await services.atomically(remove)

@@ -59,9 +59,10 @@ class AuthMessage(BaseModel):
 class ItemChange(BaseModel):
     """A change to an item you can read; `item` is the item as the REST API returns it
     to you (with your `access`, or only the requested `fields`), and `{"id": ...}` for
-    `deleted` and `unshared` (you can no longer read it)."""
+    `deleted` (moved to the trash, or deleted for good) and `unshared` (you can no
+    longer read it). `restored` is an item back from its owner's trash."""
 
-    event: Literal["created", "updated", "deleted", "shared", "unshared"]
+    event: Literal["created", "updated", "deleted", "restored", "shared", "unshared"]
     item: Item | dict[str, str]
     cursor: str = Field(description="Opaque; pass as resume_after to continue after this")
 

@@ -117,7 +117,7 @@ class Change:
     item before and after (from the change's pre- and post-image), so each subscriber's
     event is decided without a database read."""
 
-    event: str  # created | updated | deleted: what the item went through
+    event: str  # created | updated | deleted | restored: what the item went through
     item_id: ObjectId
     before: policy.Acl | None  # None: created, or the server kept no pre-image
     after: policy.Acl | None  # None: deleted
@@ -170,7 +170,7 @@ class Seen:
     """A change as one subscriber gets it: the event it is to them, and their access."""
 
     change: Change
-    event: str  # created | updated | deleted | shared | unshared
+    event: str  # created | updated | deleted | restored | shared | unshared
     access: Access | None  # None: the event shows no content (deleted, unshared)
 
 
@@ -210,10 +210,19 @@ def _change_of(raw: dict[str, Any]) -> Change | None:
         return None
     document.pop("search_terms", None)
     content, acl = _changed(raw) if operation == "update" else (True, True)
+    event = ITEM_OPERATIONS[operation]
+    if operation == "insert" and _restored(document):
+        event = "restored"
     return Change(
-        ITEM_OPERATIONS[operation], document["_id"], acl_before, _acl(document),
+        event, document["_id"], acl_before, _acl(document),
         tags_before, _tags(document), document, position, content, acl,
     )  # fmt: skip
+
+
+def _restored(document: Mapping[str, Any]) -> bool:
+    """Whether an inserted item came back from the trash (api/items/trash.py marks it)."""
+    restored_at = document.get("restored_at")
+    return restored_at is not None and restored_at == document.get("updated_at")
 
 
 def _changed(raw: dict[str, Any]) -> tuple[bool, bool]:
@@ -271,7 +280,7 @@ class Subscriber:
             return Seen(change, "deleted" if change.event == "deleted" else "unshared", None)
         if not self.tags <= change.after_tags:
             return None
-        if change.event == "created" or change.before is None:  # no pre-image: can't tell
+        if change.event in ("created", "restored") or change.before is None:  # no pre-image
             return Seen(change, change.event, after)
         if before is None:
             return Seen(change, "shared", after)

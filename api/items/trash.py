@@ -1,0 +1,157 @@
+"""The trash: `DELETE` moves an item here, `restore` brings it back, purge removes it.
+
+A trashed item lives in its own collection (`trash`), not in `items` with a flag: no
+read, list, share, feed or export path of items has to learn to skip it, and its
+sharees lose it while it is there simply because it is not an item. Moving is one
+transaction of a delete and an insert (where the server has transactions); the feed
+sees the delete (`deleted`) and, on restore, an insert it reports as `restored`.
+"""
+
+from datetime import datetime, timedelta
+
+from bson import ObjectId
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+
+from api.accounts.deps import ItemReader, ItemWriter
+from api.core.errors import Conflict, DomainError, NotFound, problem_responses
+from api.core.pagination import Page, PageQuery, fetch_page, sound_keys
+from api.core.services import AppServices, get_services
+from api.items import policy
+from api.items.conditional import PreconditionFailed, etag, expected_version
+from api.items.deps import ItemId, find_manageable, find_readable, shown
+from documents import Item, TrashedItem, TrashedItemPublic, User
+from documents.base import utcnow
+from documents.share import Access
+
+router = APIRouter(prefix="/items", tags=["trash"])
+NEWEST_FIRST = [("deleted_at", -1), ("_id", -1)]  # the (owner_id, deleted_at, _id) index
+TRASH_FIELDS = ("deleted_at", "purge_at", "deleted_by")
+RACED = "The item changed while it was being deleted; try again."
+
+
+class NotInTrash(DomainError):
+    status, code, title = 409, "not-in-trash", "Not in the trash"
+    detail = "The item is not in the trash: it was never deleted, or is restored already."
+
+
+class IdTaken(DomainError):
+    status, code, title = 409, "id-taken", "Id taken"
+    detail = "An item with this id exists again (written by another tool); it stays in the trash."
+
+
+async def move_to_trash(
+    item: Item,
+    user: User,
+    if_match: str | None,
+    keep: timedelta,
+    session: AsyncClientSession | None,
+) -> None:
+    """Move the item into its owner's trash for `keep` (if `user` may still manage it,
+    at the version If-Match names). The caller runs this in a transaction; without one
+    (a standalone server) the copy is written before the item is deleted, so a crash
+    between leaves it in both places, never in neither."""
+    expected = expected_version(if_match, item.version)
+    condition = {} if expected is None else {"version": expected}
+    items, trash = Item.get_pymongo_collection(), TrashedItem.get_pymongo_collection()
+    mine = {"_id": item.id, **policy.manageable_by(user)}
+    stored = await items.find_one({**mine, **condition}, session=session)
+    if stored is None:
+        assert item.id is not None
+        await find_manageable(item.id, user, session)  # 404 when gone, 403 if no longer yours
+        raise PreconditionFailed()  # still there: it is at another version now
+    now = utcnow()
+    stored |= {"deleted_at": now, "purge_at": now + keep, "deleted_by": user.id}
+    await trash.replace_one({"_id": item.id}, stored, upsert=True, session=session)
+    moved = await items.delete_one({**mine, "version": stored.get("version")}, session=session)
+    if moved.deleted_count == 0:  # changed since it was read: not this version's to move
+        await trash.delete_one({"_id": item.id, "deleted_at": now}, session=session)
+        raise PreconditionFailed() if expected is not None else Conflict(RACED)
+
+
+async def purge_trashed(
+    item_id: ObjectId, user: User, if_match: str | None, session: AsyncClientSession | None
+) -> bool:
+    """Delete a trashed item for good (its owner, or a superuser): whether it was in the
+    trash. If-Match names the version it was deleted at."""
+    trash = TrashedItem.get_pymongo_collection()
+    found = await trash.find_one({"_id": item_id, **policy.manageable_by(user)}, session=session)
+    if found is None:
+        return False
+    version = found.get("version")
+    expected = expected_version(if_match, version if isinstance(version, int) else 0)
+    condition = {} if expected is None else {"version": expected}
+    removed = await trash.delete_one({"_id": item_id, **condition}, session=session)
+    if removed.deleted_count == 0:
+        raise NotFound("item")  # purged or restored meanwhile
+    return True
+
+
+async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | None) -> Item:
+    """Put a trashed item back, as it was (same id, content and shares), one version on.
+    The item is written before its trash entry goes (see `move_to_trash`)."""
+    trash = TrashedItem.get_pymongo_collection()
+    stored = await trash.find_one({"_id": item_id, **policy.manageable_by(user)}, session=session)
+    if stored is None:
+        await find_readable(item_id, user, session)  # 404 unless it is an item you can read
+        raise NotInTrash()
+    deleted_at = stored.get("deleted_at")
+    for name in TRASH_FIELDS:
+        stored.pop(name, None)
+    version, updated, now = stored.get("version"), stored.get("updated_at"), utcnow()
+    later = max(now, updated) if isinstance(updated, datetime) else now
+    stored |= {
+        "version": (version if isinstance(version, int) else 0) + 1,
+        "updated_at": later,
+        "restored_at": later,  # the feed tells a restore from a create by this
+    }
+    try:
+        await Item.get_pymongo_collection().insert_one(stored, session=session)
+    except DuplicateKeyError:
+        if await trash.count_documents({"_id": item_id}, session=session) == 0:
+            raise NotInTrash() from None  # restored by a concurrent request
+        raise IdTaken() from None  # another tool wrote an item with its id meanwhile
+    await trash.delete_one({"_id": item_id, "deleted_at": deleted_at}, session=session)
+    access = policy.access(user, stored) or Access.owner
+    return shown(stored, access)
+
+
+@router.get("/trash", responses=problem_responses(401, 403))
+async def list_trash(
+    user: ItemReader, page: PageQuery, request: Request, services: AppServices
+) -> Page[TrashedItemPublic]:
+    """Your deleted items (superusers too: their own), most recently deleted first,
+    until they are restored or purged (`purge_at`)."""
+    trash = TrashedItem.get_pymongo_collection()
+    sound = {"owner_id": user.id, **sound_keys("deleted_at")}
+    rows, next_cursor, total = await fetch_page(
+        trash, sound, NEWEST_FIRST, page, services.cursors, {"search_terms": 0}
+    )
+    shown_rows = []
+    for row in rows:
+        try:
+            entry = TrashedItemPublic.model_validate(row)
+            entry.model_dump_json()  # a value JSON cannot hold (another tool's) fails here
+            shown_rows.append(entry)
+        except (ValidationError, PydanticSerializationError):  # skipped, not the whole page
+            get_services(request).metrics.skipped("trash")
+    return Page[TrashedItemPublic](items=shown_rows, next_cursor=next_cursor, total=total)
+
+
+@router.post("/{item_id}/restore", responses=problem_responses(401, 403, 404, 409))
+async def restore_item(
+    item_id: ItemId, user: ItemWriter, services: AppServices, response: Response
+) -> Item:
+    """Bring an item back from your trash: same id, content and shares, `version` + 1.
+    Its owner (or a superuser); to anyone else it is not there (404)."""
+    restored: list[Item] = []
+
+    async def bring_back(session: AsyncClientSession | None) -> None:
+        restored[:] = [await restore(item_id, user, session)]
+
+    await services.atomically(bring_back)
+    response.headers["ETag"] = etag(restored[0].version)
+    return restored[0]

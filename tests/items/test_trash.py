@@ -1,0 +1,173 @@
+"""The trash: DELETE moves an item there, restore brings it back with its shares,
+permanent deletes and purges leave nothing of it, and the feed says so."""
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx2
+from bson import ObjectId, json_util
+from fastapi import FastAPI
+
+from documents import Item, TrashedItem
+from tests.conftest import Account, create_item, services_of
+from tests.live.test_live_sharing import share
+
+ITEMS = "/api/v1/items"
+TRASH = f"{ITEMS}/trash"
+
+
+def at(item: dict[str, Any]) -> str:
+    return f"{ITEMS}/{item['id']}"
+
+
+async def trash_of(client: httpx2.AsyncClient, account: Account) -> list[dict[str, Any]]:
+    response = await client.get(TRASH, headers=account.headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def everything_stored(app: FastAPI) -> str:
+    """Every document of every collection, as another tool reading the database sees it."""
+    database = services_of(app).client[services_of(app).settings.mongodb_db]
+    dumped = []
+    for name in await database.list_collection_names():
+        dumped += [json_util.dumps(doc) async for doc in database[name].find()]
+    return "\n".join(dumped)
+
+
+async def test_a_deleted_item_is_gone_for_everyone_until_its_owner_restores_it(
+    client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    item = await create_item(client, alice, title="plans", tags=["x"])
+    await share(client, alice, item, "bob", "editor")
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    for account in (alice, bob):
+        assert (await client.get(at(item), headers=account.headers)).status_code == 404
+        listed = (await client.get(ITEMS, headers=account.headers)).json()["items"]
+        assert listed == []
+    (trashed,) = await trash_of(client, alice)
+    assert (trashed["id"], trashed["title"], trashed["version"]) == (item["id"], "plans", 1)
+    assert "readers" not in trashed
+    assert "shares" not in trashed
+    days = timedelta(days=30).total_seconds()
+    deleted_at, purge_at = trashed["deleted_at"], trashed["purge_at"]
+    assert _seconds(purge_at) - _seconds(deleted_at) == days
+    assert await trash_of(client, bob) == []  # a sharee has no trash of someone else's
+    for account, expected in ((bob, 404), (alice, 200)):  # a sharee cannot restore it
+        answer = await client.post(f"{at(item)}/restore", headers=account.headers)
+        assert answer.status_code == expected, answer.text
+    restored = answer.json()
+    assert (restored["id"], restored["title"], restored["tags"]) == (item["id"], "plans", ["x"])
+    assert restored["version"] == 2
+    assert answer.headers["etag"] == '"2"'
+    back = await client.get(at(item), headers=bob.headers)
+    assert (back.status_code, back.json()["access"]) == (200, "editor")  # with their role
+    assert await trash_of(client, alice) == []
+    again = await client.post(f"{at(item)}/restore", headers=alice.headers)
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:docstore:problem:not-in-trash"
+
+
+def _seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def test_strangers_and_sharees_find_nothing_to_restore_or_purge(
+    client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    item = await create_item(client, alice, title="mine")
+    await share(client, alice, item, "bob", "viewer")
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    nobody = f"{ITEMS}/{ObjectId()}"
+    for url in (at(item), nobody):
+        assert (await client.post(f"{url}/restore", headers=bob.headers)).status_code == 404
+        purge = await client.delete(url, params={"permanent": "true"}, headers=bob.headers)
+        assert purge.status_code == 404
+        assert (await client.delete(url, headers=bob.headers)).status_code == 404
+    assert [t["id"] for t in await trash_of(client, alice)] == [item["id"]]
+    not_trashed = await create_item(client, alice, title="live")
+    await share(client, alice, not_trashed, "bob", "editor")
+    restore = await client.post(f"{at(not_trashed)}/restore", headers=bob.headers)
+    assert restore.status_code == 409  # an item they can read, not in the trash
+    stranger = await client.post(f"{at(not_trashed)}/restore", headers=alice.headers)
+    assert stranger.status_code == 409
+
+
+async def test_permanent_deletes_leave_nothing_of_the_content(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account
+) -> None:
+    marker = "unrepeatable-content-7f3a"
+    from_items = await create_item(client, alice, title=marker, data={"note": marker})
+    from_trash = await create_item(client, alice, title=f"{marker}-2", description=marker)
+    assert (await client.delete(at(from_trash), headers=alice.headers)).status_code == 204
+    assert marker in await everything_stored(app)  # the trash keeps it, until...
+    for item in (from_items, from_trash):
+        gone = await client.delete(at(item), params={"permanent": "true"}, headers=alice.headers)
+        assert gone.status_code == 204, gone.text
+        assert (await client.get(at(item), headers=alice.headers)).status_code == 404
+    assert await trash_of(client, alice) == []
+    assert marker not in await everything_stored(app)
+
+
+async def test_a_batch_delete_moves_to_the_trash_too(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    item = await create_item(client, alice, title="batched away")
+    operations = [{"op": "delete", "id": item["id"]}]
+    response = await client.post(
+        f"{ITEMS}/batch", json={"operations": operations}, headers=alice.headers
+    )
+    assert response.status_code == 200, response.text
+    assert [t["title"] for t in await trash_of(client, alice)] == ["batched away"]
+
+
+async def test_if_match_guards_the_move_and_a_concurrent_restore_lands_once(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    item = await create_item(client, alice, title="v1")
+    await client.patch(at(item), json={"title": "v2"}, headers=alice.headers)
+    stale = await client.delete(at(item), headers={**alice.headers, "If-Match": '"1"'})
+    assert stale.status_code == 412
+    assert (await client.get(at(item), headers=alice.headers)).status_code == 200
+    moved = await client.delete(at(item), headers={**alice.headers, "If-Match": '"2"'})
+    assert moved.status_code == 204
+    answers = await asyncio.gather(
+        *(client.post(f"{at(item)}/restore", headers=alice.headers) for _ in range(10))
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 9
+    assert await Item.get_pymongo_collection().count_documents({"_id": ObjectId(item["id"])}) == 1
+    assert await TrashedItem.get_pymongo_collection().count_documents({}) == 0
+
+
+async def test_the_trash_expires_by_ttl_and_goes_with_the_account(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    indexes = await TrashedItem.get_pymongo_collection().index_information()
+    ttl = [i for i in indexes.values() if i["key"] == [("purge_at", 1)]]
+    assert len(ttl) == 1
+    assert ttl[0]["expireAfterSeconds"] == 0
+    theirs = await create_item(client, bob, title="bob's")
+    await share(client, bob, theirs, "alice", "viewer")
+    assert (await client.delete(at(theirs), headers=bob.headers)).status_code == 204
+    mine = await create_item(client, alice, title="alice's")
+    assert (await client.delete(at(mine), headers=alice.headers)).status_code == 204
+    gone = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
+    assert gone.status_code == 204
+    trash = TrashedItem.get_pymongo_collection()
+    assert await trash.count_documents({"owner_id": alice.user.id}) == 0
+    assert await trash.count_documents({"readers": alice.user.id}) == 0  # off bob's share
+    restored = await client.post(f"{at(theirs)}/restore", headers=bob.headers)
+    assert restored.status_code == 200
+
+
+async def test_an_odd_trash_entry_is_skipped_not_a_500(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    item = await create_item(client, alice, title="fine")
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    await TrashedItem.get_pymongo_collection().insert_one(
+        {"owner_id": alice.user.id, "deleted_at": "yesterday", "title": 7}
+    )
+    assert [t["title"] for t in await trash_of(client, alice)] == ["fine"]

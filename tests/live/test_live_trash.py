@@ -1,0 +1,31 @@
+"""The live feed and the trash: `deleted` as an item goes there, `restored` as it comes
+back, to its owner and to its sharees with their roles."""
+
+import httpx2
+
+from tests.conftest import Account, create_item
+from tests.live.conftest import Served, next_event, subscribe
+from tests.live.test_live_sharing import nothing_more, seen, share
+
+ITEMS = "/api/v1/items"
+
+
+def at(item: dict[str, str]) -> str:
+    return f"{ITEMS}/{item['id']}"
+
+
+async def test_the_feed_says_deleted_then_restored(
+    served: Served, client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    item = await create_item(client, alice, title="shared plans")
+    await share(client, alice, item, "bob", "viewer")
+    async with subscribe(served.ws(bob)) as ws, subscribe(served.ws(alice)) as owner_ws:
+        assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+        for socket in (ws, owner_ws):
+            assert seen(await next_event(socket)) == ("deleted", item["id"], None)
+        assert (await client.post(f"{at(item)}/restore", headers=alice.headers)).status_code == 200
+        assert seen(await next_event(ws)) == ("restored", "shared plans", "viewer")
+        assert seen(await next_event(owner_ws)) == ("restored", "shared plans", "owner")
+        await client.patch(at(item), json={"title": "edited"}, headers=alice.headers)
+        assert seen(await next_event(ws)) == ("updated", "edited", "viewer")
+        await nothing_more(ws)
