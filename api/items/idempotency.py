@@ -113,7 +113,8 @@ class AnswerGone(DomainError):
 class AnswerWithheld(AnswerGone):
     detail = (
         "The request with this Idempotency-Key was carried out, but its answer shows an "
-        "item you can no longer read (it is no longer shared with you), so it is not sent "
+        "item you can no longer read (no longer shared with you, or in the trash), so it is "
+        "not sent "
         "again. Nothing was written now."
     )
 

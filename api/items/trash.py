@@ -126,7 +126,8 @@ async def list_trash(
     """Your deleted items (superusers too: their own), most recently deleted first,
     until they are restored or purged (`purge_at`)."""
     trash = TrashedItem.get_pymongo_collection()
-    sound = {"owner_id": user.id, **sound_keys("deleted_at")}
+    assert user.id is not None
+    sound = {**policy.owned_by(user.id), **sound_keys("deleted_at")}
     rows, next_cursor, total = await fetch_page(
         trash, sound, NEWEST_FIRST, page, services.cursors, {"search_terms": 0}
     )

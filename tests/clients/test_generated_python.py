@@ -178,8 +178,25 @@ async def _flow(
 
     removed = await items.remove_item.asyncio_detailed(target.id, client=program, if_match="*")
     assert removed.status_code == 204
+    await restore_from_the_trash(models, person, items, target.id)
     titles = sorted(doc.title for doc in await Item.find_all().to_list())
     assert titles == ["batched", "patched"]
+
+
+async def restore_from_the_trash(models: Any, person: Any, items: Any, item_id: str) -> None:
+    """A deleted item is in the trash, comes back one version on, and then goes for good."""
+    trash = module("api.trash")
+    for name in ("list_trash", "restore_item"):
+        importlib.import_module(f"{trash.__name__}.{name}")
+    listed = await trash.list_trash.asyncio(client=person)
+    assert listed.items[0].id == item_id  # the latest deleted (the batch deleted one before)
+    restored = await trash.restore_item.asyncio(item_id, client=person)
+    assert isinstance(restored, models.Item), restored
+    assert (restored.title, restored.version) == ("renamed", 3)
+    gone = await items.remove_item.asyncio_detailed(item_id, client=person, permanent=True)
+    assert gone.status_code == 204
+    left = await trash.list_trash.asyncio(client=person)
+    assert item_id not in [entry.id for entry in left.items]
 
 
 async def share_and_read_as_the_sharee(

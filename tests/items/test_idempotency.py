@@ -199,11 +199,12 @@ async def kept_answers() -> list[dict[str, Any]]:
     return [record async for record in IdempotencyRecord.get_pymongo_collection().find()]
 
 
-async def test_deleting_an_item_drops_the_answers_that_show_it(
+async def test_deleting_an_item_for_good_drops_the_answers_that_show_it(
     client: httpx2.AsyncClient, alice: Account
 ) -> None:
     """A kept answer would keep a deleted item's content readable for a day: it goes
     with the item. A retry then gets a 410: neither that content nor a second item."""
+    for_good = {"permanent": "true"}
     made = await client.post(ITEMS, json=NOTE, headers=keyed(alice, "create-1"))
     ops = [{"op": "create", "item": {"title": f"batch {n}"}} for n in range(2)]
     batch = await client.post(
@@ -211,9 +212,10 @@ async def test_deleting_an_item_drops_the_answers_that_show_it(
     )
     assert (made.status_code, batch.status_code) == (201, 200)
     kept = await client.post(ITEMS, json={"title": "kept"}, headers=keyed(alice, "create-2"))
-    assert (await client.delete(made.headers["location"], headers=alice.headers)).status_code == 204
-    second = batch.json()["results"][1]["item"]["id"]
-    assert (await client.delete(f"{ITEMS}/{second}", headers=alice.headers)).status_code == 204
+    first = made.headers["location"]
+    assert (await client.delete(first, params=for_good, headers=alice.headers)).status_code == 204
+    second = f"{ITEMS}/{batch.json()['results'][1]['item']['id']}"
+    assert (await client.delete(second, params=for_good, headers=alice.headers)).status_code == 204
 
     records = await kept_answers()
     assert not any(b"pay invoice" in (r.get("body") or b"") for r in records)
@@ -227,6 +229,23 @@ async def test_deleting_an_item_drops_the_answers_that_show_it(
     assert await Item.find_all().count() == 2  # "batch 0" and "kept": nothing re-created
     again = await client.post(ITEMS, json={"title": "kept"}, headers=keyed(alice, "create-2"))
     assert again.content == kept.content  # an answer whose item lives is still replayed
+
+
+async def test_a_trashed_items_answer_is_kept_but_not_replayed_until_restored(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    """The trash keeps the item, so its answer may stay; while the item is there nobody
+    can read it, so a retry gets a 410 (and creates nothing); restored, it replays."""
+    made = await client.post(ITEMS, json=NOTE, headers=keyed(alice, "create-1"))
+    url = made.headers["location"]
+    assert (await client.delete(url, headers=alice.headers)).status_code == 204
+    retried = await client.post(ITEMS, json=NOTE, headers=keyed(alice, "create-1"))
+    assert retried.status_code == 410
+    assert b"pay invoice" not in retried.content
+    assert await Item.find_all().count() == 0
+    assert (await client.post(f"{url}/restore", headers=alice.headers)).status_code == 200
+    replayed = await client.post(ITEMS, json=NOTE, headers=keyed(alice, "create-1"))
+    assert (replayed.status_code, replayed.content) == (201, made.content)
 
 
 async def test_deleting_an_account_drops_other_callers_answers_showing_its_items(

@@ -3,6 +3,7 @@ permanent deletes and purges leave nothing of it, and the feed says so."""
 
 import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -10,7 +11,7 @@ from bson import ObjectId, json_util
 from fastapi import FastAPI
 
 from documents import Item, TrashedItem
-from tests.conftest import Account, create_item, services_of
+from tests.conftest import Account, app_with, create_item, make_account, make_settings, services_of
 from tests.live.test_live_sharing import share
 
 ITEMS = "/api/v1/items"
@@ -171,3 +172,27 @@ async def test_an_odd_trash_entry_is_skipped_not_a_500(
         {"owner_id": alice.user.id, "deleted_at": "yesterday", "title": 7}
     )
     assert [t["title"] for t in await trash_of(client, alice)] == ["fine"]
+
+
+async def test_a_move_or_restore_cut_short_leaves_neither_half(
+    failing_server: str, tmp_path: Path
+) -> None:
+    """A fault on the second write of a move (the delete from items) or of a restore (the
+    delete from the trash) aborts the transaction: the item is where it was, once."""
+    settings = make_settings(failing_server, tmp_path)
+    async with app_with(settings) as (app, client):
+        alice = await make_account(app, "alice")
+        item = await create_item(client, alice, title="whole")
+        admin = services_of(app).client.admin
+        fail = {"configureFailPoint": "failCommand", "mode": {"times": 1}}
+        await admin.command({**fail, "data": {"failCommands": ["delete"], "errorCode": 8}})
+        cut = await client.delete(at(item), headers=alice.headers)
+        assert cut.status_code >= 500, cut.text  # the database failed the request
+        assert (await client.get(at(item), headers=alice.headers)).status_code == 200
+        assert await trash_of(client, alice) == []
+        assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+        await admin.command({**fail, "data": {"failCommands": ["delete"], "errorCode": 8}})
+        cut = await client.post(f"{at(item)}/restore", headers=alice.headers)
+        assert cut.status_code >= 500, cut.text
+        assert (await client.get(at(item), headers=alice.headers)).status_code == 404
+        assert [t["id"] for t in await trash_of(client, alice)] == [item["id"]]

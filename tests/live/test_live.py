@@ -386,7 +386,8 @@ async def test_the_feed_is_documented(client: httpx2.AsyncClient) -> None:
     assert asyncapi["asyncapi"].startswith("3.")
     assert asyncapi["channels"]["items"]["address"] == WS_PATH
     payload = asyncapi["components"]["schemas"]["ItemChange"]["properties"]
-    assert payload["event"]["enum"] == ["created", "updated", "deleted", "shared", "unshared"]
+    events = ["created", "updated", "deleted", "restored", "shared", "unshared"]
+    assert payload["event"]["enum"] == events
     subscribed = asyncapi["components"]["schemas"]["Subscribed"]["properties"]
     assert subscribed["event"]["const"] == "subscribed"
 
