@@ -28,15 +28,13 @@ from typing import Any
 
 from bson import ObjectId
 from fastapi import Request
-from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
 from pymongo import InsertOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from api.accounts.deps import client_address
 from api.config import Settings
-from api.core.pagination import ListParams, Page, fetch_page, sound_keys
+from api.core.pagination import ListParams, Page, fetch_page, showable, sound_keys
 from api.core.services import Services
 from documents import SecurityEvent, SecurityEventPublic
 from documents.base import utcnow
@@ -155,13 +153,10 @@ async def page_of(user_id: Any, page: ListParams, services: Services) -> Page[Se
     events = SecurityEvent.get_pymongo_collection()
     sound = {"user_id": user_id, **sound_keys("at")}
     rows, next_cursor, total = await fetch_page(events, sound, NEWEST_FIRST, page, services.cursors)
-    shown = []
-    for row in rows:
-        try:
-            event = SecurityEventPublic.model_validate(row)
-            event.model_dump_json()  # a value JSON cannot hold (another tool's) fails here
-            shown.append(event)
-        except (ValidationError, PydanticSerializationError):
-            log.warning("security log skipped entry %r it cannot show", row.get("_id"))
-            services.metrics.skipped("security_events")
+
+    def skipped(row: dict[str, Any]) -> None:
+        log.warning("security log skipped entry %r it cannot show", row.get("_id"))
+        services.metrics.skipped("security_events")
+
+    shown = showable(rows, SecurityEventPublic, skipped)
     return Page[SecurityEventPublic](items=shown, next_cursor=next_cursor, total=total)

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, TypeVar
 
 from bson import json_util
@@ -11,12 +12,14 @@ from bson.errors import InvalidBSON
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 from pymongo.asynchronous.collection import AsyncCollection
 
 from api.core.errors import DomainError
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 MAX_SKIP = 10_000
 _TZ_AWARE = json_util.JSONOptions(tz_aware=True, json_mode=json_util.JSONMode.CANONICAL)
 
@@ -141,6 +144,24 @@ async def fetch_page(
         next_cursor = codec.encode([sort_tag(sort), *(rows[-1].get(f) for f, _ in sort)])
     total = await collection.count_documents(query) if params.include_total else None
     return rows, next_cursor, total
+
+
+def showable(
+    rows: list[dict[str, Any]], model: type[M], skipped: Callable[[dict[str, Any]], None]
+) -> list[M]:
+    """The rows as `model` shows them. A row another tool wrote that it cannot show (not
+    valid, or holding a value JSON cannot: an ObjectId in free-form data, say) goes to
+    `skipped` instead: one odd document costs its row, not the page."""
+    shown = []
+    for row in rows:
+        try:
+            entry = model.model_validate(row)
+            entry.model_dump_json()
+        except (ValidationError, PydanticSerializationError):
+            skipped(row)
+            continue
+        shown.append(entry)
+    return shown
 
 
 def sound_keys(date_field: str) -> dict[str, Any]:

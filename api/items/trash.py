@@ -10,16 +10,14 @@ sees the delete (`deleted`) and, on restore, an insert it reports as `restored`.
 from datetime import datetime, timedelta
 
 from bson import ObjectId
-from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError
+from fastapi import APIRouter, Response
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from api.accounts.deps import ItemReader, ItemWriter
 from api.core.errors import Conflict, DomainError, NotFound, problem_responses
-from api.core.pagination import Page, PageQuery, fetch_page, sound_keys
-from api.core.services import AppServices, get_services
+from api.core.pagination import Page, PageQuery, fetch_page, showable, sound_keys
+from api.core.services import AppServices
 from api.items import policy
 from api.items.conditional import PreconditionFailed, etag, expected_version
 from api.items.deps import ItemId, find_manageable, find_readable, shown
@@ -121,7 +119,7 @@ async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | N
 
 @router.get("/trash", responses=problem_responses(401, 403))
 async def list_trash(
-    user: ItemReader, page: PageQuery, request: Request, services: AppServices
+    user: ItemReader, page: PageQuery, services: AppServices
 ) -> Page[TrashedItemPublic]:
     """Your deleted items (superusers too: their own), most recently deleted first,
     until they are restored or purged (`purge_at`)."""
@@ -131,15 +129,8 @@ async def list_trash(
     rows, next_cursor, total = await fetch_page(
         trash, sound, NEWEST_FIRST, page, services.cursors, {"search_terms": 0}
     )
-    shown_rows = []
-    for row in rows:
-        try:
-            entry = TrashedItemPublic.model_validate(row)
-            entry.model_dump_json()  # a value JSON cannot hold (another tool's) fails here
-            shown_rows.append(entry)
-        except (ValidationError, PydanticSerializationError):  # skipped, not the whole page
-            get_services(request).metrics.skipped("trash")
-    return Page[TrashedItemPublic](items=shown_rows, next_cursor=next_cursor, total=total)
+    shown = showable(rows, TrashedItemPublic, lambda _: services.metrics.skipped("trash"))
+    return Page[TrashedItemPublic](items=shown, next_cursor=next_cursor, total=total)
 
 
 @router.post("/{item_id}/restore", responses=problem_responses(401, 403, 404, 409))

@@ -74,7 +74,14 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
     if case.headers and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = uuid.uuid4().hex
     _use_seeded_ids(case.body)
+    if case.operation.path.endswith("/shares") and isinstance(case.body, dict):
+        # Someone who exists: sharing an item just made with a made-up user is a 404
+        # "User not found", which the stateful check (ST302) takes for the item's.
+        case.body["user"] = OTHER_USER
     return case
+
+
+OTHER_USER = "fuzz-other"  # the second account __main__ seeds
 
 
 ITEM_IDS = "FUZZ_ITEM_IDS"  # the seeded items' ids, comma-separated (set by __main__)
