@@ -11,7 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import ItemReader, ItemWriter
 from api.config import API_PREFIX
-from api.core.errors import DomainError, problem_responses
+from api.core.errors import DomainError, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page
 from api.core.services import AppServices
 from api.items import policy
@@ -278,12 +278,19 @@ async def remove_item(
     keep = timedelta(days=services.settings.trash_retention_days)
 
     async def remove(session: AsyncClientSession | None) -> None:
-        if permanent and await purge_trashed(item_id, user, if_match, session):
-            return
-        item = await find_manageable(item_id, user, session)
-        if permanent:
-            await delete_item(item, user, if_match, session)
-        else:
+        if not permanent:
+            item = await find_manageable(item_id, user, session)
             await move_to_trash(item, user, if_match, keep, session)
+            return
+        # For good, from wherever it is: the trash, the items, or (a crash on a
+        # standalone server left it there) both.
+        purged = await purge_trashed(item_id, user, if_match, session)
+        try:
+            item = await find_manageable(item_id, user, session)
+        except NotFound:
+            if purged:
+                return
+            raise
+        await delete_item(item, user, if_match, session)
 
     await services.atomically(remove)

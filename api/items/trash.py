@@ -7,33 +7,43 @@ transaction of a delete and an insert (where the server has transactions); the f
 sees the delete (`deleted`) and, on restore, an insert it reports as `restored`.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Annotated
 
 from bson import ObjectId
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from api.accounts.deps import ItemReader, ItemWriter
-from api.core.errors import Conflict, DomainError, NotFound, problem_responses
+from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page, showable, sound_keys
 from api.core.services import AppServices
 from api.items import policy
 from api.items.conditional import PreconditionFailed, etag, expected_version
-from api.items.deps import ItemId, find_manageable, find_readable, shown
+from api.items.deps import ItemId, Unreadable, find_manageable, find_readable, shown
+from api.items.idempotency import forget_answers_holding
 from documents import Item, TrashedItem, TrashedItemPublic, User
-from documents.base import utcnow
+from documents.base import ObjectIdParam, utcnow
 from documents.share import Access
 
 router = APIRouter(prefix="/items", tags=["trash"])
 NEWEST_FIRST = [("deleted_at", -1), ("_id", -1)]  # the (owner_id, deleted_at, _id) index
 TRASH_FIELDS = ("deleted_at", "purge_at", "deleted_by")
 RACED = "The item changed while it was being deleted; try again."
+MAX_VERSION = 2**62  # a version past this (another tool's) is not counted on from
 
 
 class NotInTrash(DomainError):
     status, code, title = 409, "not-in-trash", "Not in the trash"
     detail = "The item is not in the trash: it was never deleted, or is restored already."
+
+
+class InTrash(DomainError):
+    status, code, title = 409, "in-trash", "In the trash already"
+    detail = "An item with this id is in the trash already; restore or purge that one first."
 
 
 class IdTaken(DomainError):
@@ -63,9 +73,15 @@ async def move_to_trash(
         raise PreconditionFailed()  # still there: it is at another version now
     now = utcnow()
     stored |= {"deleted_at": now, "purge_at": now + keep, "deleted_by": user.id}
-    await trash.replace_one({"_id": item.id}, stored, upsert=True, session=session)
-    moved = await items.delete_one({**mine, "version": stored.get("version")}, session=session)
-    if moved.deleted_count == 0:  # changed since it was read: not this version's to move
+    try:  # never over an entry already there: a concurrent delete's, or another item's
+        await trash.insert_one(stored, session=session)
+    except DuplicateKeyError:
+        raise InTrash() from None  # (no more commands: a transaction is over after this)
+    # As read: the same content and the same shares (a share ended meanwhile must not
+    # come back with a restore).
+    as_read = {"version": stored.get("version"), "acl_version": stored.get("acl_version")}
+    moved = await items.delete_one({**mine, **as_read}, session=session)
+    if moved.deleted_count == 0:  # changed since it was read: the copy is this request's
         await trash.delete_one({"_id": item.id, "deleted_at": now}, session=session)
         raise PreconditionFailed() if expected is not None else Conflict(RACED)
 
@@ -73,8 +89,9 @@ async def move_to_trash(
 async def purge_trashed(
     item_id: ObjectId, user: User, if_match: str | None, session: AsyncClientSession | None
 ) -> bool:
-    """Delete a trashed item for good (its owner, or a superuser): whether it was in the
-    trash. If-Match names the version it was deleted at."""
+    """Delete a trashed item for good (its owner, or a superuser), and the answers kept
+    for retries that show it: whether it was in the trash. If-Match names the version it
+    was deleted at."""
     trash = TrashedItem.get_pymongo_collection()
     found = await trash.find_one({"_id": item_id, **policy.manageable_by(user)}, session=session)
     if found is None:
@@ -85,13 +102,14 @@ async def purge_trashed(
     removed = await trash.delete_one({"_id": item_id, **condition}, session=session)
     if removed.deleted_count == 0:
         raise NotFound("item")  # purged or restored meanwhile
+    await forget_answers_holding([item_id], session)
     return True
 
 
 async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | None) -> Item:
     """Put a trashed item back, as it was (same id, content and shares), one version on.
     The item is written before its trash entry goes (see `move_to_trash`)."""
-    trash = TrashedItem.get_pymongo_collection()
+    trash, items = TrashedItem.get_pymongo_collection(), Item.get_pymongo_collection()
     stored = await trash.find_one({"_id": item_id, **policy.manageable_by(user)}, session=session)
     if stored is None:
         await find_readable(item_id, user, session)  # 404 unless it is an item you can read
@@ -99,19 +117,22 @@ async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | N
     deleted_at = stored.get("deleted_at")
     for name in TRASH_FIELDS:
         stored.pop(name, None)
-    version, updated, now = stored.get("version"), stored.get("updated_at"), utcnow()
-    later = max(now, updated) if isinstance(updated, datetime) else now
-    stored |= {
-        "version": (version if isinstance(version, int) else 0) + 1,
-        "updated_at": later,
-        "restored_at": later,  # the feed tells a restore from a create by this
-    }
+    try:  # what goes back must be an item the API can show (another tool's may not be)
+        current = Item.model_validate({**stored, "access": None})
+        current.model_dump_json()
+    except (ValidationError, PydanticSerializationError):
+        raise Unreadable() from None
+    if current.version >= MAX_VERSION:
+        raise Unreadable()
+    if await items.find_one({"_id": item_id}, {"_id": 1}, session=session) is not None:
+        raise IdTaken()  # another tool wrote an item with its id meanwhile
+    later = max(utcnow(), current.updated_at)
+    # the feed tells a restore from a create by `restored_at`
+    stored |= {"version": current.version + 1, "updated_at": later, "restored_at": later}
     try:
-        await Item.get_pymongo_collection().insert_one(stored, session=session)
-    except DuplicateKeyError:
-        if await trash.count_documents({"_id": item_id}, session=session) == 0:
-            raise NotInTrash() from None  # restored by a concurrent request
-        raise IdTaken() from None  # another tool wrote an item with its id meanwhile
+        await items.insert_one(stored, session=session)
+    except DuplicateKeyError:  # restored by a concurrent request (no more commands now)
+        raise NotInTrash() from None
     await trash.delete_one({"_id": item_id, "deleted_at": deleted_at}, session=session)
     access = policy.access(user, stored) or Access.owner
     return shown(stored, access)
@@ -119,13 +140,21 @@ async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | N
 
 @router.get("/trash", responses=problem_responses(401, 403))
 async def list_trash(
-    user: ItemReader, page: PageQuery, services: AppServices
+    user: ItemReader,
+    page: PageQuery,
+    services: AppServices,
+    owner_id: Annotated[
+        ObjectIdParam | None, Query(description="Superusers: this owner's trash")
+    ] = None,
 ) -> Page[TrashedItemPublic]:
-    """Your deleted items (superusers too: their own), most recently deleted first,
-    until they are restored or purged (`purge_at`)."""
+    """Your deleted items (a superuser: theirs, or `owner_id`'s), most recently deleted
+    first, until they are restored or purged (`purge_at`)."""
     trash = TrashedItem.get_pymongo_collection()
-    assert user.id is not None
-    sound = {**policy.owned_by(user.id), **sound_keys("deleted_at")}
+    if owner_id is not None and owner_id != user.id and not user.is_superuser:
+        raise Forbidden("Only superusers may see someone else's trash.")
+    owner = owner_id or user.id
+    assert owner is not None
+    sound = {**policy.owned_by(owner), **sound_keys("deleted_at")}
     rows, next_cursor, total = await fetch_page(
         trash, sound, NEWEST_FIRST, page, services.cursors, {"search_terms": 0}
     )

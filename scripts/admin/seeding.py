@@ -14,7 +14,7 @@ from pymongo import InsertOne, UpdateOne
 
 from api.items import policy, sharing
 from api.items.writes import identical, stored_content
-from documents import Item, User
+from documents import Item, TrashedItem, User
 from documents.base import utcnow
 from documents.user import CASE_INSENSITIVE
 from scripts.admin import batches, reseed
@@ -87,6 +87,7 @@ class Seeder:
         if not keyed:
             return
         existing = await _existing_items(list(keyed))
+        trashed = await _trashed([value for owner, value in keyed if owner is None])
         operations: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         sources: list[RawRecord] = []
         updates: dict[Any, tuple[RawRecord, int]] = {}  # _id -> its line, the version it sets
@@ -94,6 +95,9 @@ class Seeder:
         for key, (raw, record, owner_id) in keyed.items():
             stored = existing.get(key)
             roles = sharees.get(id(record))
+            if stored is None and key[1] in trashed:  # a given id: its owner deleted it
+                self.report.fail(raw, f"item {record.id} is in the trash (restore it first)")
+                continue
             if stored is None:
                 new = _new_item(record, owner_id, now)
                 shares = sharing.with_roles(new, roles or [], now)
@@ -208,6 +212,15 @@ async def _existing_items(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], 
             if key in wanted:
                 found.setdefault(key, doc)
     return found
+
+
+async def _trashed(ids: list[Any]) -> set[Any]:
+    """Which of these item ids are in the trash: seeding one again would make a second
+    item of that id, which the trash's could then never be restored over."""
+    if not ids:
+        return set()
+    found = TrashedItem.get_pymongo_collection().find({"_id": {"$in": ids}}, {"_id": 1})
+    return {doc["_id"] async for doc in found}
 
 
 async def _owner_ids(refs: Iterable[str]) -> dict[str, Any]:

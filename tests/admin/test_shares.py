@@ -70,3 +70,22 @@ async def test_a_share_with_nobody_or_the_owner_fails_its_line(
     assert "owner cannot be one of its sharees" in run.out + run.err
     assert "3 errors" in run.out
     assert await admin_cli.db.items.count_documents({"title": {"$in": ["x", "y", "z"]}}) == 0
+
+
+async def test_seeding_an_id_that_is_in_the_trash_fails_its_line(
+    admin_cli: Admin, tmp_path: Path
+) -> None:
+    """A second item of that id could never be restored over (nor the first restored)."""
+    assert (await admin_cli("seed", EXAMPLE)).code == 0
+    stored = await admin_cli.db.items.find_one({"title": "First compiler"})
+    assert stored is not None
+    await admin_cli.db.trash.insert_one(stored)  # as DELETE leaves it
+    await admin_cli.db.items.delete_one({"_id": stored["_id"]})
+    again = write_ndjson(
+        tmp_path / "again.ndjson",
+        [{"kind": "item", "owner": "grace", "id": str(stored["_id"]), "title": "again"}],
+    )
+    run = await admin_cli("seed", again)
+    assert run.code != 0
+    assert "is in the trash" in run.err
+    assert await admin_cli.db.items.count_documents({"_id": stored["_id"]}) == 0

@@ -2,12 +2,13 @@
 permanent deletes and purges leave nothing of it, and the feed says so."""
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bson
 import httpx2
-from bson import ObjectId, json_util
+from bson import ObjectId
 from fastapi import FastAPI
 
 from documents import Item, TrashedItem
@@ -29,13 +30,14 @@ async def trash_of(client: httpx2.AsyncClient, account: Account) -> list[dict[st
     return items
 
 
-async def everything_stored(app: FastAPI) -> str:
-    """Every document of every collection, as another tool reading the database sees it."""
+async def everything_stored(app: FastAPI) -> bytes:
+    """Every document of every collection as stored (BSON: strings and binary values,
+    such as a kept answer's body, as they are), as another tool reading it sees it."""
     database = services_of(app).client[services_of(app).settings.mongodb_db]
     dumped = []
     for name in await database.list_collection_names():
-        dumped += [json_util.dumps(doc) async for doc in database[name].find()]
-    return "\n".join(dumped)
+        dumped += [bson.encode(doc) async for doc in database[name].find()]
+    return b"\n".join(dumped)
 
 
 async def test_a_deleted_item_is_gone_for_everyone_until_its_owner_restores_it(
@@ -100,16 +102,21 @@ async def test_permanent_deletes_leave_nothing_of_the_content(
     app: FastAPI, client: httpx2.AsyncClient, alice: Account
 ) -> None:
     marker = "unrepeatable-content-7f3a"
-    from_items = await create_item(client, alice, title=marker, data={"note": marker})
-    from_trash = await create_item(client, alice, title=f"{marker}-2", description=marker)
+    made = []
+    for n, fields in enumerate([{"data": {"note": marker}}, {"description": marker}]):
+        keyed = {**alice.headers, "Idempotency-Key": f"made-{n}"}  # answers kept, with it
+        answer = await client.post(ITEMS, json={"title": f"{marker}-{n}", **fields}, headers=keyed)
+        assert answer.status_code == 201
+        made.append(answer.json())
+    from_items, from_trash = made
     assert (await client.delete(at(from_trash), headers=alice.headers)).status_code == 204
-    assert marker in await everything_stored(app)  # the trash keeps it, until...
+    assert marker.encode() in await everything_stored(app)  # the trash keeps it, until...
     for item in (from_items, from_trash):
         gone = await client.delete(at(item), params={"permanent": "true"}, headers=alice.headers)
         assert gone.status_code == 204, gone.text
         assert (await client.get(at(item), headers=alice.headers)).status_code == 404
     assert await trash_of(client, alice) == []
-    assert marker not in await everything_stored(app)
+    assert marker.encode() not in await everything_stored(app)
 
 
 async def test_a_batch_delete_moves_to_the_trash_too(
@@ -168,10 +175,59 @@ async def test_an_odd_trash_entry_is_skipped_not_a_500(
 ) -> None:
     item = await create_item(client, alice, title="fine")
     assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
-    await TrashedItem.get_pymongo_collection().insert_one(
-        {"owner_id": alice.user.id, "deleted_at": "yesterday", "title": 7}
-    )
+    now = datetime.now(UTC)
+    valid = {"owner_id": alice.user.id, "deleted_at": now, "purge_at": now, "version": 1}
+    valid |= {"created_at": now, "updated_at": now}
+    odd = [
+        {**valid, "title": 7},  # not an item
+        {**valid, "title": "holds an id", "data": {"x": ObjectId()}},  # not JSON
+        {**valid, "title": "dated oddly", "deleted_at": "yesterday"},  # no sort key
+    ]
+    inserted = await TrashedItem.get_pymongo_collection().insert_many(odd)
     assert [t["title"] for t in await trash_of(client, alice)] == ["fine"]
+    for odd_id in inserted.inserted_ids[:2]:  # restoring one is a 409, and it stays put
+        answer = await client.post(f"{ITEMS}/{odd_id}/restore", headers=alice.headers)
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["type"] == "urn:docstore:problem:unreadable-item"
+    assert await TrashedItem.get_pymongo_collection().count_documents({}) == 4
+
+
+async def test_an_id_in_both_places_is_never_overwritten_nor_half_deleted(
+    client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    """Another tool (or a crash on a standalone server) can leave an id both in the trash
+    and in the items: a restore is a 409, a move is a 409, a permanent delete takes both."""
+    item = await create_item(client, alice, title="alice's")
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    twin = {"_id": ObjectId(item["id"]), "owner_id": bob.user.id, "readers": [bob.user.id]}
+    twin |= {"shares": [], "title": "bob's", "version": 1}
+    twin |= {"created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)}
+    await Item.get_pymongo_collection().insert_one(twin)
+    restore = await client.post(f"{at(item)}/restore", headers=alice.headers)
+    assert (restore.status_code, restore.json()["type"]) == (409, "urn:docstore:problem:id-taken")
+    move = await client.delete(at(item), headers=bob.headers)
+    assert (move.status_code, move.json()["type"]) == (409, "urn:docstore:problem:in-trash")
+    assert [t["title"] for t in await trash_of(client, alice)] == ["alice's"]  # untouched
+    assert (await client.get(at(item), headers=bob.headers)).json()["title"] == "bob's"
+    await Item.get_pymongo_collection().update_one(
+        {"_id": twin["_id"]}, {"$set": {"owner_id": alice.user.id, "readers": [alice.user.id]}}
+    )
+    gone = await client.delete(at(item), params={"permanent": "true"}, headers=alice.headers)
+    assert gone.status_code == 204
+    assert await Item.get_pymongo_collection().count_documents({"_id": twin["_id"]}) == 0
+    assert await trash_of(client, alice) == []
+
+
+async def test_a_superuser_reads_anyones_trash_and_nobody_else_does(
+    client: httpx2.AsyncClient, alice: Account, bob: Account, admin: Account
+) -> None:
+    item = await create_item(client, alice, title="alice's")
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    theirs = {"owner_id": alice.id}
+    seen = await client.get(TRASH, params=theirs, headers=admin.headers)
+    assert [t["title"] for t in seen.json()["items"]] == ["alice's"]
+    assert (await client.get(TRASH, params=theirs, headers=bob.headers)).status_code == 403
+    assert (await client.get(TRASH, params=theirs, headers=alice.headers)).status_code == 200
 
 
 async def test_a_move_or_restore_cut_short_leaves_neither_half(
