@@ -312,6 +312,12 @@ class Settings(BaseSettings):
         le=3650,
         description="How long a deleted item stays in its owner's trash before it is purged.",
     )
+    history_max_versions: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="How many versions of an item its history keeps (the newest).",
+    )
     audit_retention_days: int = Field(
         default=90,
         ge=1,

@@ -28,7 +28,7 @@ from api.core.pagination import CursorCodec, SealedCursorCodec
 from api.core.queue import DurableQueue, Sealer
 from api.core.routing import RouteTable
 from api.core.services import Services
-from api.items import batch, share_routes, trash
+from api.items import batch, history_routes, share_routes, trash
 from api.items import routes as items
 from api.items.cleanup import remove_items_of
 from api.items.sharing import give_readers
@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api = APIRouter(prefix=API_PREFIX)
     # `/items/batch` and `/items/trash` before `/items/{item_id}`, which would take them.
-    for module in (auth, token_routes, recovery, users, batch, trash, items, share_routes, live):
+    routers = (auth, token_routes, recovery, users, batch, trash, items, share_routes)
+    for module in (*routers, history_routes, live):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)

@@ -10,6 +10,7 @@ machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 `--soak S` drives a mixed workload for S seconds: requests, 5xx, RSS and open files.
 `--batch N` times N creates in one batch against N single POSTs (the default run
 prints it for 100 after the throughput table).
+`--patch` measures PATCH /items/{id} (a compare-and-swap and its history version).
 `--workers N` compares GET /items/{id} on one API process and on N.
 `--seed N` times `docstore-admin seed` of N items against a raw insert_many.
 Not part of the test suite.
@@ -20,7 +21,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
-from bench import batch, live, load, scale, seed, soak, storm, workers
+from bench import batch, live, load, patch, scale, seed, soak, storm, workers
 from bench.harness import Setup, running
 
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
+    parser.add_argument("--patch", action="store_true", help="PATCH: app vs floor")
     parser.add_argument("--workers", type=int, metavar="N", help="by id: 1 worker vs N")
     parser.add_argument("--seed", type=int, metavar="N", help="seed N items vs insert_many")
     args = parser.parse_args()
@@ -59,6 +61,9 @@ def main() -> None:
     with running(args.items) as setup:
         if args.workers:
             workers.report(wrk, setup, args.workers, args)
+            return
+        if args.patch:
+            patch.report(wrk, setup, args)
             return
         load.report(wrk, setup, args)
         batch.report(setup, 100, args.rounds)

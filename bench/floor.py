@@ -3,7 +3,9 @@
 Same database, same token check (joserfc, pinned alg, claims; or a personal access
 token's document, hash and user), the same reader conditions (by id: the item, then
 its owner or readers checked; lists: the readers index), plain JSON out: what any
-framework on this stack cannot go below.
+framework on this stack cannot go below. A PATCH reads the item, merges the patch,
+and in one transaction compare-and-swaps it on `version` and writes its new version
+to the history, as the app must.
 """
 
 import hashlib
@@ -14,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,11 +40,19 @@ def _plain(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Floor:
-    """The two endpoints, on one database and one signer."""
+HISTORY_FIELDS = ("owner_id", "title", "description", "tags", "data", "created_at")
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], signer: TokenSigner) -> None:
-        self.db, self.signer = db, signer
+
+class Floor:
+    """The endpoints, on one database and one signer."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        db: AsyncDatabase[dict[str, Any]],
+        signer: TokenSigner,
+    ) -> None:
+        self.client, self.db, self.signer = client, db, signer
 
     async def _caller(self, request: Request) -> dict[str, Any] | None:
         bearer = request.headers.get("authorization", "")[7:]
@@ -86,6 +96,42 @@ class Floor:
             return JSONResponse({"detail": "not found"}, status_code=404)
         return JSONResponse(_plain(item))
 
+    async def item(self, request: Request) -> Response:
+        if request.method == "PATCH":
+            return await self.patch_item(request)
+        return await self.read_item(request)
+
+    async def patch_item(self, request: Request) -> Response:
+        user = await self._caller(request)
+        if user is None:
+            return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        patch = await request.json()
+        item_id = ObjectId(request.path_params["item_id"])
+        while True:
+            item = await self.db.items.find_one({"_id": item_id})
+            if item is None or item["owner_id"] != user["_id"]:
+                return JSONResponse({"detail": "not found"}, status_code=404)
+            data = {**item["data"], **patch.get("data", {})}
+            now = datetime.now(UTC)
+            stored = None
+            async with self.client.start_session() as session, await session.start_transaction():
+                stored = await self.db.items.find_one_and_update(
+                    {"_id": item_id, "version": item["version"], "owner_id": user["_id"]},
+                    {"$set": {"data": data, "updated_at": now}, "$inc": {"version": 1}},
+                    return_document=ReturnDocument.AFTER,
+                    session=session,
+                )
+                if stored is not None:
+                    version = stored["version"]
+                    kept = {k: stored.get(k) for k in HISTORY_FIELDS}
+                    kept |= {"item_id": item_id, "version": version, "changed_at": now}
+                    kept |= {"changed_by": user["_id"], "change": "updated"}
+                    await self.db.versions.replace_one(
+                        {"_id": f"{item_id}:{version % 100}"}, kept, upsert=True, session=session
+                    )
+            if stored is not None:
+                return JSONResponse(_plain(stored))
+
     async def list_items(self, request: Request) -> Response:
         user = await self._caller(request)
         if user is None:
@@ -114,10 +160,10 @@ def create_app() -> Starlette:
         os.environ["MONGODB_URL"], tz_aware=True
     )
     signer = TokenSigner(os.environ["SECRET_KEY"], "docstore", "docstore-api", 3600)
-    floor = Floor(client[os.environ["MONGODB_DB"]], signer)
+    floor = Floor(client, client[os.environ["MONGODB_DB"]], signer)
     return Starlette(
         routes=[
-            Route("/api/v1/items/{item_id}", floor.read_item),
+            Route("/api/v1/items/{item_id}", floor.item, methods=["GET", "PATCH"]),
             Route("/api/v1/items", floor.list_items),
         ]
     )

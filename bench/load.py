@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -67,7 +68,9 @@ def _median(runs: list[Result]) -> Result:
     )
 
 
-def _wrk(wrk: str, url: str, token: str, seconds: int, connections: int) -> Result:
+def _wrk(
+    wrk: str, url: str, token: str, seconds: int, connections: int, script: Path | None = None
+) -> Result:
     command = [
         wrk,
         "-t1",
@@ -76,6 +79,7 @@ def _wrk(wrk: str, url: str, token: str, seconds: int, connections: int) -> Resu
         "--latency",
         "-H",
         f"Authorization: Bearer {token}",
+        *(["-s", str(script)] if script else []),
         url,
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -15,6 +15,7 @@ from documents.security_event import SecurityEvent, SecurityEventPublic
 from documents.session import Session, SessionPublic
 from documents.trash import TrashedItem, TrashedItemPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
+from documents.version import ItemAsItWas, ItemVersion, VersionSummary
 
 DOCUMENT_MODELS = [
     User,
@@ -27,6 +28,7 @@ DOCUMENT_MODELS = [
     LoginAttempts,
     SecurityEvent,
     TrashedItem,
+    ItemVersion,
 ]
 
 __all__ = [
@@ -39,9 +41,11 @@ __all__ = [
     "Delivery",
     "IdempotencyRecord",
     "Item",
+    "ItemAsItWas",
     "ItemCreate",
     "ItemFields",
     "ItemMergePatch",
+    "ItemVersion",
     "LoginAttempts",
     "OutboxMessage",
     "Purpose",
@@ -55,4 +59,5 @@ __all__ = [
     "UserCreate",
     "UserPublic",
     "UserUpdate",
+    "VersionSummary",
 ]

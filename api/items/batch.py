@@ -8,6 +8,7 @@ its own event, from the change stream, when the transaction commits.
 """
 
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from api.core.errors import (
 )
 from api.core.services import AppServices
 from api.items.deps import find_manageable, find_writable
+from api.items.history import Change, within
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.trash import move_to_trash
 from api.items.writes import insert_items, patched, write_content
@@ -127,11 +129,12 @@ async def write_batch(
         raise BatchUnsupported()
 
     keep = timedelta(days=services.settings.trash_retention_days)
+    change = Change("created", user.id, services.settings.history_max_versions)
 
     async def perform(session: AsyncClientSession | None) -> Answer:
         results: list[BatchResult] = []
         for start, run in _runs(batch.operations):
-            results += await _step(start, run, user, keep, session)
+            results += await _step(start, run, user, _Keep(keep, change), session)
         body = _RESULTS.dump_json(BatchResults(results=results), by_alias=True)
         shown = [result.item for result in results if result.item]
         answer = Answer.holding(200, body, shown)
@@ -155,15 +158,23 @@ def _runs(operations: list[Any]) -> list[tuple[int, list[Any]]]:
     return runs
 
 
+@dataclass(frozen=True)
+class _Keep:
+    """How long a deleted item stays in the trash; what a change records in history."""
+
+    trash: timedelta
+    change: Change
+
+
 async def _step(
-    index: int, run: list[Any], user: User, keep: timedelta, session: AsyncClientSession | None
+    index: int, run: list[Any], user: User, keep: _Keep, session: AsyncClientSession | None
 ) -> list[BatchResult]:
     """Apply a run of operations; a failure is its operation's, by index. (Validated
     creates have nothing left to fail on but the database itself.)"""
     try:
         if isinstance(run[0], CreateOperation):
             assert user.id is not None
-            made = await insert_items(user.id, [op.item for op in run], session)
+            made = await insert_items(user.id, [op.item for op in run], keep.change, session)
             return [BatchResult(op="create", status=201, item=item) for item in made]
         return [await _apply(run[0], user, keep, session)]
     except RequestValidationError as error:
@@ -175,23 +186,30 @@ async def _step(
 
 
 async def _apply(
-    op: Any, user: User, keep: timedelta, session: AsyncClientSession | None
+    op: Any, user: User, keep: _Keep, session: AsyncClientSession | None
 ) -> BatchResult:
     """One operation, as its own endpoint would apply it (a viewer's write and a
-    sharee's delete are 403s, like theirs; a delete moves the item to the trash)."""
+    sharee's delete are 403s, like theirs; a delete moves the item to the trash), in the
+    batch's transaction."""
     if isinstance(op, DeleteOperation):
         item = await find_manageable(op.id, user, session)
-        await move_to_trash(item, user, op.if_match, keep, session)
+        await move_to_trash(item, user, op.if_match, keep.trash, session)
         return BatchResult(op="delete", status=204, item=None)
     current = await find_writable(op.id, user, session)
     if isinstance(op, PatchOperation):
         patch = op.patch
-        change = lambda now: patched(now, patch)  # noqa: E731
-        item = await write_content(current, user, change, op.if_match, session)
+        change = keep.change.as_("updated")
+        run = within(session)
+        item = await write_content(
+            current, user, lambda now: patched(now, patch), op.if_match, change, run, session
+        )
         return BatchResult(op="patch", status=200, item=item)
     assert isinstance(op, ReplaceOperation)
     content = op.item
-    item = await write_content(current, user, lambda _: content, op.if_match, session)
+    change = keep.change.as_("replaced")
+    item = await write_content(
+        current, user, lambda _: content, op.if_match, change, within(session), session
+    )
     return BatchResult(op="replace", status=200, item=item)
 
 

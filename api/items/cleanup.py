@@ -1,5 +1,5 @@
 """What deleting an account removes of the items feature: the items it owns (their
-sharees see them go) and its trash, its shares of others' items (in the trash too),
+sharees see them go), their history and its trash, its shares of others' items (in the trash too),
 the answers kept for its retries, and any other caller's kept answer showing its
 items."""
 
@@ -7,6 +7,7 @@ from bson import ObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.items import policy
+from api.items.history import remove_history_of
 from api.items.idempotency import forget_answers_holding
 from documents import IdempotencyRecord, Item, TrashedItem
 
@@ -17,6 +18,7 @@ async def remove_items_of(user_id: ObjectId, session: AsyncClientSession | None)
     await TrashedItem.get_pymongo_collection().delete_many(
         policy.owned_by(user_id), session=session
     )
+    await remove_history_of(user_id, session)
     await unshare_everything(user_id, session)
     await IdempotencyRecord.get_pymongo_collection().delete_many(
         {"owner_id": user_id}, session=session

@@ -17,6 +17,7 @@ from api.core.services import AppServices
 from api.items import policy
 from api.items.conditional import IfMatch, IfNoneMatch, etag, matches
 from api.items.deps import ItemId, ReadableItem, WritableItem, find_manageable
+from api.items.history import Change
 from api.items.idempotency import Answer, IdempotencyKey, documented, once
 from api.items.query import (
     FIELDS_PATTERN,
@@ -29,7 +30,7 @@ from api.items.query import (
     parse_sort,
 )
 from api.items.trash import move_to_trash, purge_trashed
-from api.items.writes import delete_item, insert_item, item_json, patched, write_content
+from api.items.writes import delete_item, insert_items, item_json, patched, write_content
 from documents import Item, ItemCreate, ItemFields, ItemMergePatch
 from documents.base import ObjectIdParam
 from documents.item import tag_key
@@ -72,13 +73,15 @@ async def create_item(
     of the same request replays this answer instead of creating another."""
     owner_id = user.id
     assert owner_id is not None
+    change = Change("created", user.id, services.settings.history_max_versions)
 
     async def perform(session: AsyncClientSession | None) -> Answer:
-        item = await insert_item(owner_id, body, session)
+        [item] = await insert_items(owner_id, [body], change, session)
         headers = {"Location": f"{API_PREFIX}{router.prefix}/{item.id}", "ETag": etag(item.version)}
         return Answer.holding(201, item_json(item), [item], headers)
 
-    return await once(services, request, user, idempotency_key, perform)
+    # The item and its first version: one transaction.
+    return await once(services, request, user, idempotency_key, perform, atomic=True)
 
 
 def _rfc3339(value: object) -> object:
@@ -236,11 +239,15 @@ async def update_item(
     item: WritableItem,
     user: ItemWriter,
     response: Response,
+    services: AppServices,
     if_match: IfMatch = None,
 ) -> Item:
     """JSON Merge Patch (`application/merge-patch+json` or `application/json`): the
     owner, an editor or a superuser (a viewer gets a 403)."""
-    updated = await write_content(item, user, lambda current: patched(current, patch), if_match)
+    change = Change("updated", user.id, services.settings.history_max_versions)
+    updated = await write_content(
+        item, user, lambda current: patched(current, patch), if_match, change, services.atomically
+    )
     response.headers["ETag"] = etag(updated.version)
     return updated
 
@@ -251,11 +258,13 @@ async def replace_item(
     item: WritableItem,
     user: ItemWriter,
     response: Response,
+    services: AppServices,
     if_match: IfMatch = None,
 ) -> Item:
     """Replace the content; the id, owner, shares and created_at stay. The owner, an
     editor or a superuser (a viewer gets a 403)."""
-    updated = await write_content(item, user, lambda _: body, if_match)
+    change = Change("replaced", user.id, services.settings.history_max_versions)
+    updated = await write_content(item, user, lambda _: body, if_match, change, services.atomically)
     response.headers["ETag"] = etag(updated.version)
     return updated
 

@@ -21,9 +21,10 @@ from api.accounts.deps import ItemReader, ItemWriter
 from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page, showable, sound_keys
 from api.core.services import AppServices
-from api.items import policy
+from api.items import history, policy
 from api.items.conditional import PreconditionFailed, etag, expected_version
 from api.items.deps import ItemId, Unreadable, find_manageable, find_readable, shown
+from api.items.history import Change
 from api.items.idempotency import forget_answers_holding
 from documents import Item, TrashedItem, TrashedItemPublic, User
 from documents.base import ObjectIdParam, utcnow
@@ -84,6 +85,7 @@ async def move_to_trash(
     if moved.deleted_count == 0:  # changed since it was read: the copy is this request's
         await trash.delete_one({"_id": item.id, "deleted_at": now}, session=session)
         raise PreconditionFailed() if expected is not None else Conflict(RACED)
+    await history.purge_with_trash(stored["_id"], stored["purge_at"], session)
 
 
 async def purge_trashed(
@@ -102,13 +104,17 @@ async def purge_trashed(
     removed = await trash.delete_one({"_id": item_id, **condition}, session=session)
     if removed.deleted_count == 0:
         raise NotFound("item")  # purged or restored meanwhile
+    await history.forget([item_id], session)
     await forget_answers_holding([item_id], session)
     return True
 
 
-async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | None) -> Item:
-    """Put a trashed item back, as it was (same id, content and shares), one version on.
-    The item is written before its trash entry goes (see `move_to_trash`)."""
+async def restore(
+    item_id: ObjectId, user: User, change: Change, session: AsyncClientSession | None
+) -> Item:
+    """Put a trashed item back, as it was (same id, content and shares), one version on,
+    with its history. The item is written before its trash entry goes (see
+    `move_to_trash`)."""
     trash, items = TrashedItem.get_pymongo_collection(), Item.get_pymongo_collection()
     stored = await trash.find_one({"_id": item_id, **policy.manageable_by(user)}, session=session)
     if stored is None:
@@ -134,6 +140,8 @@ async def restore(item_id: ObjectId, user: User, session: AsyncClientSession | N
     except DuplicateKeyError:  # restored by a concurrent request (no more commands now)
         raise NotInTrash() from None
     await trash.delete_one({"_id": item_id, "deleted_at": deleted_at}, session=session)
+    await history.purge_with_trash(item_id, None, session)
+    await history.record([stored], change, session)
     access = policy.access(user, stored) or Access.owner
     return shown(stored, access)
 
@@ -169,9 +177,10 @@ async def restore_item(
     """Bring an item back from your trash: same id, content and shares, `version` + 1.
     Its owner (or a superuser); to anyone else it is not there (404)."""
     restored: list[Item] = []
+    change = Change("restored", user.id, services.settings.history_max_versions)
 
     async def bring_back(session: AsyncClientSession | None) -> None:
-        restored[:] = [await restore(item_id, user, session)]
+        restored[:] = [await restore(item_id, user, change, session)]
 
     await services.atomically(bring_back)
     response.headers["ETag"] = etag(restored[0].version)

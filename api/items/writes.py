@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId
+from bson import ObjectId
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from pymongo import ReturnDocument
@@ -18,9 +19,10 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.core.errors import Conflict, NotFound
 from api.core.retry import Retry
-from api.items import policy
+from api.items import history, policy
 from api.items.conditional import PreconditionFailed, expected_version
 from api.items.deps import changeable, find_readable, manageable, shown
+from api.items.history import Atomically, Change
 from api.items.idempotency import forget_answers_holding
 from documents import Item, ItemCreate, ItemMergePatch, User
 from documents.base import utcnow
@@ -54,29 +56,23 @@ def stored_content(content: ItemCreate) -> dict[str, Any]:
     return {**fields, "search_terms": terms}
 
 
-async def insert_item(
-    owner_id: PydanticObjectId, content: ItemCreate, session: AsyncClientSession | None = None
-) -> Item:
-    now = utcnow()
-    doc = {**policy.new_item_of(owner_id), **stored_content(content)}
-    doc |= {"created_at": now, "updated_at": now, "version": 1}
-    result = await Item.get_pymongo_collection().insert_one(doc, session=session)
-    return shown({**doc, "_id": result.inserted_id}, Access.owner)
-
-
 async def insert_items(
-    owner_id: PydanticObjectId, contents: list[ItemCreate], session: AsyncClientSession | None
+    owner_id: PydanticObjectId,
+    contents: list[ItemCreate],
+    change: Change,
+    session: AsyncClientSession | None,
 ) -> list[Item]:
-    """Several new items in one round trip (in order), as insert_item makes one."""
+    """New items in one round trip (in order) and their first versions in another (the
+    caller's transaction holds both)."""
     now = utcnow()
     docs = [
         {**policy.new_item_of(owner_id), **stored_content(content)}
-        | {"created_at": now, "updated_at": now, "version": 1}
+        | {"_id": ObjectId(), "created_at": now, "updated_at": now, "version": 1}
         for content in contents
     ]
-    result = await Item.get_pymongo_collection().insert_many(docs, session=session)
-    made = zip(docs, result.inserted_ids, strict=True)
-    return [shown({**doc, "_id": new_id}, Access.owner) for doc, new_id in made]
+    await Item.get_pymongo_collection().insert_many(docs, session=session)
+    await history.record(docs, change, session)
+    return [shown(doc, Access.owner) for doc in docs]
 
 
 _ITEM_JSON: TypeAdapter[Item] = TypeAdapter(Item)
@@ -109,12 +105,16 @@ def patched(item: Item, patch: ItemMergePatch) -> ItemCreate:
 async def write_content(
     item: Item,
     user: User,
-    change: Callable[[Item], ItemCreate],
+    new_content: Callable[[Item], ItemCreate],
     if_match: str | None,
+    change: Change,
+    atomically: Atomically,
     session: AsyncClientSession | None = None,
 ) -> Item:
-    """Apply `change` to the item as stored, atomically, if `user` may still change it
-    when the write lands; bumps `version` and `updated_at`."""
+    """Apply `new_content` to the item as stored, atomically, if `user` may still change
+    it when the write lands; bumps `version` and `updated_at` and keeps the new version
+    in the item's history. Each attempt is one transaction of the compare-and-swap and
+    the history write (`atomically`); a reread after a lost race is `session`'s."""
     current: Item = item
     # Lost a race: back off a little (randomly, so racing writers spread out) first.
     racing = Retry(BACKOFF_S, BACKOFF_MAX_S, budget_s=RACE_BUDGET_S, full_jitter=True)
@@ -123,25 +123,36 @@ async def write_content(
             assert item.id is not None
             current = changeable(await find_readable(item.id, user, session))
         expected_version(if_match, current.version)  # 412 once the version it named is gone
-        content = change(current)
+        content = new_content(current)
         if identical(content.model_dump(), current.model_dump(include=CONTENT)):
             return current  # nothing changes: no write, no new version
+        written: list[dict[str, Any]] = []
+        swap = _swap(current, user, stored_content(content), change, written)
+        await atomically(swap)
+        if written:
+            stored = written[0]
+            return shown(stored, policy.access(user, stored) or current.access or Access.owner)
+    raise Conflict("The item is changing too fast to update; try again.")
+
+
+def _swap(
+    read: Item, user: User, content: dict[str, Any], change: Change, written: list[dict[str, Any]]
+) -> history.Work:
+    """One attempt: the item's new content, only if it is still at the version read and
+    `user` may still change it, and its new version kept; `written` gets the item as
+    written (nothing when the race was lost)."""
+
+    async def swap(session: AsyncClientSession | None) -> None:
         stored = await Item.get_pymongo_collection().find_one_and_update(
-            {
-                "_id": current.id,
-                "version": current.version,
-                **policy.changeable_by(user, current.access),
-            },
-            {
-                "$set": {**stored_content(content), "updated_at": _later(current)},
-                "$inc": {"version": 1},
-            },
+            {"_id": read.id, "version": read.version, **policy.changeable_by(user, read.access)},
+            {"$set": {**content, "updated_at": _later(read)}, "$inc": {"version": 1}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )
-        if stored is not None:
-            return shown(stored, policy.access(user, stored) or current.access or Access.owner)
-    raise Conflict("The item is changing too fast to update; try again.")
+        written[:] = [] if stored is None else [stored]
+        await history.record(written, change, session)
+
+    return swap
 
 
 async def delete_item(
@@ -158,8 +169,9 @@ async def delete_item(
         if expected is not None:
             raise PreconditionFailed()
         raise NotFound("item")  # pragma: no cover - deleted between the two reads
-    # Nothing keeps its content readable: the answers kept for retries that show it go
-    # too (in the same transaction, where the caller runs one).
+    # Nothing keeps its content readable: its history and the answers kept for retries
+    # that show it go too (in the same transaction, where the caller runs one).
+    await history.forget([item.id], session)
     await forget_answers_holding([item.id], session)
 
 

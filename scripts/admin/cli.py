@@ -104,7 +104,14 @@ def seed(
     """Import users and items from JSON arrays or NDJSON. Safe to re-run: what changed
     since it was seeded is kept unless --overwrite."""
     settings = Settings()
-    options = Options(settings.bcrypt_rounds, dry_run, overwrite, promote, batch_size)
+    options = Options(
+        settings.bcrypt_rounds,
+        dry_run,
+        overwrite,
+        promote,
+        batch_size,
+        settings.history_max_versions,
+    )
     report = asyncio.run(_seed(settings, files, strict, options))
     for line in report.notice_lines():
         out.print(line, markup=False, highlight=False, soft_wrap=True)

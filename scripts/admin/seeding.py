@@ -9,10 +9,11 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from bson import ObjectId
 from pydantic import ValidationError
 from pymongo import InsertOne, UpdateOne
 
-from api.items import policy, sharing
+from api.items import history, policy, sharing
 from api.items.writes import identical, stored_content
 from documents import Item, TrashedItem, User
 from documents.base import utcnow
@@ -91,6 +92,7 @@ class Seeder:
         operations: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         sources: list[RawRecord] = []
         updates: dict[Any, tuple[RawRecord, int]] = {}  # _id -> its line, the version it sets
+        created: dict[Any, int] = {}  # _id -> the version a new item starts at
         now = utcnow()
         for key, (raw, record, owner_id) in keyed.items():
             stored = existing.get(key)
@@ -100,6 +102,7 @@ class Seeder:
                 continue
             if stored is None:
                 new = _new_item(record, owner_id, now)
+                created[new["_id"]] = new["version"]
                 shares = sharing.with_roles(new, roles or [], now)
                 operations.append(InsertOne(new | (sharing.acl_written(new, shares) or {})))
                 sources.append(raw)
@@ -122,6 +125,22 @@ class Seeder:
             return
         bulk = await batches.write(Item, operations, sources, "item", self.report)
         await self._report_lost_updates(updates, bulk.failed_lines)
+        await self._record_history(created, {key: version for key, (_, version) in updates.items()})
+
+    async def _record_history(self, created: dict[Any, int], replaced: dict[Any, int]) -> None:
+        """Keep what landed in the items' history (`changed_by: null`), right after the
+        batch: each item that is at the version this batch gave it holds this batch's
+        content (a later write would have moved it on, and kept its own version)."""
+        wanted = created | replaced
+        if not wanted:
+            return
+        found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}})
+        landed = [doc async for doc in found if doc.get("version") == wanted[doc["_id"]]]
+        keep = self.options.history_max_versions
+        created_now = [doc for doc in landed if doc["_id"] in created]
+        await history.record(created_now, history.Change("created", None, keep), None)
+        replaced_now = [doc for doc in landed if doc["_id"] not in created]
+        await history.record(replaced_now, history.Change("replaced", None, keep), None)
 
     def _sharees(
         self, raw: RawRecord, record: ItemRecord, owner_id: Any, users: dict[str, Any]
@@ -187,7 +206,7 @@ def _new_item(record: ItemRecord, owner_id: Any, now: Any) -> dict[str, Any]:
     doc = {**policy.new_item_of(owner_id), **stored_content(record), "created_at": created}
     doc |= {"updated_at": record.updated_at or created, "version": record.version}
     doc["seeded"] = {"version": record.version}  # what reseed compares a later run with
-    return {**doc, "_id": record.id} if record.id else doc
+    return {**doc, "_id": record.id or ObjectId()}
 
 
 async def _existing_items(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], dict[str, Any]]:

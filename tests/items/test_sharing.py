@@ -408,6 +408,7 @@ async def test_a_share_ended_between_read_and_write_refuses_the_write(
     the item before its share ended does not land after."""
     from api.core.errors import DomainError
     from api.items.deps import find_writable
+    from api.items.history import Change, within
     from api.items.writes import patched, write_content
     from documents import ItemMergePatch
 
@@ -417,7 +418,10 @@ async def test_a_share_ended_between_read_and_write_refuses_the_write(
     ended = await client.delete(f"{shares_of(item)}/{bob.id}", headers=alice.headers)
     assert ended.status_code == 204
     patch = ItemMergePatch(title="after")
+    change = Change("updated", bob.user.id, 100)
     with pytest.raises(DomainError) as refused:
-        await write_content(read_before, bob.user, lambda now: patched(now, patch), None)
+        await write_content(
+            read_before, bob.user, lambda now: patched(now, patch), None, change, within(None)
+        )
     assert refused.value.status == 404
     assert (await stored(item))["title"] == "before"

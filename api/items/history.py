@@ -1,0 +1,103 @@
+"""Writing an item's history: every change keeps the item as it left it, in the same
+transaction as the change (the caller runs one), so there is never a change without its
+version nor a version of a change that did not happen.
+
+A version is a full snapshot, not a diff: reading one is one document, keeping the
+newest N is overwriting the slot of the one that falls out (see `ItemVersion`), and a
+version another tool mangled costs that version, not every version after it.
+"""
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.items import policy
+from documents import ItemVersion
+from documents.version import ChangeKind
+
+SNAPSHOT = ("owner_id", "title", "description", "tags", "data", "created_at")
+Work = Callable[[AsyncClientSession | None], Awaitable[None]]
+Atomically = Callable[[Work], Awaitable[None]]
+
+
+def within(session: AsyncClientSession | None) -> Atomically:
+    """Run work in the transaction (or the standalone order) a caller has begun."""
+
+    async def run(work: Work) -> None:
+        await work(session)
+
+    return run
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write records: the kind of change, who made it (None: an admin script),
+    and how many versions an item keeps (HISTORY_MAX_VERSIONS)."""
+
+    kind: ChangeKind
+    by: ObjectId | None
+    keep: int
+
+    def as_(self, kind: ChangeKind) -> "Change":
+        return Change(kind, self.by, self.keep)
+
+
+def slot(item_id: object, version: int, keep: int) -> str:
+    return f"{item_id}:{version % keep}"
+
+
+def snapshot(stored: Mapping[str, Any], change: Change) -> ReplaceOne[dict[str, Any]]:
+    """The write that keeps `stored` (an item as a change left it) as its version."""
+    version = stored["version"]
+    doc: dict[str, Any] = {name: stored.get(name) for name in SNAPSHOT}
+    doc |= {"item_id": stored["_id"], "version": version, "changed_at": stored["updated_at"]}
+    doc |= {"changed_by": change.by, "change": change.kind}
+    return ReplaceOne({"_id": slot(stored["_id"], version, change.keep)}, doc, upsert=True)
+
+
+async def record(
+    stored: Iterable[Mapping[str, Any]], change: Change, session: AsyncClientSession | None
+) -> None:
+    """Keep each of these items, as written, as its newest version."""
+    writes = [snapshot(doc, change) for doc in stored]
+    if not writes:
+        return
+    # One `update` command, however many.
+    await ItemVersion.get_pymongo_collection().bulk_write(writes, ordered=True, session=session)
+
+
+def kept(current_version: int, keep: int) -> dict[str, Any]:
+    """The versions an item at `current_version` shows: its newest `keep`, none past it
+    (a version whose change did not land, or another setting's leftover, is not shown)."""
+    return {"$gt": current_version - keep, "$lte": current_version, "$type": ["int", "long"]}
+
+
+async def forget(item_ids: list[Any], session: AsyncClientSession | None) -> None:
+    """Remove these items' history (a permanent delete, a purge)."""
+    if item_ids:
+        await ItemVersion.get_pymongo_collection().delete_many(
+            {"item_id": {"$in": item_ids}}, session=session
+        )
+
+
+async def purge_with_trash(
+    item_id: ObjectId, purge_at: datetime | None, session: AsyncClientSession | None
+) -> None:
+    """While an item is in the trash its history expires with it (the TTL index on
+    `purge_at`); a restore (None) keeps it again."""
+    change = {"$set": {"purge_at": purge_at}} if purge_at else {"$unset": {"purge_at": ""}}
+    await ItemVersion.get_pymongo_collection().update_many(
+        {"item_id": item_id}, change, session=session
+    )
+
+
+async def remove_history_of(owner_id: ObjectId, session: AsyncClientSession | None) -> None:
+    """A deleted account's items' history."""
+    await ItemVersion.get_pymongo_collection().delete_many(
+        policy.owned_by(owner_id), session=session
+    )

@@ -1,0 +1,69 @@
+"""An item's history: the item as each change left it, newest `HISTORY_MAX_VERSIONS` kept."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from beanie import PydanticObjectId
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import DESCENDING, IndexModel
+
+from documents.base import ApiDocument
+from documents.item import ACCESS_DESCRIPTION
+from documents.share import Access
+
+ChangeKind = Literal["created", "updated", "replaced", "restored"]
+CHANGED_BY = "The user who made the change; null for an admin script"
+
+
+class ItemVersion(ApiDocument):
+    """A full snapshot of an item's content at one version. Its `_id` is the item's slot
+    `"<item id>:<version mod HISTORY_MAX_VERSIONS>"`, so each change overwrites the
+    version that has just become too old: an item never holds more than that many, with
+    no separate trimming write. Reads ask for versions in the kept window of the item's
+    current version, so a slot another setting left behind is never shown."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = Field(default=None, alias="_id")  # type: ignore[assignment]
+    item_id: PydanticObjectId
+    owner_id: PydanticObjectId
+    version: int
+    changed_at: datetime
+    changed_by: PydanticObjectId | None = None
+    change: ChangeKind
+
+    class Settings:
+        name = "versions"
+        indexes = [  # noqa: RUF012
+            IndexModel([("item_id", 1), ("version", DESCENDING)]),  # an item's, newest first
+            IndexModel("owner_id"),  # a deleted account's go with it
+            # Set while the item is in the trash: its history is purged with it.
+            IndexModel("purge_at", expireAfterSeconds=0),
+        ]
+
+
+class VersionSummary(BaseModel):
+    """One change in an item's history."""
+
+    version: int
+    changed_at: datetime
+    changed_by: PydanticObjectId | None = Field(description=CHANGED_BY)
+    change: ChangeKind
+
+
+class ItemAsItWas(BaseModel):
+    """The item as it was at one version (its content then; `access` is yours now)."""
+
+    id: PydanticObjectId = Field(validation_alias="item_id")
+    owner_id: PydanticObjectId
+    title: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    access: Access | None = Field(default=None, description=ACCESS_DESCRIPTION)
+    changed_at: datetime
+    changed_by: PydanticObjectId | None = Field(description=CHANGED_BY)
+    change: ChangeKind
