@@ -112,25 +112,38 @@ class Floor:
             if item is None or item["owner_id"] != user["_id"]:
                 return JSONResponse({"detail": "not found"}, status_code=404)
             data = {**item["data"], **patch.get("data", {})}
-            now = datetime.now(UTC)
-            stored = None
-            async with self.client.start_session() as session, await session.start_transaction():
-                stored = await self.db.items.find_one_and_update(
-                    {"_id": item_id, "version": item["version"], "owner_id": user["_id"]},
-                    {"$set": {"data": data, "updated_at": now}, "$inc": {"version": 1}},
-                    return_document=ReturnDocument.AFTER,
-                    session=session,
-                )
-                if stored is not None:
-                    version = stored["version"]
-                    kept = {k: stored.get(k) for k in HISTORY_FIELDS}
-                    kept |= {"item_id": item_id, "version": version, "changed_at": now}
-                    kept |= {"changed_by": user["_id"], "change": "updated"}
-                    await self.db.versions.replace_one(
-                        {"_id": f"{item_id}:{version % 100}"}, kept, upsert=True, session=session
-                    )
+            written: list[dict[str, Any]] = []
+            swap = self._swap(item, data, user["_id"], datetime.now(UTC), written)
+            async with self.client.start_session() as session:
+                await session.with_transaction(swap)  # retried on a write conflict, as the app's
+            stored = written[0] if written else None
             if stored is not None:
                 return JSONResponse(_plain(stored))
+
+    def _swap(
+        self, item: dict[str, Any], data: Any, who: ObjectId, now: datetime, written: list[Any]
+    ) -> Any:
+        """The transaction's work: the item's compare-and-swap, then its new version."""
+        item_id = item["_id"]
+
+        async def swap(session: Any) -> None:
+            stored = await self.db.items.find_one_and_update(
+                {"_id": item_id, "version": item["version"], "owner_id": who},
+                {"$set": {"data": data, "updated_at": now}, "$inc": {"version": 1}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            written[:] = [] if stored is None else [stored]
+            if stored is not None:
+                version = stored["version"]
+                kept = {k: stored.get(k) for k in HISTORY_FIELDS}
+                kept |= {"item_id": item_id, "version": version, "changed_at": now}
+                kept |= {"changed_by": who, "change": "updated"}
+                await self.db.versions.replace_one(
+                    {"_id": f"{item_id}:{version % 100}"}, kept, upsert=True, session=session
+                )
+
+        return swap
 
     async def list_items(self, request: Request) -> Response:
         user = await self._caller(request)

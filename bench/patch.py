@@ -16,12 +16,12 @@ from bench.load import SETTLE_S, Result, _median, _wrk
 SCRIPT = """
 local ids = {%s}
 local counter = 0
+wrk.headers["Content-Type"] = "application/merge-patch+json"
 request = function()
   counter = counter + 1
   local id = ids[math.random(#ids)]
   local body = '{"data": {"n": ' .. counter .. '}}'
-  return wrk.format("PATCH", "/api/v1/items/" .. id,
-                    {["Content-Type"] = "application/merge-patch+json"}, body)
+  return wrk.format("PATCH", "/api/v1/items/" .. id, nil, body)
 end
 """
 
