@@ -11,6 +11,7 @@ machine hits both alike, and prints requests/s, p50/p99 and app/floor ratios.
 `--batch N` times N creates in one batch against N single POSTs (the default run
 prints it for 100 after the throughput table).
 `--patch` measures PATCH /items/{id} (a compare-and-swap and its history version).
+`--versions N` changes a 10 KiB item N times and prints what its history stores.
 `--workers N` compares GET /items/{id} on one API process and on N.
 `--seed N` times `docstore-admin seed` of N items against a raw insert_many.
 Not part of the test suite.
@@ -21,7 +22,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
-from bench import batch, live, load, patch, scale, seed, soak, storm, workers
+from bench import batch, live, load, patch, scale, seed, soak, storm, versions, workers
 from bench.harness import Setup, running
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
+    parser.add_argument("--versions", type=int, metavar="N", help="history size: N changes")
     parser.add_argument("--patch", action="store_true", help="PATCH: app vs floor")
     parser.add_argument("--workers", type=int, metavar="N", help="by id: 1 worker vs N")
     parser.add_argument("--seed", type=int, metavar="N", help="seed N items vs insert_many")
@@ -44,6 +46,7 @@ def main() -> None:
     # The modes that need only a user (each seeds what it measures), first given wins.
     alone: list[tuple[object, Callable[[Setup], None]]] = [
         (args.seed, lambda setup: seed.report(setup, args.seed)),
+        (args.versions, lambda setup: versions.report(setup, args.versions)),
         (args.batch, lambda setup: batch.report(setup, args.batch, args.rounds)),
         (args.soak, lambda setup: soak.report(setup, args.soak)),
         (args.storm, lambda setup: storm.report(setup, args.storm, args.rounds)),
