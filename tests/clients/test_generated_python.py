@@ -193,10 +193,25 @@ async def restore_from_the_trash(models: Any, person: Any, items: Any, item_id: 
     restored = await trash.restore_item.asyncio(item_id, client=person)
     assert isinstance(restored, models.Item), restored
     assert (restored.title, restored.version) == ("renamed", 3)
+    await back_to_version_one(models, person, item_id)
     gone = await items.remove_item.asyncio_detailed(item_id, client=person, permanent=True)
     assert gone.status_code == 204
     left = await trash.list_trash.asyncio(client=person)
     assert item_id not in [entry.id for entry in left.items]
+
+
+async def back_to_version_one(models: Any, person: Any, item_id: str) -> None:
+    """The item's history, newest first, and its first version made its content again."""
+    history = module("api.history")
+    for name in ("list_versions", "read_version", "restore_version"):
+        importlib.import_module(f"{history.__name__}.{name}")
+    listed = await history.list_versions.asyncio(item_id, client=person)
+    assert [(v.version, v.change) for v in listed.items][:1] == [(3, "restored")], listed
+    first = await history.read_version.asyncio(item_id, 1, client=person)
+    assert isinstance(first, models.ItemAsItWas), first
+    again = await history.restore_version.asyncio(item_id, 1, client=person, if_match='"3"')
+    assert isinstance(again, models.Item), again
+    assert (again.title, again.version) == (first.title, 4)
 
 
 async def share_and_read_as_the_sharee(
