@@ -65,6 +65,7 @@ NARROW: list[tuple[str, str, int]] = [
     ("PUT", ITEM, 412),
     ("DELETE", ITEM, 412),
     ("POST", "/api/v1/items/batch", 412),  # and a batch's `if_match`
+    ("POST", f"{ITEM}/versions/{{version}}/restore", 412),
     # (A made-up cursor is a 400: hooks.py keeps positive cases from sending one.)
     # Sharing an item with its own owner (hooks.py shares with the second account, which
     # owns some of the seeded items): 422 `owner-not-sharee`, which no schema can say.
