@@ -1,7 +1,7 @@
 """Batch writes (scripts/bench --batch N): N creates in one POST /items/batch against N
 single POST /items, one after another and 16 at a time, and a raw floor: PyMongo's
-insert_many of the same N documents in one transaction (what a batch does below the
-API). Interleaved rounds; prints the median of each and the ratios.
+insert_many of the same N documents and their first versions in one transaction (what
+a batch does below the API). Interleaved rounds; prints the median of each and the ratios.
 """
 
 import asyncio
@@ -13,7 +13,8 @@ from functools import partial
 from typing import Any
 
 import httpx2
-from pymongo import AsyncMongoClient
+from bson import ObjectId
+from pymongo import AsyncMongoClient, ReplaceOne
 
 from bench.harness import DB, Setup
 from documents.search import search_terms
@@ -39,7 +40,9 @@ async def _report(setup: Setup, count: int, rounds: int) -> None:
                 _singles, api, count, CONCURRENCY
             ),
             f"one batch of {count} creates": partial(_batch, api, count),
-            f"floor: insert_many({count}) in a transaction": partial(_floor, client, setup, count),
+            f"floor: insert_many({count}) + history, one txn": partial(
+                _floor, client, setup, count
+            ),
         }
         await _batch(api, count)  # warmed up: the first transaction opens sessions
         for _ in range(rounds):
@@ -74,14 +77,25 @@ async def _batch(api: httpx2.AsyncClient, count: int) -> None:
 async def _floor(client: AsyncMongoClient[dict[str, Any]], setup: Setup, count: int) -> None:
     now = datetime.now(UTC)
     docs = [_doc(setup, n, now) for n in range(count)]
+    versions = [ReplaceOne({"_id": f"{doc['_id']}:1"}, _version(doc), upsert=True) for doc in docs]
     async with client.start_session() as session, await session.start_transaction():
         await client[DB].items.insert_many(docs, session=session)
+        await client[DB].versions.bulk_write(versions, session=session)
+
+
+def _version(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the app keeps of a new item in its history: its content, when and by whom."""
+    kept = {k: doc[k] for k in ("owner_id", "title", "description", "tags", "data", "created_at")}
+    return kept | {
+        "item_id": doc["_id"], "version": 1, "changed_at": doc["updated_at"],
+        "changed_by": doc["owner_id"], "change": "created",
+    }  # fmt: skip
 
 
 def _doc(setup: Setup, n: int, now: datetime) -> dict[str, Any]:
     title = f"floor {n}"
     return {
-        "owner_id": setup.user_id, "title": title, "description": None, "tags": [],
-        "data": {}, "search_terms": search_terms(title, None, []),
+        "_id": ObjectId(), "owner_id": setup.user_id, "title": title, "description": None,
+        "tags": [], "data": {}, "search_terms": search_terms(title, None, []),
         "created_at": now, "updated_at": now, "version": 1,
     }  # fmt: skip
