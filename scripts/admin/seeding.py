@@ -12,6 +12,8 @@ from typing import Any
 from bson import ObjectId
 from pydantic import ValidationError
 from pymongo import InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import BulkWriteError
 
 from api.items import history, policy, sharing
 from api.items.writes import identical, stored_content
@@ -31,6 +33,7 @@ class Seeder:
         self._users: list[tuple[RawRecord, UserRecord]] = []
         self._items: list[tuple[RawRecord, ItemRecord]] = []
         self._pending_owners: set[str] = set()  # users a dry run would have created
+        self._transactions: bool | None = None  # whether the server has them, once asked
 
     async def add(self, raw: RawRecord) -> None:
         if raw.error:
@@ -123,24 +126,60 @@ class Seeder:
         if self.options.dry_run:
             self.report.written["item"] += len(operations)
             return
+        replaced = {key: version for key, (_, version) in updates.items()}
+        if await self._write_together(operations, created, replaced):
+            await self._report_lost_updates(updates, set())
+            return
+        # No transactions here (a standalone server), or a line failed: line by line,
+        # each failure reported, and the history of what landed written after.
         bulk = await batches.write(Item, operations, sources, "item", self.report)
         await self._report_lost_updates(updates, bulk.failed_lines)
-        await self._record_history(created, {key: version for key, (_, version) in updates.items()})
+        await self._record_history(created, replaced, None)
 
-    async def _record_history(self, created: dict[Any, int], replaced: dict[Any, int]) -> None:
-        """Keep what landed in the items' history (`changed_by: null`), right after the
-        batch: each item that is at the version this batch gave it holds this batch's
-        content (a later write would have moved it on, and kept its own version)."""
+    async def _write_together(
+        self, operations: list[Any], created: dict[Any, int], replaced: dict[Any, int]
+    ) -> bool:
+        """The batch's items and their versions in one transaction, where the server has
+        transactions: True once committed. False, with nothing written, on a standalone
+        server or when any line fails (a transaction cannot keep the others)."""
+        if self._transactions is None:
+            self._transactions = await _has_transactions()
+        if not operations or not self._transactions:
+            return False
+        items = Item.get_pymongo_collection()
+        results: list[Any] = []
+
+        async def work(session: AsyncClientSession) -> None:
+            results[:] = [await items.bulk_write(operations, ordered=False, session=session)]
+            await self._record_history(created, replaced, session)
+
+        try:
+            async with items.database.client.start_session() as session:
+                await session.with_transaction(work)
+        except BulkWriteError:
+            return False
+        done = results[0]
+        self.report.written["item"] += (
+            done.inserted_count + done.upserted_count + done.modified_count
+        )
+        return True
+
+    async def _record_history(
+        self, created: dict[Any, int], replaced: dict[Any, int], session: Any
+    ) -> None:
+        """Keep what landed in the items' history (`changed_by: null`): each item at the
+        version this batch gave it holds this batch's content (a later write would have
+        moved it on, and kept its own version)."""
         wanted = created | replaced
         if not wanted:
             return
-        found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}})
+        found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}}, session=session)
         landed = [doc async for doc in found if doc.get("version") == wanted[doc["_id"]]]
         keep = self.options.history_max_versions
         created_now = [doc for doc in landed if doc["_id"] in created]
-        await history.record(created_now, history.Change("created", None, keep), None)
+        await history.record(created_now, history.Change("created", None, keep), session)
         replaced_now = [doc for doc in landed if doc["_id"] not in created]
-        await history.record(replaced_now, history.Change("replaced", None, keep), None)
+        await history.record(replaced_now, history.Change("replaced", None, keep), session)
 
     def _sharees(
         self, raw: RawRecord, record: ItemRecord, owner_id: Any, users: dict[str, Any]
@@ -231,6 +270,12 @@ async def _existing_items(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], 
             if key in wanted:
                 found.setdefault(key, doc)
     return found
+
+
+async def _has_transactions() -> bool:
+    """Whether the server runs transactions (a replica set, mongos, the embedded server)."""
+    hello = await Item.get_pymongo_collection().database.client.admin.command("hello")
+    return "setName" in hello or hello.get("msg") == "isdbgrid"
 
 
 async def _trashed(ids: list[Any]) -> set[Any]:

@@ -51,7 +51,7 @@ class Admin:
         return Run(process.returncode, out.decode(), err.decode())
 
 
-def _env(mongodb_url: str, name: str, data_dir: Path) -> dict[str, str]:
+def admin_env(mongodb_url: str, name: str, data_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         "MONGODB_URL": mongodb_url,
@@ -66,7 +66,7 @@ def _env(mongodb_url: str, name: str, data_dir: Path) -> dict[str, str]:
 async def admin_cli(mongodb_url: str, tmp_path: Path) -> AsyncIterator[Admin]:
     name = f"test_{uuid.uuid4().hex[:16]}"
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
-    yield Admin(_env(mongodb_url, name, tmp_path), client[name])
+    yield Admin(admin_env(mongodb_url, name, tmp_path), client[name])
     await client.drop_database(name)
     await client.close()
 
@@ -77,7 +77,7 @@ def app_admin(app: FastAPI, mongodb_url: str, tmp_path: Path) -> Admin:
     users do through the API between two admin runs."""
     services = services_of(app)
     name = services.settings.mongodb_db
-    return Admin(_env(mongodb_url, name, tmp_path), services.client[name])
+    return Admin(admin_env(mongodb_url, name, tmp_path), services.client[name])
 
 
 async def snapshot(db: AsyncDatabase[dict[str, Any]]) -> list[Any]:

@@ -1,9 +1,13 @@
 """What seed writes is kept in the items' history too, as an admin script's change
 (`changed_by: null`)."""
 
+import uuid
 from pathlib import Path
+from typing import Any
 
-from tests.admin.conftest import EXAMPLE, Admin, write_ndjson
+from pymongo import AsyncMongoClient
+
+from tests.admin.conftest import EXAMPLE, Admin, admin_env, write_ndjson
 
 
 async def test_seeded_items_and_their_reseeded_content_are_in_their_history(
@@ -39,3 +43,31 @@ async def test_seeded_items_and_their_reseeded_content_are_in_their_history(
     )
     assert newest is not None
     assert newest["data"] == {"reseeded": True}
+
+
+async def test_a_seed_batch_cut_short_leaves_neither_items_nor_versions(
+    failing_server: str, tmp_path: Path
+) -> None:
+    """A batch's items and their versions are one transaction: a fault on the history
+    write (a failpoint on `update`; new items are `insert`s) leaves neither."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(failing_server, tz_aware=True)
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = Admin(admin_env(failing_server, name, tmp_path), client[name])
+    try:
+        assert (await admin("seed", EXAMPLE)).code == 0  # the users, indexes and items
+        fresh = write_ndjson(
+            tmp_path / "fresh.ndjson",
+            [{"kind": "item", "owner": "ada", "title": f"fresh {n}"} for n in range(3)],
+        )
+        fail = {"configureFailPoint": "failCommand", "mode": {"times": 1}}
+        await client.admin.command({**fail, "data": {"failCommands": ["update"], "errorCode": 8}})
+        cut = await admin("seed", fresh)
+        assert cut.code != 0
+        assert await admin.db.items.count_documents({"title": {"$regex": "^fresh"}}) == 0
+        assert await admin.db.versions.count_documents({"title": {"$regex": "^fresh"}}) == 0
+        again = await admin("seed", fresh)
+        assert again.code == 0, again.out + again.err
+        assert await admin.db.versions.count_documents({"title": {"$regex": "^fresh"}}) == 3
+    finally:
+        await client.drop_database(name)
+        await client.close()
