@@ -1,6 +1,7 @@
 """Seeding (scripts/bench --seed N): `docstore-admin seed` of N new items against a raw
 floor: PyMongo's insert_many of the same documents (content, search words, dates)
-into a collection with the same indexes, on the same server. Prints items/s of both
+and of their first versions into collections with the same indexes, on the same
+server. Prints items/s of both
 and the ratio (issue target: the seed at 0.7x the floor or better).
 """
 
@@ -17,7 +18,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from bench.harness import Setup
-from documents import Item
+from documents import Item, ItemVersion
 from documents.search import search_terms
 
 FLOOR_DB = "bench_floor"
@@ -37,7 +38,7 @@ def report(setup: Setup, count: int) -> None:
     floor = _floor(setup, records)
     print(f"\nseed of {count:,} new items (one owner), one run each\n")
     print(f"{'docstore-admin seed':<34}{seeded:>8.1f} s{count / seeded:>10.0f} items/s")
-    print(f"{'floor: insert_many, same indexes':<34}{floor:>8.1f} s{count / floor:>10.0f} items/s")
+    print(f"{'floor: insert_many + versions':<34}{floor:>8.1f} s{count / floor:>10.0f} items/s")
     print(f"{'ratio (seed speed / floor speed)':<34}{floor / seeded:>10.2f}")
     print((done.stdout + done.stderr).strip().splitlines()[-1])
 
@@ -53,27 +54,40 @@ def _record(n: int) -> dict[str, Any]:
 
 
 def _floor(setup: Setup, records: list[dict[str, Any]]) -> float:
-    """The same documents as the seed stores them, written raw in batches of 5,000
-    into a fresh collection with the items' indexes (built before, as the app's are)."""
+    """The same documents as the seed stores them, and their first versions, written raw
+    in batches of 5,000 into fresh collections with the items' and versions' indexes
+    (built before, as the app's are)."""
     client: MongoClient[dict[str, Any]] = MongoClient(setup.mongodb_url, tz_aware=True)
     with client:
         client.drop_database(FLOOR_DB)
         items = client[FLOOR_DB].items
         items.create_indexes(Item.Settings.indexes)
+        versions = client[FLOOR_DB].versions
+        versions.create_indexes(ItemVersion.Settings.indexes)
         owner, now = ObjectId(), datetime.now(UTC)
         docs = [_stored(owner, record, now) for record in records]
         started = time.perf_counter()
         for low in range(0, len(docs), 5000):
-            items.insert_many(docs[low : low + 5000], ordered=False)
+            batch = docs[low : low + 5000]
+            items.insert_many(batch, ordered=False)
+            versions.insert_many([_version(doc) for doc in batch], ordered=False)
         took = time.perf_counter() - started
         client.drop_database(FLOOR_DB)
     return took
 
 
+def _version(doc: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: doc[k] for k in ("owner_id", "title", "description", "tags", "data", "created_at")}
+    return kept | {
+        "_id": f"{doc['_id']}:1", "item_id": doc["_id"], "version": 1,
+        "changed_at": doc["updated_at"], "changed_by": None, "change": "created",
+    }  # fmt: skip
+
+
 def _stored(owner: ObjectId, record: dict[str, Any], now: datetime) -> dict[str, Any]:
     title, tags = record["title"], record["tags"]
     return {
-        "owner_id": owner, "title": title, "description": None, "tags": tags,
+        "_id": ObjectId(), "owner_id": owner, "title": title, "description": None, "tags": tags,
         "data": record["data"], "search_terms": search_terms(title, None, tags),
         "created_at": now, "updated_at": now, "version": 1,
     }  # fmt: skip

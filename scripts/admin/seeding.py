@@ -95,7 +95,7 @@ class Seeder:
         operations: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         sources: list[RawRecord] = []
         updates: dict[Any, tuple[RawRecord, int]] = {}  # _id -> its line, the version it sets
-        created: dict[Any, int] = {}  # _id -> the version a new item starts at
+        created: dict[Any, dict[str, Any]] = {}  # _id -> a new item, as written
         now = utcnow()
         for key, (raw, record, owner_id) in keyed.items():
             stored = existing.get(key)
@@ -105,7 +105,7 @@ class Seeder:
                 continue
             if stored is None:
                 new = _new_item(record, owner_id, now)
-                created[new["_id"]] = new["version"]
+                created[new["_id"]] = new
                 shares = sharing.with_roles(new, roles or [], now)
                 operations.append(InsertOne(new | (sharing.acl_written(new, shares) or {})))
                 sources.append(raw)
@@ -134,10 +134,10 @@ class Seeder:
         # each failure reported, and the history of what landed written after.
         bulk = await batches.write(Item, operations, sources, "item", self.report)
         await self._report_lost_updates(updates, bulk.failed_lines)
-        await self._record_history(created, replaced, None)
+        await self._record_history(created, replaced, None, every_new_one=False)
 
     async def _write_together(
-        self, operations: list[Any], created: dict[Any, int], replaced: dict[Any, int]
+        self, operations: list[Any], created: dict[Any, Any], replaced: dict[Any, int]
     ) -> bool:
         """The batch's items and their versions in one transaction, where the server has
         transactions: True once committed. False, with nothing written, on a standalone
@@ -151,7 +151,7 @@ class Seeder:
 
         async def work(session: AsyncClientSession) -> None:
             results[:] = [await items.bulk_write(operations, ordered=False, session=session)]
-            await self._record_history(created, replaced, session)
+            await self._record_history(created, replaced, session, every_new_one=True)
 
         try:
             async with items.database.client.start_session() as session:
@@ -165,21 +165,25 @@ class Seeder:
         return True
 
     async def _record_history(
-        self, created: dict[Any, int], replaced: dict[Any, int], session: Any
+        self,
+        created: dict[Any, dict[str, Any]],
+        replaced: dict[Any, int],
+        session: Any,
+        *,
+        every_new_one: bool,
     ) -> None:
-        """Keep what landed in the items' history (`changed_by: null`): each item at the
-        version this batch gave it holds this batch's content (a later write would have
-        moved it on, and kept its own version)."""
-        wanted = created | replaced
-        if not wanted:
-            return
-        found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}}, session=session)
-        landed = [doc async for doc in found if doc.get("version") == wanted[doc["_id"]]]
+        """Keep what landed in the items' history (`changed_by: null`): every new item
+        when the write of all of them succeeded, else those found at the version this
+        batch gave them; each changed item found at the version this batch gave it (a
+        later write would have moved it on, and kept its own version)."""
         keep = self.options.history_max_versions
-        created_now = [doc for doc in landed if doc["_id"] in created]
-        await history.record(created_now, history.Change("created", None, keep), session)
-        replaced_now = [doc for doc in landed if doc["_id"] not in created]
-        await history.record(replaced_now, history.Change("replaced", None, keep), session)
+        if every_new_one:
+            new = list(created.values())
+        else:
+            new = await _at_versions({k: doc["version"] for k, doc in created.items()}, session)
+        await history.record(new, history.Change("created", None, keep), session)
+        changed = await _at_versions(replaced, session)
+        await history.record(changed, history.Change("replaced", None, keep), session)
 
     def _sharees(
         self, raw: RawRecord, record: ItemRecord, owner_id: Any, users: dict[str, Any]
@@ -270,6 +274,14 @@ async def _existing_items(keys: list[tuple[Any, Any]]) -> dict[tuple[Any, Any], 
             if key in wanted:
                 found.setdefault(key, doc)
     return found
+
+
+async def _at_versions(wanted: dict[Any, int], session: Any) -> list[dict[str, Any]]:
+    """The items of these ids that are at the version given for each."""
+    if not wanted:
+        return []
+    found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}}, session=session)
+    return [doc async for doc in found if doc.get("version") == wanted[doc["_id"]]]
 
 
 async def _has_transactions() -> bool:
