@@ -16,11 +16,9 @@ CHANGED_BY = "The user who made the change; null for an admin script"
 
 
 class ItemVersion(ApiDocument):
-    """A full snapshot of an item's content at one version. Its `_id` is the item's slot
-    `"<item id>:<version mod HISTORY_MAX_VERSIONS>"`, so each change overwrites the
-    version that has just become too old: an item never holds more than that many, with
-    no separate trimming write. Reads ask for versions in the kept window of the item's
-    current version, so a slot another setting left behind is never shown."""
+    """A full snapshot of an item's content at one version, `_id` `"<item id>:<version>"`.
+    Reads show the newest HISTORY_MAX_VERSIONS of the item's current version; every
+    tenth change deletes the older ones (api/items/history.py)."""
 
     model_config = ConfigDict(extra="allow")
 

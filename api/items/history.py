@@ -3,8 +3,8 @@ transaction as the change (the caller runs one), so there is never a change with
 version nor a version of a change that did not happen.
 
 A version is a full snapshot, not a diff: reading one is one document, keeping the
-newest N is overwriting the slot of the one that falls out (see `ItemVersion`), and a
-version another tool mangled costs that version, not every version after it.
+newest N is deleting the older ones (no chain of diffs to rebuild), and a version
+another tool mangled costs that version, not every version after it.
 """
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReplaceOne
+from pymongo import DeleteMany, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.items import policy
@@ -47,34 +47,58 @@ class Change:
         return Change(kind, self.by, self.keep)
 
 
-def slot(item_id: object, version: int, keep: int) -> str:
-    return f"{item_id}:{version % keep}"
+# Versions past the newest HISTORY_MAX_VERSIONS are deleted by every tenth change, in
+# its transaction: one more command then, none the nine times between. Reads show the
+# newest HISTORY_MAX_VERSIONS exactly (`kept`); up to nine more wait for the next trim.
+TRIM_EVERY = 10
 
 
-def snapshot(stored: Mapping[str, Any], change: Change) -> ReplaceOne[dict[str, Any]]:
-    """The write that keeps `stored` (an item as a change left it) as its version."""
-    version = stored["version"]
+def version_id(item_id: object, version: int) -> str:
+    """A version's `_id`: its item's and its number, whatever HISTORY_MAX_VERSIONS is."""
+    return f"{item_id}:{version}"
+
+
+def snapshot(stored: Mapping[str, Any], change: Change) -> list[ReplaceOne[Any] | DeleteMany]:
+    """The writes that keep `stored` (an item as a change left it) as its version, and
+    trim the versions that fall out of the newest `change.keep`, every TRIM_EVERY."""
+    version = int(stored["version"])
     doc: dict[str, Any] = {name: stored.get(name) for name in SNAPSHOT}
     doc |= {"item_id": stored["_id"], "version": version, "changed_at": stored["updated_at"]}
     doc |= {"changed_by": change.by, "change": change.kind}
-    return ReplaceOne({"_id": slot(stored["_id"], version, change.keep)}, doc, upsert=True)
+    # An upsert, not an insert: a version of this number left by a crash on a standalone
+    # server (the item written, its version not) is written over, not a duplicate key.
+    writes: list[ReplaceOne[Any] | DeleteMany] = [
+        ReplaceOne({"_id": version_id(stored["_id"], version)}, doc, upsert=True)
+    ]
+    if version > change.keep and version % TRIM_EVERY == 0:
+        old = {"item_id": stored["_id"], "version": {"$lte": version - change.keep}}
+        writes.append(DeleteMany(old))
+    return writes
 
 
 async def record(
     stored: Iterable[Mapping[str, Any]], change: Change, session: AsyncClientSession | None
 ) -> None:
     """Keep each of these items, as written, as its newest version."""
-    writes = [snapshot(doc, change) for doc in stored]
+    writes = [write for doc in stored for write in snapshot(doc, change)]
     if not writes:
         return
-    # One `update` command, however many.
+    # One `update` command, however many (and a `delete` when some are trimmed).
     await ItemVersion.get_pymongo_collection().bulk_write(writes, ordered=True, session=session)
 
 
-def kept(current_version: int, keep: int) -> dict[str, Any]:
-    """The versions an item at `current_version` shows: its newest `keep`, none past it
-    (a version whose change did not land, or another setting's leftover, is not shown)."""
-    return {"$gt": current_version - keep, "$lte": current_version, "$type": ["int", "long"]}
+def kept(item: Any, keep: int) -> dict[str, Any]:
+    """The versions an item shows: its own (its id, its owner: another item a tool wrote
+    with a trashed item's id gets none of the trashed one's), not in the trash with it,
+    the newest `keep` up to its current version (one whose change did not land is not
+    shown)."""
+    current = item.version
+    return {
+        "item_id": item.id,
+        "owner_id": item.owner_id,
+        "purge_at": {"$exists": False},
+        "version": {"$gt": current - keep, "$lte": current, "$type": ["int", "long"]},
+    }
 
 
 async def forget(item_ids: list[Any], session: AsyncClientSession | None) -> None:

@@ -20,12 +20,12 @@ from api.core.services import AppServices, Services
 from api.items import policy
 from api.items.conditional import IfMatch, etag
 from api.items.deps import ItemId, readable_item
-from api.items.history import Change, kept, slot
+from api.items.history import Change, kept, version_id
 from api.items.writes import validated, write_content
 from documents import Item, ItemAsItWas, ItemVersion, User, VersionSummary
 
 router = APIRouter(prefix="/items", tags=["history"], route_class=AuthFirstRoute)
-NEWEST_FIRST = [("version", -1)]  # the (item_id, version) index; versions are unique
+NEWEST_FIRST = [("version", -1), ("_id", -1)]  # the (item_id, version) index
 VersionNumber = Annotated[int, Path(ge=1, le=2**53, description="A version the item had")]
 
 
@@ -50,14 +50,14 @@ HistoryItem = Annotated[Item, Security(_history_item, scopes=["items:read"])]
 RestorableItem = Annotated[Item, Security(_history_item, scopes=["items:write"])]
 
 
-@router.get("/{item_id}/versions", responses=problem_responses(401, 403, 404))
+@router.get("/{item_id}/versions", responses=problem_responses(401, 403, 404, 409))
 async def list_versions(
     item: HistoryItem, page: PageQuery, services: AppServices
 ) -> Page[VersionSummary]:
     """The item's history, newest first: each change's version, when, by whom (null: an
     admin script) and what kind. The newest HISTORY_MAX_VERSIONS (100) are kept."""
     keep = services.settings.history_max_versions
-    query = {"item_id": item.id, "version": kept(item.version, keep)}
+    query = kept(item, keep)
     rows, next_cursor, total = await fetch_page(
         ItemVersion.get_pymongo_collection(),
         query,
@@ -75,7 +75,7 @@ async def _version(item: Item, version: int, services: Services) -> ItemAsItWas:
     if not item.version - keep < version <= item.version:
         raise NotFound("version")  # never, or no longer kept
     stored = await ItemVersion.get_pymongo_collection().find_one(
-        {"_id": slot(item.id, version, keep), "item_id": item.id, "version": version}
+        {**kept(item, keep), "_id": version_id(item.id, version), "version": version}
     )
     if stored is None:
         raise NotFound("version")
@@ -115,7 +115,7 @@ async def restore_version(
 ) -> Item:
     """Make the item's title, description, tags and data this version's again, as a new
     version (`change: restored`); its shares stay as they are. The owner, an editor or a
-    superuser. Restoring the content the item has already changes nothing."""
+    superuser."""
     old = await _version(item, version, services)
     try:
         content = validated(old.model_dump(include={"title", "description", "tags", "data"}))
@@ -123,7 +123,7 @@ async def restore_version(
         raise UnreadableVersion() from None
     change = Change("restored", user.id, services.settings.history_max_versions)
     restored = await write_content(
-        item, user, lambda _: content, if_match, change, services.atomically
+        item, user, lambda _: content, if_match, change, services.atomically, even_unchanged=True
     )
     response.headers["ETag"] = etag(restored.version)
     return restored

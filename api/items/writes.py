@@ -110,11 +110,15 @@ async def write_content(
     change: Change,
     atomically: Atomically,
     session: AsyncClientSession | None = None,
+    *,
+    even_unchanged: bool = False,
 ) -> Item:
     """Apply `new_content` to the item as stored, atomically, if `user` may still change
     it when the write lands; bumps `version` and `updated_at` and keeps the new version
     in the item's history. Each attempt is one transaction of the compare-and-swap and
-    the history write (`atomically`); a reread after a lost race is `session`'s."""
+    the history write (`atomically`); a reread after a lost race is `session`'s. Content
+    equal to the item's is no change (no write), unless `even_unchanged` (a restore of a
+    version is a new version whatever it restores)."""
     current: Item = item
     # Lost a race: back off a little (randomly, so racing writers spread out) first.
     racing = Retry(BACKOFF_S, BACKOFF_MAX_S, budget_s=RACE_BUDGET_S, full_jitter=True)
@@ -124,7 +128,8 @@ async def write_content(
             current = changeable(await find_readable(item.id, user, session))
         expected_version(if_match, current.version)  # 412 once the version it named is gone
         content = new_content(current)
-        if identical(content.model_dump(), current.model_dump(include=CONTENT)):
+        unchanged = identical(content.model_dump(), current.model_dump(include=CONTENT))
+        if unchanged and not even_unchanged:
             return current  # nothing changes: no write, no new version
         written: list[dict[str, Any]] = []
         swap = _swap(current, user, stored_content(content), change, written)
@@ -145,7 +150,8 @@ def _swap(
     async def swap(session: AsyncClientSession | None) -> None:
         stored = await Item.get_pymongo_collection().find_one_and_update(
             {"_id": read.id, "version": read.version, **policy.changeable_by(user, read.access)},
-            {"$set": {**content, "updated_at": _later(read)}, "$inc": {"version": 1}},
+            # `$set`, not `$inc`: a version another tool stored as 5.0 becomes the integer 6.
+            {"$set": {**content, "updated_at": _later(read), "version": read.version + 1}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )

@@ -17,7 +17,7 @@ class Options:
     overwrite: bool = False  # existing users' given fields, items wholesale
     promote: bool = False  # a record may make an existing account a superuser
     batch_size: int = 500
-    history_max_versions: int = 100  # HISTORY_MAX_VERSIONS: the slots versions go in
+    history_max_versions: int = 100  # HISTORY_MAX_VERSIONS: how many an item keeps
 
 
 @dataclass

@@ -96,9 +96,9 @@ async def test_restoring_a_version_is_a_new_version_and_honours_if_match(
     assert restored.headers["ETag"] == '"3"'
     rows = await history(client, alice, item)
     assert (rows[0]["version"], rows[0]["change"]) == (3, "restored")
-    again = await client.post(url, headers=alice.headers)  # the content it has already
-    assert again.status_code == 200
-    assert again.json()["version"] == 3
+    again = await client.post(url, headers=alice.headers)  # the content it has already:
+    assert again.status_code == 200  # a new version still, as the contract says
+    assert again.json()["version"] == 4
 
 
 async def test_only_the_owner_and_editors_see_history_and_strangers_find_nothing(
@@ -138,22 +138,24 @@ async def test_only_the_newest_versions_are_kept(tmp_path: Path, mongodb_url: st
     async with app_with(settings) as (app, client):
         alice = await make_account(app, "alice")
         item = await create_item(client, alice, title="v1")
-        for n in range(2, 8):
+        for n in range(2, 10):
             await client.patch(at(item), json={"title": f"v{n}"}, headers=alice.headers)
+        assert [r["version"] for r in await history(client, alice, item)] == [9, 8, 7]
+        assert len(await stored_versions(app, item)) == 9  # the tenth change trims
+        await client.patch(at(item), json={"title": "v10"}, headers=alice.headers)
         rows = await history(client, alice, item)
-        assert [r["version"] for r in rows] == [7, 6, 5]
-        assert (
-            await client.get(f"{at(item)}/versions/4", headers=alice.headers)
-        ).status_code == 404
+        assert [r["version"] for r in rows] == [10, 9, 8]
+        old = await client.get(f"{at(item)}/versions/7", headers=alice.headers)
+        assert old.status_code == 404
         kept = await stored_versions(app, item)
-        assert sorted(doc["version"] for doc in kept) == [5, 6, 7]  # no more are stored
+        assert sorted(doc["version"] for doc in kept) == [8, 9, 10]  # no more are stored
         page = await client.get(f"{at(item)}/versions?limit=2", headers=alice.headers)
         rest = await client.get(
             f"{at(item)}/versions",
             params={"limit": 2, "cursor": page.json()["next_cursor"]},
             headers=alice.headers,
         )
-        assert [r["version"] for r in rest.json()["items"]] == [5]
+        assert [r["version"] for r in rest.json()["items"]] == [8]
 
 
 async def test_a_change_cut_short_leaves_neither_it_nor_its_version(
@@ -267,3 +269,29 @@ async def test_history_goes_with_the_trash_and_the_account(
     bye = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
     assert bye.status_code == 204, bye.text
     assert await stored_versions(app, item) == []
+
+
+async def test_history_is_the_items_own_whatever_another_tool_wrote(
+    app: FastAPI, client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    """An item another tool wrote with a trashed item's id (and another owner) shows
+    none of the trashed item's versions; a version stored as a double still counts."""
+    item = await create_item(client, alice, title="alice's secret")
+    await client.patch(at(item), json={"description": "more secret"}, headers=alice.headers)
+    assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
+    items = services_of(app).client[services_of(app).settings.mongodb_db]["items"]
+    made = await create_item(client, bob, title="bob's")
+    raw = await items.find_one({"_id": ObjectId(made["id"])})
+    assert raw is not None
+    await items.insert_one({**raw, "_id": ObjectId(item["id"]), "version": 2})
+    squatter = await client.get(f"{at(item)}/versions", headers=bob.headers)
+    assert squatter.status_code == 200
+    assert squatter.json()["items"] == []
+    assert "secret" not in (await client.get(f"{at(item)}/versions/2", headers=bob.headers)).text
+    await items.update_one({"_id": ObjectId(made["id"])}, {"$set": {"version": 1.0}})
+    patched = await client.patch(at(made), json={"title": "bob's 2"}, headers=bob.headers)
+    assert patched.json()["version"] == 2
+    after = await items.find_one({"_id": ObjectId(made["id"])})
+    assert after is not None
+    assert type(after["version"]) is int
+    assert [r["version"] for r in await history(client, bob, made)] == [2, 1]
