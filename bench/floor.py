@@ -140,8 +140,11 @@ class Floor:
                 kept |= {"item_id": item_id, "version": version, "changed_at": now}
                 kept |= {"changed_by": who, "change": "updated"}
                 await self.db.versions.replace_one(
-                    {"_id": f"{item_id}:{version % 100}"}, kept, upsert=True, session=session
+                    {"_id": f"{item_id}:{version}"}, kept, upsert=True, session=session
                 )
+                if version > 100 and version % 10 == 0:  # the app's trim, as often
+                    old = {"item_id": item_id, "version": {"$lte": version - 100}}
+                    await self.db.versions.delete_many(old, session=session)
 
         return swap
 
