@@ -29,3 +29,18 @@ async def test_the_feed_says_deleted_then_restored(
         await client.patch(at(item), json={"title": "edited"}, headers=alice.headers)
         assert seen(await next_event(ws)) == ("updated", "edited", "viewer")
         await nothing_more(ws)
+
+
+async def test_restoring_a_version_reaches_the_feed_as_an_update(
+    served: Served, client: httpx2.AsyncClient, alice: Account, bob: Account
+) -> None:
+    """A version restore is a change like a patch: readers see `updated` with the old
+    content back, once; the history write itself sends nothing."""
+    item = await create_item(client, alice, title="first draft")
+    await client.patch(at(item), json={"title": "second draft"}, headers=alice.headers)
+    await share(client, alice, item, "bob", "editor")
+    async with subscribe(served.ws(bob)) as ws:
+        back = await client.post(f"{at(item)}/versions/1/restore", headers=bob.headers)
+        assert back.status_code == 200, back.text
+        assert seen(await next_event(ws)) == ("updated", "first draft", "editor")
+        await nothing_more(ws)
