@@ -175,6 +175,24 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+class ItemShown(BaseModel):
+    """A stored item's fields as a response shows them: what a trashed item and a past
+    version show besides their own."""
+
+    # A version's `_id` is its own: its item's is `item_id`.
+    id: PydanticObjectId = Field(
+        validation_alias=AliasChoices("item_id", "_id"), serialization_alias="id"
+    )
+    owner_id: PydanticObjectId
+    title: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
 class ItemFields(BaseModel):
     """An item in a list: every field, or only those named by `fields` (and always `id`)."""
 

@@ -1,13 +1,13 @@
 """The trash: deleted items, kept as they were until restored or purged."""
 
 from datetime import datetime
-from typing import Any
 
 from beanie import PydanticObjectId
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pymongo import DESCENDING, IndexModel
 
 from documents.base import ApiDocument
+from documents.item import ItemShown
 
 
 class TrashedItem(ApiDocument):
@@ -30,17 +30,8 @@ class TrashedItem(ApiDocument):
         ]
 
 
-class TrashedItemPublic(BaseModel):
+class TrashedItemPublic(ItemShown):
     """An item in your trash: as it was, and when it goes for good."""
 
-    id: PydanticObjectId = Field(validation_alias="_id", serialization_alias="id")
-    owner_id: PydanticObjectId
-    title: str
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    data: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
-    updated_at: datetime
-    version: int
     deleted_at: datetime
     purge_at: datetime = Field(description="When it is removed for good (TRASH_RETENTION_DAYS)")

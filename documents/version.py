@@ -1,14 +1,14 @@
 """An item's history: the item as each change left it, newest `HISTORY_MAX_VERSIONS` kept."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import DESCENDING, IndexModel
 
 from documents.base import ApiDocument
-from documents.item import ACCESS_DESCRIPTION
+from documents.item import ACCESS_DESCRIPTION, ItemShown
 from documents.share import Access
 
 ChangeKind = Literal["created", "updated", "replaced", "restored"]
@@ -49,18 +49,9 @@ class VersionSummary(BaseModel):
     change: ChangeKind
 
 
-class ItemAsItWas(BaseModel):
+class ItemAsItWas(ItemShown):
     """The item as it was at one version (its content then; `access` is yours now)."""
 
-    id: PydanticObjectId = Field(validation_alias="item_id")
-    owner_id: PydanticObjectId
-    title: str
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    data: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
-    updated_at: datetime
-    version: int
     access: Access | None = Field(default=None, description=ACCESS_DESCRIPTION)
     changed_at: datetime
     changed_by: PydanticObjectId | None = Field(description=CHANGED_BY)

@@ -56,6 +56,17 @@ async def failing_server() -> AsyncIterator[str]:
         await asyncio.to_thread(server.stop)
 
 
+async def fail_next(client: AsyncMongoClient[Any], command: str) -> None:
+    """The next `command` the server (a `failing_server`) runs fails, once (code 8)."""
+    await client.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": [command], "errorCode": 8},
+        }
+    )
+
+
 def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "mongodb_url": mongodb_url,

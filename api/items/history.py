@@ -95,7 +95,7 @@ def kept(item: Any, keep: int) -> dict[str, Any]:
     current = item.version
     return {
         "item_id": item.id,
-        "owner_id": item.owner_id,
+        **policy.owned_by(item.owner_id),
         "purge_at": {"$exists": False},
         "version": {"$gt": current - keep, "$lte": current, "$type": ["int", "long"]},
     }

@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from tests.admin.conftest import EXAMPLE, Admin, admin_env, write_ndjson
+from tests.conftest import fail_next
 
 
 async def test_seeded_items_and_their_reseeded_content_are_in_their_history(
@@ -59,8 +60,7 @@ async def test_a_seed_batch_cut_short_leaves_neither_items_nor_versions(
             tmp_path / "fresh.ndjson",
             [{"kind": "item", "owner": "ada", "title": f"fresh {n}"} for n in range(3)],
         )
-        fail = {"configureFailPoint": "failCommand", "mode": {"times": 1}}
-        await client.admin.command({**fail, "data": {"failCommands": ["update"], "errorCode": 8}})
+        await fail_next(client, "update")
         cut = await admin("seed", fresh)
         assert cut.code != 0
         assert await admin.db.items.count_documents({"title": {"$regex": "^fresh"}}) == 0

@@ -10,7 +10,16 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from documents import ItemVersion
-from tests.conftest import Account, app_with, create_item, make_account, make_settings, services_of
+from tests.conftest import (
+    Account,
+    app_with,
+    create_item,
+    fail_next,
+    make_account,
+    make_settings,
+    services_of,
+)
+from tests.items.test_trash import everything_stored
 from tests.live.test_live_sharing import share
 
 ITEMS = "/api/v1/items"
@@ -167,16 +176,14 @@ async def test_a_change_cut_short_leaves_neither_it_nor_its_version(
     async with app_with(settings) as (app, client):
         alice = await make_account(app, "alice")
         item = await create_item(client, alice, title="whole")
-        admin = services_of(app).client.admin
-        fail = {"configureFailPoint": "failCommand", "mode": {"times": 1}}
-        failing = {**fail, "data": {"failCommands": ["update"], "errorCode": 8}}
-        await admin.command(failing)
+        database = services_of(app).client
+        await fail_next(database, "update")
         cut = await client.patch(at(item), json={"title": "half"}, headers=alice.headers)
         assert cut.status_code >= 500, cut.text
         now = (await client.get(at(item), headers=alice.headers)).json()
         assert (now["title"], now["version"]) == ("whole", 1)
         assert [doc["version"] for doc in await stored_versions(app, item)] == [1]
-        await admin.command(failing)
+        await fail_next(database, "update")
         cut = await client.post(ITEMS, json={"title": "never"}, headers=alice.headers)
         assert cut.status_code >= 500, cut.text
         listed = (await client.get(ITEMS, headers=alice.headers)).json()["items"]
@@ -184,12 +191,12 @@ async def test_a_change_cut_short_leaves_neither_it_nor_its_version(
         assert await ItemVersion.get_pymongo_collection().count_documents({}) == 1
         # A move to the trash and a restore mark the history as they go: cut short, the
         # item is where it was.
-        await admin.command(failing)
+        await fail_next(database, "update")
         cut = await client.delete(at(item), headers=alice.headers)
         assert cut.status_code >= 500, cut.text
         assert (await client.get(at(item), headers=alice.headers)).status_code == 200
         assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
-        await admin.command(failing)
+        await fail_next(database, "update")
         cut = await client.post(f"{at(item)}/restore", headers=alice.headers)
         assert cut.status_code >= 500, cut.text
         assert (await client.get(at(item), headers=alice.headers)).status_code == 404
@@ -255,7 +262,8 @@ async def test_history_goes_with_the_trash_and_the_account(
     assert [i["expireAfterSeconds"] for i in indexes.values() if i["key"] == [("purge_at", 1)]] == [
         0
     ]
-    item = await create_item(client, alice, title="kept")
+    marker = "unrepeatable-history-5c1e"
+    item = await create_item(client, alice, title="kept", data={"note": marker})
     await client.patch(at(item), json={"title": "changed"}, headers=alice.headers)
     assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
     trashed = await client.get(f"{ITEMS}/trash", headers=alice.headers)
@@ -269,6 +277,7 @@ async def test_history_goes_with_the_trash_and_the_account(
     bye = await client.delete(f"/api/v1/users/{alice.id}", headers=admin.headers)
     assert bye.status_code == 204, bye.text
     assert await stored_versions(app, item) == []
+    assert marker.encode() not in await everything_stored(app)  # as another tool reads it
 
 
 async def test_history_is_the_items_own_whatever_another_tool_wrote(

@@ -12,7 +12,15 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from documents import Item, TrashedItem
-from tests.conftest import Account, app_with, create_item, make_account, make_settings, services_of
+from tests.conftest import (
+    Account,
+    app_with,
+    create_item,
+    fail_next,
+    make_account,
+    make_settings,
+    services_of,
+)
 from tests.live.test_live_sharing import share
 
 ITEMS = "/api/v1/items"
@@ -239,15 +247,14 @@ async def test_a_move_or_restore_cut_short_leaves_neither_half(
     async with app_with(settings) as (app, client):
         alice = await make_account(app, "alice")
         item = await create_item(client, alice, title="whole")
-        admin = services_of(app).client.admin
-        fail = {"configureFailPoint": "failCommand", "mode": {"times": 1}}
-        await admin.command({**fail, "data": {"failCommands": ["delete"], "errorCode": 8}})
+        database = services_of(app).client
+        await fail_next(database, "delete")
         cut = await client.delete(at(item), headers=alice.headers)
         assert cut.status_code >= 500, cut.text  # the database failed the request
         assert (await client.get(at(item), headers=alice.headers)).status_code == 200
         assert await trash_of(client, alice) == []
         assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
-        await admin.command({**fail, "data": {"failCommands": ["delete"], "errorCode": 8}})
+        await fail_next(database, "delete")
         cut = await client.post(f"{at(item)}/restore", headers=alice.headers)
         assert cut.status_code >= 500, cut.text
         assert (await client.get(at(item), headers=alice.headers)).status_code == 404
