@@ -104,8 +104,9 @@ async def test_the_header_is_documented_and_sent(
 async def test_each_change_of_a_batch_arrives_as_its_own_event(
     served: Served, client: httpx2.AsyncClient, alice: Account
 ) -> None:
-    patched, deleted = [await create_item(client, alice, title=t) for t in ("p", "d")]
     async with subscribe(served.ws(alice)) as ws:
+        patched, deleted = [await create_item(client, alice, title=t) for t in ("p", "d")]
+        assert [(await next_event(ws))["event"] for _ in range(2)] == ["created", "created"]
         operations = [
             {"op": "create", "item": {"title": "made"}},
             {"op": "patch", "id": patched["id"], "patch": {"title": "patched"}},

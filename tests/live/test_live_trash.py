@@ -17,9 +17,12 @@ def at(item: dict[str, str]) -> str:
 async def test_the_feed_says_deleted_then_restored(
     served: Served, client: httpx2.AsyncClient, alice: Account, bob: Account
 ) -> None:
-    item = await create_item(client, alice, title="shared plans")
-    await share(client, alice, item, "bob", "viewer")
     async with subscribe(served.ws(bob)) as ws, subscribe(served.ws(alice)) as owner_ws:
+        # (Written after subscribing: a change made before may still reach a new socket.)
+        item = await create_item(client, alice, title="shared plans")
+        assert seen(await next_event(owner_ws)) == ("created", "shared plans", "owner")
+        await share(client, alice, item, "bob", "viewer")
+        assert seen(await next_event(ws)) == ("shared", "shared plans", "viewer")
         assert (await client.delete(at(item), headers=alice.headers)).status_code == 204
         for socket in (ws, owner_ws):
             assert seen(await next_event(socket)) == ("deleted", item["id"], None)
@@ -36,10 +39,11 @@ async def test_restoring_a_version_reaches_the_feed_as_an_update(
 ) -> None:
     """A version restore is a change like a patch: readers see `updated` with the old
     content back, once; the history write itself sends nothing."""
-    item = await create_item(client, alice, title="first draft")
-    await client.patch(at(item), json={"title": "second draft"}, headers=alice.headers)
-    await share(client, alice, item, "bob", "editor")
     async with subscribe(served.ws(bob)) as ws:
+        item = await create_item(client, alice, title="first draft")
+        await client.patch(at(item), json={"title": "second draft"}, headers=alice.headers)
+        await share(client, alice, item, "bob", "editor")
+        assert seen(await next_event(ws)) == ("shared", "second draft", "editor")
         back = await client.post(f"{at(item)}/versions/1/restore", headers=bob.headers)
         assert back.status_code == 200, back.text
         assert seen(await next_event(ws)) == ("updated", "first draft", "editor")
