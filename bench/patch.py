@@ -17,10 +17,14 @@ SCRIPT = """
 local ids = {%s}
 local counter = 0
 wrk.headers["Content-Type"] = "application/merge-patch+json"
+-- A value no earlier run wrote: a patch the item already matches writes nothing in
+-- the app (no change, no version), which would flatter it.
+math.randomseed(os.time())
+local run = tostring(math.random(1, 1000000000))
 request = function()
   counter = counter + 1
   local id = ids[math.random(#ids)]
-  local body = '{"data": {"n": ' .. counter .. '}}'
+  local body = '{"data": {"n": "' .. run .. '-' .. counter .. '"}}'
   return wrk.format("PATCH", "/api/v1/items/" .. id, nil, body)
 end
 """
