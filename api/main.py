@@ -19,7 +19,7 @@ from api.accounts.security_log import remove_events_of
 from api.accounts.tokens import TokenSigner
 from api.config import API_PREFIX, Environment, Settings
 from api.core import queue
-from api.core.database import Client, connect
+from api.core.database import Client, connect, has_transactions
 from api.core.errors import install_error_handlers
 from api.core.logs import configure_logging
 from api.core.metrics import Metrics
@@ -64,8 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api = APIRouter(prefix=API_PREFIX)
     # `/items/batch` and `/items/trash` before `/items/{item_id}`, which would take them.
-    routers = (auth, token_routes, recovery, users, batch, trash, items, share_routes)
-    for module in (*routers, history_routes, live):
+    routers = (
+        *(auth, token_routes, recovery, users),
+        *(batch, trash, items, share_routes, history_routes, live),
+    )
+    for module in routers:
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(operations.router)
@@ -131,8 +134,7 @@ async def _running(
 ) -> AsyncIterator[None]:
     async with connect(settings, settings.mongodb_socket_timeout_ms) as client:
         secret = await asyncio.to_thread(lambda: settings.signing_secret)
-        hello = await client.admin.command("hello")
-        replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
+        replicated = await has_transactions(client)
         cursors, feed_cursors = CursorCodec(secret), SealedCursorCodec(secret)
         services = Services(settings, client, cursors, replicated, feed_cursors, metrics)
         services.add(_signer(settings, secret))

@@ -61,6 +61,13 @@ async def connect(
             await asyncio.to_thread(server.stop)
 
 
+async def has_transactions(client: Client) -> bool:
+    """Whether the server runs multi-document transactions: a replica set member or a
+    mongos (the embedded server is a one-member replica set), not a standalone."""
+    hello = await client.admin.command("hello")
+    return "setName" in hello or hello.get("msg") == "isdbgrid"
+
+
 def _client(url: str, settings: Settings, socket_timeout_ms: int | None) -> Client:
     return AsyncMongoClient(
         url,

@@ -17,7 +17,7 @@ from pymongo import DeleteMany, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from api.items import policy
-from documents import ItemVersion
+from documents import Item, ItemVersion
 from documents.version import ChangeKind
 
 SNAPSHOT = ("owner_id", "title", "description", "tags", "data", "created_at")
@@ -87,7 +87,7 @@ async def record(
     await ItemVersion.get_pymongo_collection().bulk_write(writes, ordered=True, session=session)
 
 
-def kept(item: Any, keep: int) -> dict[str, Any]:
+def kept(item: Item, keep: int) -> dict[str, Any]:
     """The versions an item shows: its own (its id, its owner: another item a tool wrote
     with a trashed item's id gets none of the trashed one's), not in the trash with it,
     the newest `keep` up to its current version (one whose change did not land is not

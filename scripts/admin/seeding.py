@@ -15,6 +15,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import BulkWriteError
 
+from api.core.database import has_transactions
 from api.items import history, policy, sharing
 from api.items.writes import identical, stored_content
 from documents import Item, TrashedItem, User
@@ -127,42 +128,52 @@ class Seeder:
             self.report.written["item"] += len(operations)
             return
         replaced = {key: version for key, (_, version) in updates.items()}
-        if await self._write_together(operations, created, replaced):
-            await self._report_lost_updates(updates, set())
+        landed = await self._write_together(operations, created, replaced)
+        if landed is not None:
+            self._report_lost_updates(updates, landed, set())
             return
         # No transactions here (a standalone server), or a line failed: line by line,
         # each failure reported, and the history of what landed written after.
         bulk = await batches.write(Item, operations, sources, "item", self.report)
-        await self._report_lost_updates(updates, bulk.failed_lines)
-        await self._record_history(created, replaced, None, every_new_one=False)
+        landed = await self._record_history(created, replaced, None, every_new_one=False)
+        self._report_lost_updates(updates, landed, bulk.failed_lines)
 
     async def _write_together(
         self, operations: list[Any], created: dict[Any, Any], replaced: dict[Any, int]
-    ) -> bool:
+    ) -> set[Any] | None:
         """The batch's items and their versions in one transaction, where the server has
-        transactions: True once committed. False, with nothing written, on a standalone
-        server or when any line fails (a transaction cannot keep the others)."""
+        transactions: once committed, the changed items whose change landed. None, with
+        nothing written, on a standalone server or when any line fails (a transaction
+        cannot keep the others)."""
+        if not operations:
+            return None
         if self._transactions is None:
-            self._transactions = await _has_transactions()
-        if not operations or not self._transactions:
-            return False
+            self._transactions = await has_transactions(
+                Item.get_pymongo_collection().database.client
+            )
+        if not self._transactions:
+            return None
         items = Item.get_pymongo_collection()
         results: list[Any] = []
+        landed: set[Any] = set()
 
         async def work(session: AsyncClientSession) -> None:
             results[:] = [await items.bulk_write(operations, ordered=False, session=session)]
-            await self._record_history(created, replaced, session, every_new_one=True)
+            landed.clear()
+            landed.update(
+                await self._record_history(created, replaced, session, every_new_one=True)
+            )
 
         try:
             async with items.database.client.start_session() as session:
                 await session.with_transaction(work)
         except BulkWriteError:
-            return False
+            return None
         done = results[0]
         self.report.written["item"] += (
             done.inserted_count + done.upserted_count + done.modified_count
         )
-        return True
+        return landed
 
     async def _record_history(
         self,
@@ -171,11 +182,12 @@ class Seeder:
         session: Any,
         *,
         every_new_one: bool,
-    ) -> None:
+    ) -> set[Any]:
         """Keep what landed in the items' history (`changed_by: null`): every new item
         when the write of all of them succeeded, else those found at the version this
         batch gave them; each changed item found at the version this batch gave it (a
-        later write would have moved it on, and kept its own version)."""
+        later write would have moved it on, and kept its own version). Returns the
+        changed items whose change landed (one read serves the history and the report)."""
         keep = self.options.history_max_versions
         if every_new_one:
             new = list(created.values())
@@ -184,6 +196,7 @@ class Seeder:
         await history.record(new, history.Change("created", None, keep), session)
         changed = await _at_versions(replaced, session)
         await history.record(changed, history.Change("replaced", None, keep), session)
+        return {doc["_id"] for doc in changed}
 
     def _sharees(
         self, raw: RawRecord, record: ItemRecord, owner_id: Any, users: dict[str, Any]
@@ -225,15 +238,15 @@ class Seeder:
         changes = {**content, "updated_at": updated_at, "version": version}
         return UpdateOne(condition, {"$set": changes | {"seeded": {"version": version}}}), version
 
-    async def _report_lost_updates(
-        self, updates: dict[Any, tuple[RawRecord, int]], failed: set[tuple[str, int]]
+    def _report_lost_updates(
+        self,
+        updates: dict[Any, tuple[RawRecord, int]],
+        landed: set[Any],
+        failed: set[tuple[str, int]],
     ) -> None:
         """An update whose version check found another version (a write through the API
-        in between, or two lines naming one item) changed nothing: say so, per line."""
-        if not updates:
-            return
-        found = Item.get_pymongo_collection().find({"_id": {"$in": list(updates)}}, {"version": 1})
-        landed = {doc["_id"] async for doc in found if doc.get("version") == updates[doc["_id"]][1]}
+        in between, or two lines naming one item) changed nothing: say so, per line.
+        `landed`: the updated items found at the version their line set."""
         for item_id, (raw, _) in updates.items():
             if item_id not in landed and (raw.source, raw.line) not in failed:
                 self.report.fail(raw, f"item {item_id} changed while seeding; run the seed again")
@@ -282,12 +295,6 @@ async def _at_versions(wanted: dict[Any, int], session: Any) -> list[dict[str, A
         return []
     found = Item.get_pymongo_collection().find({"_id": {"$in": list(wanted)}}, session=session)
     return [doc async for doc in found if doc.get("version") == wanted[doc["_id"]]]
-
-
-async def _has_transactions() -> bool:
-    """Whether the server runs transactions (a replica set, mongos, the embedded server)."""
-    hello = await Item.get_pymongo_collection().database.client.admin.command("hello")
-    return "setName" in hello or hello.get("msg") == "isdbgrid"
 
 
 async def _trashed(ids: list[Any]) -> set[Any]:
