@@ -306,6 +306,83 @@ class Settings(BaseSettings):
         ge=1,
         description=("Sent and dead messages are removed (TTL index) this long after they settle."),
     )
+    outbox_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description=(
+            "Deliveries (emails, webhook calls) one API process makes at once; one webhook "
+            "takes at most `WEBHOOK_MAX_IN_FLIGHT` of them, so a slow receiver holds up "
+            "only its own deliveries."
+        ),
+    )
+    webhooks_max_per_user: int = Field(
+        default=20, ge=1, le=1000, description="How many webhooks one account may have."
+    )
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Networks (comma-separated CIDRs) a webhook may point into although they are "
+            "not public (loopback, private, link-local, ...); none by default. The only "
+            "way around the address checks: for receivers on your own network."
+        ),
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="How long one delivery attempt may take, connection included.",
+    )
+    webhook_backoff_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A failed delivery's first retry comes after this many seconds, doubled at "
+            "each further attempt, with jitter; later if the receiver's Retry-After asks."
+        ),
+    )
+    webhook_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        le=30,
+        description="Attempts at one delivery before it is given up on (`dead`).",
+    )
+    webhook_disable_after: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Deliveries given up on in a row that disable a webhook (its owner is emailed)."
+        ),
+    )
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 30,
+        description=(
+            "After a secret rotation, how long deliveries are signed by the old secret too."
+        ),
+    )
+    webhook_max_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Deliveries to one webhook that one API process makes at once.",
+    )
+    webhook_dispatcher: bool = Field(
+        default=True,
+        description=(
+            "Whether this process may be the one that turns item changes into webhook "
+            "deliveries (a lease in the database lets exactly one process do it at a time)."
+        ),
+    )
+    webhook_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "How long the dispatcher's lease lasts unrenewed: a process that dies holding "
+            "it is replaced after this long."
+        ),
+    )
     trash_retention_days: int = Field(
         default=30,
         ge=1,
@@ -408,7 +485,12 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, values: dict[str, object]) -> dict[str, object]:
-        for name in ("cors_origins", "previous_secret_keys", "trusted_proxies"):
+        for name in (
+            "cors_origins",
+            "previous_secret_keys",
+            "trusted_proxies",
+            "webhook_allowed_networks",
+        ):
             value = values.get(name)
             if isinstance(value, str):
                 values[name] = [part.strip() for part in value.split(",") if part.strip()]
@@ -430,6 +512,18 @@ class Settings(BaseSettings):
                     f"{proxy!r} is neither an IP address nor a network (without host bits)"
                 ) from None
         return proxies
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not a network (CIDR, without host bits)"
+                ) from None
+        return networks
 
     @model_validator(mode="after")
     def _refuse_weak_secret_in_production(self) -> Self:

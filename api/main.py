@@ -39,6 +39,12 @@ from api.live.handoff import FeedCursor
 from api.mail import transports
 from api.mail.channel import EmailChannel, settle_legacy
 from api.operations import routes as operations
+from api.webhooks import addresses
+from api.webhooks import routes as webhooks
+from api.webhooks.channel import WebhookChannel, remove_webhooks_of
+from api.webhooks.dispatcher import Dispatcher
+from api.webhooks.transport import Transport
+from documents import Item
 
 log = logging.getLogger("docstore")
 
@@ -66,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # `/items/batch` and `/items/trash` before `/items/{item_id}`, which would take them.
     routers = (
         *(auth, token_routes, recovery, users),
-        *(batch, trash, items, share_routes, history_routes, live),
+        *(batch, trash, items, share_routes, history_routes, live, webhooks),
     )
     for module in routers:
         api.include_router(module.router)
@@ -140,9 +146,22 @@ async def _running(
         services.add(_signer(settings, secret))
         services.account_cleanups.append(remove_items_of)
         services.account_cleanups.append(remove_events_of)
-        email = EmailChannel(transports.build(settings), settings.mail_from)
+        services.account_cleanups.append(remove_webhooks_of)
+        email = EmailChannel(
+            transports.build(settings),
+            settings.mail_from,
+            settings.outbox_max_attempts,
+            settings.outbox_backoff_s,
+        )
+        allowed = addresses.allowed_networks(",".join(settings.webhook_allowed_networks))
+        transport = Transport(settings.webhook_timeout_s, allowed)
+        webhook = WebhookChannel(transport, settings, metrics)
         sealer = Sealer(secret, settings.previous_secret_keys)
-        work = DurableQueue(settings, [email], sealer, default=email.name)
+        work = DurableQueue(
+            settings, [email, webhook], sealer, default=email.name,
+            per_lane=settings.webhook_max_in_flight,
+        )  # fmt: skip
+        webhook.queue = work
         services.add(work)
         app.state.services = services
         await settle_legacy(settings.outbox_retention_days)
@@ -154,7 +173,7 @@ async def _running(
             await verify_against_dummy("warm-up", settings.bcrypt_rounds)
         except HashingBusy:
             log.warning("the CPU was too busy to warm the dummy hash at start-up")
-        live_feed = None
+        live_feed = dispatcher = None
         try:
             if settings.outbox_worker:
                 work.start()
@@ -163,11 +182,17 @@ async def _running(
             )
             if live_feed is not None:
                 services.add(live_feed)
+            dispatcher = await _start_dispatcher(settings, client, replicated, work, metrics)
+            if dispatcher is not None:
+                services.add(dispatcher)
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             if live_feed is not None:
                 await live_feed.stop()
             await work.stop()
+            await transport.close()
 
 
 def _signer(settings: Settings, secret: str) -> TokenSigner:
@@ -209,6 +234,25 @@ async def _start_live_feed(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(live_feed.ready.wait(), 5)
     return live_feed
+
+
+async def _start_dispatcher(
+    settings: Settings, client: Client, replicated: bool, work: DurableQueue, metrics: Metrics
+) -> Dispatcher | None:
+    """This process's bid to turn item changes into webhook deliveries (one process of
+    all holds the lease); None when it is off or the server has no change streams."""
+    if not settings.webhook_dispatcher:
+        return None
+    if not replicated:
+        log.warning("this MongoDB has no change streams (a standalone server): no webhooks")
+        return None
+    database = client[settings.mongodb_db]
+    await database.command(
+        "collMod", Item.get_collection_name(), changeStreamPreAndPostImages={"enabled": True}
+    )
+    dispatcher = Dispatcher(database, work, settings, metrics)
+    dispatcher.start()
+    return dispatcher
 
 
 def app_from_env() -> FastAPI:

@@ -16,6 +16,7 @@ from documents.session import Session, SessionPublic
 from documents.trash import TrashedItem, TrashedItemPublic
 from documents.user import User, UserCreate, UserPublic, UserUpdate
 from documents.version import ItemAsItWas, ItemVersion, VersionSummary
+from documents.webhook import Webhook
 
 DOCUMENT_MODELS = [
     User,
@@ -29,6 +30,7 @@ DOCUMENT_MODELS = [
     SecurityEvent,
     TrashedItem,
     ItemVersion,
+    Webhook,
 ]
 
 __all__ = [
@@ -60,4 +62,5 @@ __all__ = [
     "UserPublic",
     "UserUpdate",
     "VersionSummary",
+    "Webhook",
 ]

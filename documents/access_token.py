@@ -16,12 +16,13 @@ from pymongo import IndexModel
 from documents.base import ApiDocument
 from documents.item import Title
 
-Scope = Literal["items:read", "items:write", "items:share", "account:read"]
+Scope = Literal["items:read", "items:write", "items:share", "account:read", "webhooks:write"]
 SCOPES: dict[str, str] = {
     "items:read": "Read your items and those shared with you, and watch them live",
     "items:write": "Create, change and delete your items; change those shared with you to edit",
     "items:share": "Share your items, change and end their shares, leave others' shares",
     "account:read": "Read your account",
+    "webhooks:write": "Create, change and delete your webhooks, and read their deliveries",
 }
 MAX_ACCESS_TOKENS = 100  # live tokens per account
 MAX_LIFETIME_DAYS = 3650

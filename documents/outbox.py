@@ -37,6 +37,7 @@ class OutboxMessage(ApiDocument):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    last_attempt_at: datetime | None = None
     # The body's secret (a reset or confirmation token), sealed: see api/core/queue.py.
     secret: str | None = None
     # Set when the message is sent or dead: the TTL index removes it then.
@@ -48,4 +49,7 @@ class OutboxMessage(ApiDocument):
             IndexModel([("status", 1), ("next_attempt_at", 1)]),
             IndexModel("message_id", unique=True),
             IndexModel("purge_at", expireAfterSeconds=0),
+            # A webhook's delivery log, newest first; an item's deliveries (to scrub them).
+            IndexModel([("webhook_id", 1), ("created_at", -1), ("_id", -1)], sparse=True),
+            IndexModel("item_id", sparse=True),
         ]

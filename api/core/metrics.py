@@ -117,6 +117,10 @@ class Metrics:
         reads from the database, `livesum` for one of each process's own (its sockets)."""
         return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)
 
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A new counter (once per name), each process's own, added up across workers."""
+        return Counter(name, documentation, labels, registry=self.registry)
+
     def on_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
         """Call `refresh` (which sets gauges) before each exposition."""
         self._refreshers.append(refresh)

@@ -7,8 +7,14 @@ say how an entry is delivered; the queue does the rest for all of them:
 
 - claim: one atomic update sets a lease, so no two workers (processes, hosts) deliver
   an entry at once; if a worker dies mid-delivery its lease lapses and another claims it;
+- concurrency: a worker delivers up to OUTBOX_CONCURRENCY entries at once, and at most
+  `per_lane` of one lane (a webhook's endpoint): a slow destination holds up only its own;
 - retry: a failed attempt is tried again after an exponential backoff with jitter
-  (api/core/retry.py), and after OUTBOX_MAX_ATTEMPTS the entry is dead;
+  (api/core/retry.py), later when the destination asked (`Failed.retry_after_s`), and
+  after the channel's `max_attempts` the entry is dead; a `Failed(final=True)` is dead at
+  once;
+- idempotent enqueue: `enqueue_once` stores entries under ids their cause decides, so
+  enqueueing the same work twice (a replay after a crash) stores it once;
 - manual retry: `retry_dead` (`docstore-admin outbox --retry-dead`) queues dead ones again;
 - expiry: settled entries (delivered or dead) carry `purge_at`, a TTL index removes them;
 - secrets: a value an entry must carry but nobody may read from the database (a reset
@@ -16,9 +22,11 @@ say how an entry is delivered; the queue does the rest for all of them:
 - metrics: entries by channel and status, counted when scraped.
 """
 
+import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
@@ -28,7 +36,7 @@ from pydantic import BaseModel
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from api.config import Settings
 from api.core import retry, sealing
@@ -53,18 +61,46 @@ _UNCLAIMABLE = [
 ]
 
 
+DUPLICATE_KEY = 11000
+RETRY_AFTER_MOST_S = 24 * 3600.0  # a destination's Retry-After is honoured up to this
+
+
+class Failed(Exception):
+    """An attempt that failed, with what the channel knows of it: what to record on the
+    entry (`record`), when the destination asked to be tried again (`retry_after_s`), and
+    whether trying again is pointless (`final`: the entry is dead at once)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record: Entry | None = None,
+        retry_after_s: float | None = None,
+        final: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.record, self.retry_after_s, self.final = record or {}, retry_after_s, final
+
+
 class Channel(Protocol):
     """How entries of one kind are delivered."""
 
     name: str
+    max_attempts: int  # then the entry is dead
+    backoff_s: float  # the first retry's delay, doubled at each further attempt
 
     def binding(self, entry: Mapping[str, Any]) -> str:
         """What the entry's sealed secret is bound to (its id and destination:
         pointing a queued entry elsewhere makes its secret unopenable)."""
         ...
 
-    async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> None:
-        """Deliver once; raise to have it tried again later."""
+    async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> Entry | None:
+        """Deliver once (and say what to record of it); raise to have it tried again
+        later (`Failed` to say more)."""
+        ...
+
+    async def gave_up(self, entry: Mapping[str, Any], error: Exception) -> None:
+        """The entry is dead: whatever the channel does about that."""
         ...
 
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
@@ -131,16 +167,18 @@ def _by_status(found: Mapping[tuple[str, str], int]) -> dict[str, int]:
     return totals
 
 
+def queued_again() -> Entry:
+    """The update that makes an entry due now, as if new (not for the TTL index)."""
+    return {
+        "$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()},
+        "$unset": {"purge_at": ""},
+    }
+
+
 async def retry_dead(channel: str | None = None) -> int:
     """Queue dead entries (of one channel, or all) for delivery again; how many."""
     scope = {} if channel is None else {"channel": channel}
-    result = await collection().update_many(
-        {"status": Delivery.dead, **scope},
-        {
-            "$set": {"status": Delivery.pending, "attempts": 0, "next_attempt_at": utcnow()},
-            "$unset": {"purge_at": ""},  # queued again: not for the TTL index now
-        },
-    )
+    result = await collection().update_many({"status": Delivery.dead, **scope}, queued_again())
     return result.modified_count
 
 
@@ -151,12 +189,17 @@ class DurableQueue(Background):
         channels: Sequence[Channel],
         sealer: Sealer,
         default: str | None = None,
+        per_lane: int = 1,
     ) -> None:
         """`default`: the channel of entries that name none (written before channels,
-        perhaps by an older process still running in a rolling deploy)."""
+        perhaps by an older process still running in a rolling deploy). `per_lane`: how
+        many entries of one lane this worker delivers at once."""
         super().__init__(f"worker-{secrets.token_hex(4)}")
         self.settings, self.sealer, self.default = settings, sealer, default
+        self.per_lane = per_lane
         self.channels = {channel.name: channel for channel in channels}
+        self._lanes: Counter[str] = Counter()  # entries being delivered, by lane
+        self._tasks: set[asyncio.Task[None]] = set()
         if default is not None and default not in self.channels:
             raise ValueError(f"the default channel {default!r} is not one of this queue's")
 
@@ -169,9 +212,30 @@ class DurableQueue(Background):
     ) -> None:
         """Store an entry to deliver on `channel`, `secret` sealed; inside the caller's
         transaction when `session` is given (then call `nudge` once it commits)."""
+        fields = entry.model_dump(by_alias=True, exclude={"id", "revision_id"})
+        await collection().insert_one(self._entry(channel, fields, secret), session=session)
+
+    async def enqueue_once(self, channel: str, entries: Sequence[Entry]) -> int:
+        """Store entries whose `_id` their cause decides (an event and its destination);
+        one stored already is left as it is. How many were new; the worker is nudged."""
+        if not entries:
+            return 0
+        documents = [self._entry(channel, dict(entry), None) for entry in entries]
+        try:
+            result = await collection().insert_many(documents, ordered=False)
+            stored = len(result.inserted_ids)
+        except BulkWriteError as error:
+            errors = error.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            stored = len(documents) - len(errors)
+        self.nudge()
+        return stored
+
+    def _entry(self, channel: str, fields: Entry, secret: str | None) -> Entry:
         now = utcnow()
         document = {
-            **entry.model_dump(by_alias=True, exclude={"id", "revision_id"}),
+            **fields,
             # The queue's own fields: whatever the channel's model says of them.
             "channel": channel,
             "status": Delivery.pending,
@@ -182,44 +246,79 @@ class DurableQueue(Background):
             "last_error": None,
             "created_at": now,
             "sent_at": None,
+            "last_attempt_at": None,
             "purge_at": None,
         }
         binding = self.channels[channel].binding(document)
         document["secret"] = self.sealer.seal(secret, binding) if secret is not None else None
-        await collection().insert_one(document, session=session)
+        return document
 
     def nudge(self) -> None:
         """Wake this process's worker: an entry was just committed."""
         self.wake.set()
 
     async def run(self) -> None:
-        while not self.stopping:
-            try:
-                while not self.stopping and await self.deliver_one():
-                    pass
-            except PyMongoError as error:  # the database is away: try again later
-                log.warning("queue worker cannot reach the database: %s", error)
-            if not self.stopping:
-                await self.pause(self.settings.outbox_poll_s)  # woken when work is enqueued
+        try:
+            while not self.stopping:
+                try:
+                    while not self.stopping and await self._start_one():
+                        pass
+                except PyMongoError as error:  # the database is away: try again later
+                    log.warning("queue worker cannot reach the database: %s", error)
+                if not self.stopping:  # woken when work is enqueued, or a delivery ends
+                    await self.pause(self.settings.outbox_poll_s)
+        finally:  # deliveries under way finish (a lease cut short is claimed again)
+            if self._tasks:
+                await asyncio.wait(self._tasks)
 
-    async def deliver_one(self) -> bool:
-        """Claim and try one due entry; False when none is due."""
+    async def _start_one(self) -> bool:
+        """Claim a due entry and start delivering it; False when none is due, or this
+        worker delivers as many as it may at once."""
+        if len(self._tasks) >= self.settings.outbox_concurrency:
+            return False
         entry = await self._claim()
         if entry is None:
             return False
+        lane = entry.get("lane")
+        if isinstance(lane, str):
+            self._lanes[lane] += 1
+        task = asyncio.create_task(self._deliver(entry))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(done, lane))
+        return True
+
+    def _finished(self, task: "asyncio.Task[None]", lane: object) -> None:
+        self._tasks.discard(task)
+        if isinstance(lane, str):
+            self._lanes[lane] -= 1
+            if self._lanes[lane] <= 0:
+                del self._lanes[lane]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("queue worker lost a delivery's outcome: %s", error)
+        self.wake.set()  # room for another
+
+    async def deliver_one(self) -> bool:
+        """Claim and try one due entry, waiting for it; False when none is due."""
+        entry = await self._claim()
+        if entry is None:
+            return False
+        await self._deliver(entry)
+        return True
+
+    async def _deliver(self, entry: Entry) -> None:
         channel = self.channels[entry.get("channel") or str(self.default)]
         try:
             sealed = entry.get("secret")
             secret = self.sealer.open(sealed, channel.binding(entry)) if sealed else None
-            await channel.deliver(entry, secret)
+            record = await channel.deliver(entry, secret)
         except Exception as error:  # any failure is retried later
             await self._failed(entry, channel, error)
         else:
             now = utcnow()
             sent = {"status": Delivery.sent, "sent_at": now, "purge_at": self._purge_at(now)}
-            # What was delivered is kept as its envelope only: no body, no secret.
-            await self._settle(entry, {**sent, **channel.delivered(entry), "secret": None})
-        return True
+            # What was delivered is kept as the channel says (an email's envelope only).
+            changes = {**sent, **(record or {}), **channel.delivered(entry), "secret": None}
+            await self._settle(entry, changes)
 
     def _purge_at(self, now: datetime) -> datetime:
         return now + timedelta(days=self.settings.outbox_retention_days)
@@ -227,9 +326,11 @@ class DurableQueue(Background):
     async def _claim(self) -> Entry | None:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.outbox_lease_s)
+        full = [lane for lane, count in self._lanes.items() if count >= self.per_lane]
         claimed: Entry | None = await collection().find_one_and_update(
             {
                 "channel": {"$in": [*self.channels, *([None] if self.default else [])]},
+                **({"lane": {"$nin": full}} if full else {}),
                 "$nor": _UNCLAIMABLE,
                 "$or": [
                     {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
@@ -237,7 +338,12 @@ class DurableQueue(Background):
                 ],
             },
             {
-                "$set": {"status": Delivery.sending, "lease_until": lease, "leased_by": self.name},
+                "$set": {
+                    "status": Delivery.sending,
+                    "lease_until": lease,
+                    "leased_by": self.name,
+                    "last_attempt_at": now,
+                },
                 "$inc": {"attempts": 1},
             },
             sort=[("next_attempt_at", 1)],
@@ -247,24 +353,32 @@ class DurableQueue(Background):
 
     async def _failed(self, entry: Entry, channel: Channel, error: Exception) -> None:
         what = channel.describe(entry)
-        if entry["attempts"] >= self.settings.outbox_max_attempts:
+        failed = error if isinstance(error, Failed) else Failed(str(error))
+        noted = {**failed.record, "last_error": str(error)}
+        if failed.final or entry["attempts"] >= channel.max_attempts:
             log.error("giving up on %s: %s", what, error)
-            # Its body stays (the secret sealed) for `docstore-admin outbox --retry-dead`.
-            dead = {"status": Delivery.dead, "last_error": str(error)}
-            await self._settle(entry, {**dead, "purge_at": self._purge_at(utcnow())})
+            # Its body stays (the secret sealed) for a retry by hand.
+            dead = {**noted, "status": Delivery.dead, "purge_at": self._purge_at(utcnow())}
+            if await self._settle(entry, dead):
+                await channel.gave_up(entry, error)
             return
-        wait = retry.delay(entry["attempts"], self.settings.outbox_backoff_s)
+        wait = retry.delay(entry["attempts"], channel.backoff_s)
+        if failed.retry_after_s is not None:  # as the destination asked, within reason
+            wait = max(wait, min(failed.retry_after_s, RETRY_AFTER_MOST_S))
         log.warning("sending %s failed (attempt %d): %s", what, entry["attempts"], error)
         retry_at = utcnow() + timedelta(seconds=wait)
-        pending = {"status": Delivery.pending, "next_attempt_at": retry_at}
-        await self._settle(entry, {**pending, "last_error": str(error)})
+        await self._settle(
+            entry, {**noted, "status": Delivery.pending, "next_attempt_at": retry_at}
+        )
 
-    async def _settle(self, entry: Entry, changes: Entry) -> None:
+    async def _settle(self, entry: Entry, changes: Entry) -> bool:
+        """Record an attempt's outcome; False when the entry is no longer this worker's."""
         # Only while we still hold the lease: if it lapsed, another worker owns the entry.
-        await collection().update_one(
+        result = await collection().update_one(
             {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
             {"$set": {**changes, "lease_until": None}},
         )
+        return result.modified_count == 1
 
 
 def instrument(metrics: Metrics, unnamed: str = "") -> None:

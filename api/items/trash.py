@@ -26,6 +26,7 @@ from api.items.conditional import PreconditionFailed, etag, expected_version
 from api.items.deps import ItemId, Unreadable, find_manageable, find_readable, shown
 from api.items.history import Change
 from api.items.idempotency import forget_answers_holding
+from api.webhooks import channel as webhook_deliveries
 from documents import Item, TrashedItem, TrashedItemPublic, User
 from documents.base import ObjectIdParam, utcnow
 from documents.share import Access
@@ -105,6 +106,7 @@ async def purge_trashed(
     if removed.deleted_count == 0:
         raise NotFound("item")  # purged or restored meanwhile
     await history.forget([item_id], session)
+    await webhook_deliveries.scrub([item_id], session)
     await forget_answers_holding([item_id], session)
     return True
 

@@ -24,6 +24,7 @@ from api.items.conditional import PreconditionFailed, expected_version
 from api.items.deps import changeable, find_readable, manageable, shown
 from api.items.history import Atomically, Change
 from api.items.idempotency import forget_answers_holding
+from api.webhooks import channel as webhook_deliveries
 from documents import Item, ItemCreate, ItemMergePatch, User
 from documents.base import utcnow
 from documents.item import merge_patch
@@ -178,6 +179,7 @@ async def delete_item(
     # Nothing keeps its content readable: its history and the answers kept for retries
     # that show it go too (in the same transaction, where the caller runs one).
     await history.forget([item.id], session)
+    await webhook_deliveries.scrub([item.id], session)
     await forget_answers_holding([item.id], session)
 
 

@@ -144,14 +144,15 @@ class Change:
         if key not in self._messages:
             event = {
                 "event": seen.event,
-                "item": self._item(seen.access, fields),
+                "item": self.shown(seen.access, fields),
                 "cursor": cursors.encode(self.position.encode()),
             }
             self._messages[key] = json.dumps(event, separators=(",", ":"))
         return self._messages[key]
 
-    def _item(self, access: Access | None, fields: tuple[str, ...] | None) -> dict[str, Any]:
-        """The item as the REST API shows it to this caller (or only `fields`)."""
+    def shown(self, access: Access | None, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The item as the REST API shows it to this caller (or only `fields`); its id
+        alone when `access` is None (the event shows no content)."""
         if self.document is None or access is None:
             return {"id": str(self.item_id)}
         if fields is None:
@@ -174,6 +175,32 @@ class Seen:
     access: Access | None  # None: the event shows no content (deleted, unshared)
 
 
+def seen_by(change: Change, scope: policy.Scope, tags: frozenset[str] = frozenset()) -> Seen | None:
+    """What a change is to a reader of `scope` who asked for items with `tags`, by its
+    access before and after: None when it is to see nothing of it. (The live feed asks
+    for each subscriber, the webhooks' dispatcher for each webhook's owner.)"""
+    before = scope.access(change.before) if change.before is not None else None
+    after = scope.access(change.after) if change.after is not None else None
+    if change.event == "deleted" or after is None:
+        if before is None or not tags <= change.before_tags:
+            return None
+        if not change.acl_changed:
+            # Its content changed, not who sees it: a post-image read later than the
+            # change (the embedded server's) shows a share ended since. Its own event
+            # says so; this one shows them nothing.
+            return None
+        return Seen(change, "deleted" if change.event == "deleted" else "unshared", None)
+    if not tags <= change.after_tags:
+        return None
+    if change.event in ("created", "restored") or change.before is None:  # no pre-image
+        return Seen(change, change.event, after)
+    if before is None:
+        return Seen(change, "shared", after)
+    if before == after and not change.content_changed:
+        return None  # someone else's share changed: nothing of this one's
+    return Seen(change, "updated", after)
+
+
 def _tags(doc: dict[str, Any]) -> frozenset[str]:
     tags = doc.get("tags", ())
     return (
@@ -189,7 +216,7 @@ def _acl(doc: dict[str, Any]) -> policy.Acl:
     return policy.Acl.of(doc)
 
 
-def _change_of(raw: dict[str, Any]) -> Change | None:
+def change_of(raw: dict[str, Any]) -> Change | None:
     """The change an item event describes, or None when it cannot be routed (and an
     exception when it names no owner: logged and counted)."""
     operation = raw["operationType"]
@@ -265,28 +292,8 @@ class Subscriber:
             self.ended.set()
 
     def sees(self, change: Change) -> Seen | None:
-        """What this change is to this subscriber, by its access before and after (and
-        its tags): None when it is to see nothing of it."""
-        before = self.scope.access(change.before) if change.before is not None else None
-        after = self.scope.access(change.after) if change.after is not None else None
-        if change.event == "deleted" or after is None:
-            if before is None or not self.tags <= change.before_tags:
-                return None
-            if not change.acl_changed:
-                # Its content changed, not who sees it: a post-image read later than the
-                # change (the embedded server's) shows a share ended since. Its own event
-                # says so; this one shows them nothing.
-                return None
-            return Seen(change, "deleted" if change.event == "deleted" else "unshared", None)
-        if not self.tags <= change.after_tags:
-            return None
-        if change.event in ("created", "restored") or change.before is None:  # no pre-image
-            return Seen(change, change.event, after)
-        if before is None:
-            return Seen(change, "shared", after)
-        if before == after and not change.content_changed:
-            return None  # someone else's share changed: nothing of this one's
-        return Seen(change, "updated", after)
+        """What this change is to this subscriber (None: it is to see nothing of it)."""
+        return seen_by(change, self.scope, self.tags)
 
     def offer(self, change: Change) -> None:
         if self.end_reason is not None or (seen := self.sees(change)) is None:
@@ -456,7 +463,7 @@ class LiveFeed(Background):
                 if subscriber.user_id == user_id:
                     subscriber.account_changed.set()
             return
-        change = _change_of(raw)
+        change = change_of(raw)
         if change is None:
             return
         for subscriber in self.subscribers:
@@ -537,7 +544,7 @@ class LiveFeed(Background):
                     if raw["ns"]["coll"] == User.get_collection_name():
                         continue
                     try:
-                        change = _change_of(raw)
+                        change = change_of(raw)
                     except Exception:  # as in _dispatch
                         key = raw.get("documentKey", {}).get("_id")
                         log.warning("live feed replay skipped a change: _id %r", key)

@@ -35,8 +35,11 @@ def new_message(kind: str, to: str, subject: str, text: str, html: str) -> Outbo
 class EmailChannel:
     name = NAME
 
-    def __init__(self, transport: Transport, sender: str) -> None:
+    def __init__(
+        self, transport: Transport, sender: str, max_attempts: int, backoff_s: float
+    ) -> None:
         self.transport, self.sender = transport, sender
+        self.max_attempts, self.backoff_s = max_attempts, backoff_s
 
     def binding(self, entry: Mapping[str, Any]) -> str:
         return f"{entry['message_id']}\n{entry['to']}"
@@ -47,6 +50,9 @@ class EmailChannel:
             text, html = (part.replace(TOKEN_MARK, secret) for part in (message.text, message.html))
             message = message.model_copy(update={"text": text, "html": html})
         await self.transport.send(to_email(message, self.sender))
+
+    async def gave_up(self, entry: Mapping[str, Any], error: Exception) -> None:
+        """Nothing more: the dead message waits for `docstore-admin outbox --retry-dead`."""
 
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
         return {"text": "", "html": ""}

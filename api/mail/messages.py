@@ -67,3 +67,17 @@ def verify_email(user: User, public_url: str, hours: int) -> OutboxMessage:
         f"This link works once, for {hours} hours:"
     )
     return _with_token("verify-email", user, "Confirm your email for Docstore", intro, link)
+
+
+def webhook_disabled(user: User, url: str, reason: str, public_url: str) -> OutboxMessage:
+    """To a webhook's owner: it was turned off, and why; nothing is delivered until it is
+    turned back on."""
+    lines = [
+        f"Hello {user.full_name or user.username},",
+        f"your Docstore webhook to {url} was disabled: {reason}.",
+        "Changes made while it is disabled are not delivered to it. Once the receiver "
+        "works again, turn it back on (PATCH /api/v1/webhooks/<id> with "
+        f'{{"enabled": true}}); its delivery log at {public_url}/docs shows what failed.',
+    ]
+    subject = "Your Docstore webhook was disabled"
+    return new_message("webhook-disabled", user.email, subject, "\n\n".join(lines), _html(lines))

@@ -18,6 +18,7 @@ from api.webhooks import addresses
 from api.webhooks.addresses import Network, RefusedUrl
 
 USER_AGENT = "Docstore-Webhooks/1"
+REFUSED = "refused: "
 RESPONSE_CAP_BYTES = 4096  # what a delivery log keeps of an answer is far less
 
 
@@ -32,6 +33,11 @@ class Outcome:
     @property
     def delivered(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def refused(self) -> bool:
+        """The address policy refused the URL now: no connection was made."""
+        return self.error is not None and self.error.startswith(REFUSED)
 
     @property
     def gone(self) -> bool:
@@ -58,7 +64,7 @@ class Transport:
         try:
             target = await addresses.checked(url, self.allowed)
         except RefusedUrl as refused:
-            return Outcome(error=f"refused: {refused}")
+            return Outcome(error=f"{REFUSED}{refused}")
         error = "no address to connect to"
         for address in target.addresses:
             try:

@@ -18,7 +18,7 @@ from tests.conftest import PASSWORD, Account, create_item, moment
 
 TOKENS = "/api/v1/auth/tokens"
 ITEMS = "/api/v1/items"
-ALL_SCOPES = ["items:read", "items:write", "items:share", "account:read"]
+ALL_SCOPES = ["items:read", "items:write", "items:share", "account:read", "webhooks:write"]
 SCOPE_PROBLEM = "urn:docstore:problem:insufficient-scope"
 INVALID_TOKEN = "urn:docstore:problem:invalid-access-token"
 
@@ -123,7 +123,8 @@ async def test_openapi_says_exactly_where_a_token_is_accepted(
     item = await create_item(client, alice)
     document = (await client.get("/openapi.json")).json()
     ids = {"user_id": alice.id, "item_id": item["id"], "session_id": alice.session_id}
-    ids |= {"token_id": token["id"], "version": "1"}
+    ids |= {"token_id": token["id"], "version": "1", "webhook_id": "0" * 24}
+    ids |= {"delivery_id": "msg_" + "a" * 26}
     checked = 0
     for path, operations in document["paths"].items():
         for method, operation in operations.items():

@@ -29,9 +29,11 @@ class Flaky:
     """Fails its first `failures` deliveries, then records what it delivered."""
 
     name = "ping"
+    max_attempts, backoff_s = 5, 0.001
 
     def __init__(self, failures: int) -> None:
         self.failures, self.delivered_bodies = failures, list[tuple[str, str | None]]()
+        self.given_up = list[str]()
 
     def binding(self, entry: Mapping[str, Any]) -> str:
         return f"{entry['message_id']}\n{entry['destination']}"
@@ -42,6 +44,9 @@ class Flaky:
             raise ConnectionError("the other end is down")
         self.delivered_bodies.append((entry["body"], secret))
 
+    async def gave_up(self, entry: Mapping[str, Any], error: Exception) -> None:
+        self.given_up.append(entry["message_id"])
+
     def delivered(self, entry: Mapping[str, Any]) -> Entry:
         return {"body": ""}
 
@@ -50,10 +55,8 @@ class Flaky:
 
 
 def a_queue(app: FastAPI, channel: Flaky, max_attempts: int = 5) -> DurableQueue:
-    settings = services_of(app).settings.model_copy(
-        update={"outbox_backoff_s": 0.001, "outbox_max_attempts": max_attempts}
-    )
-    return DurableQueue(settings, [channel], Sealer(TEST_SECRET))
+    channel.max_attempts = max_attempts
+    return DurableQueue(services_of(app).settings, [channel], Sealer(TEST_SECRET))
 
 
 async def deliver_until_settled(work: DurableQueue, message_id: str) -> dict[str, Any]:

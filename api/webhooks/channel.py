@@ -1,0 +1,208 @@
+"""Webhook deliveries, as a channel of the durable queue (api/core/queue.py).
+
+An entry is one event for one webhook: its `_id` is the `webhook-id` header of every
+attempt, decided by the event and the webhook (api/webhooks/dispatcher.py), and its body
+the payload, rendered once when the change was read. Each attempt reads the webhook
+(its URL, whether it is on, its secrets), signs the body with every secret in use and
+POSTs it (api/webhooks/transport.py). A 2xx delivers it; `410 Gone` disables the
+webhook; anything else is tried again with backoff, later when the receiver's
+Retry-After asks; WEBHOOK_DISABLE_AFTER deliveries in a row given up on disable it too.
+A disabled webhook's owner is emailed. The queue's lanes are webhooks: one slow
+receiver holds at most WEBHOOK_MAX_IN_FLIGHT of a worker's deliveries.
+
+Delivered entries keep their body until they expire (OUTBOX_RETENTION_DAYS), so any
+delivery can be sent again by hand; deleting an item for good removes its content from
+them (`scrub`).
+"""
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from api.config import Settings
+from api.core import queue
+from api.core.metrics import Metrics
+from api.core.queue import DurableQueue, Entry, Failed
+from api.mail import messages
+from api.mail.channel import NAME as EMAIL
+from api.webhooks import signing
+from api.webhooks.transport import Outcome, Transport
+from documents import User, Webhook
+from documents.base import utcnow
+
+log = logging.getLogger("docstore.webhooks")
+NAME = "webhook"
+GONE = "the receiver answered 410 Gone"
+ID_ONLY = frozenset({"item.deleted", "item.unshared"})  # events whose item is its id alone
+
+
+def delivery(
+    hook_id: Any, owner_id: Any, kind: str, body: str, key: str, item_id: Any = None
+) -> Entry:
+    """A delivery as the queue stores it (see api/webhooks/channel.py)."""
+    return {
+        "_id": key,
+        "message_id": key,
+        "webhook_id": hook_id,
+        "owner_id": owner_id,
+        "lane": str(hook_id),
+        "type": kind,
+        "item_id": item_id,
+        "body": body,
+        "response_status": None,
+    }
+
+
+def outcome_kind(outcome: Outcome) -> str:
+    if outcome.delivered:
+        return "delivered"
+    if outcome.gone:
+        return "gone"
+    if outcome.refused:
+        return "refused"
+    return "rejected" if outcome.status is not None else "unreachable"
+
+
+class WebhookChannel:
+    name = NAME
+
+    def __init__(self, transport: Transport, settings: Settings, metrics: Metrics) -> None:
+        self.transport, self.settings = transport, settings
+        self.max_attempts = settings.webhook_max_attempts
+        self.backoff_s = settings.webhook_backoff_s
+        self.secret_keys = [settings.signing_secret, *settings.previous_secret_keys]
+        self.queue: DurableQueue | None = None  # set once the queue exists: it emails owners
+        self.attempts = metrics.counter(
+            "docstore_webhook_attempts",
+            "Webhook delivery attempts by outcome "
+            "(delivered, rejected, gone, unreachable, refused, skipped)",
+            ["outcome"],
+        )
+
+    def binding(self, entry: Mapping[str, Any]) -> str:
+        return str(entry["_id"])
+
+    async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> Entry | None:
+        hooks = Webhook.get_pymongo_collection()
+        hook = await hooks.find_one({"_id": entry.get("webhook_id")})
+        why_not = _undeliverable(hook, entry)
+        if why_not is not None:
+            self.attempts.labels("skipped").inc()
+            raise Failed(why_not, final=True)
+        assert hook is not None
+        in_use = self.secrets_in_use(hook)
+        if not in_use:
+            self.attempts.labels("skipped").inc()
+            raise Failed("no secret of the webhook opens (SECRET_KEY changed?)", final=True)
+        body = str(entry["body"]).encode()
+        headers = signing.headers(in_use, str(entry["_id"]), int(time.time()), body)
+        outcome = await self.transport.post(str(hook["url"]), body, headers)
+        self.attempts.labels(outcome_kind(outcome)).inc()
+        record = {"response_status": outcome.status}
+        if outcome.delivered:
+            if hook.get("failures_in_row"):
+                await hooks.update_one({"_id": hook["_id"]}, {"$set": {"failures_in_row": 0}})
+            return record
+        if outcome.gone:
+            await self.disable(hook["_id"], GONE)
+            raise Failed(GONE, record=record, final=True)
+        error = outcome.error or f"the receiver answered {outcome.status}"
+        raise Failed(error, record=record, retry_after_s=outcome.retry_after_s)
+
+    def secrets_in_use(self, hook: Mapping[str, Any]) -> list[str]:
+        """The webhook's secrets that sign now, newest first."""
+        now, found = utcnow(), []
+        stored = hook.get("secrets")
+        for entry in stored if isinstance(stored, list) else ():
+            if not isinstance(entry, dict) or not isinstance(entry.get("sealed"), str):
+                continue
+            retires_at = entry.get("retires_at")
+            if retires_at is not None and _aware(retires_at) <= now:
+                continue
+            opened = signing.opened(entry["sealed"], self.secret_keys, str(hook["_id"]))
+            if opened is not None:
+                found.append(opened)
+        return found
+
+    async def gave_up(self, entry: Mapping[str, Any], error: Exception) -> None:
+        """A delivery given up on after its last attempt counts towards disabling its
+        webhook (one refused for the webhook's own state does not)."""
+        if isinstance(error, Failed) and error.final:
+            return
+        counted = await Webhook.get_pymongo_collection().find_one_and_update(
+            {"_id": entry.get("webhook_id"), "enabled": True},
+            {"$inc": {"failures_in_row": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        most = self.settings.webhook_disable_after
+        if counted is not None and counted.get("failures_in_row", 0) >= most:
+            await self.disable(counted["_id"], f"{most} deliveries in a row were given up on")
+
+    async def disable(self, webhook_id: ObjectId, reason: str) -> None:
+        """Turn the webhook off and email its owner (once: only the call that turns it off)."""
+        hook = await Webhook.get_pymongo_collection().find_one_and_update(
+            {"_id": webhook_id, "enabled": True},
+            {"$set": {"enabled": False, "disabled_reason": reason, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if hook is None:
+            return
+        log.warning("webhook %s disabled: %s", webhook_id, reason)
+        owner = await User.find_one({"_id": hook["owner_id"]})
+        if owner is None or self.queue is None:
+            return
+        message = messages.webhook_disabled(owner, hook["url"], reason, self.settings.public_url)
+        await self.queue.enqueue(EMAIL, message)
+        self.queue.nudge()
+
+    def delivered(self, entry: Mapping[str, Any]) -> Entry:
+        return {}  # the body stays, for a delivery sent again by hand
+
+    def describe(self, entry: Mapping[str, Any]) -> str:
+        return f"{entry.get('_id')} to webhook {entry.get('webhook_id')}"
+
+
+def _undeliverable(hook: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> str | None:
+    if hook is None:
+        return "the webhook was deleted"
+    if hook.get("enabled") is not True:
+        return "the webhook is disabled"
+    if not isinstance(entry.get("body"), str):
+        return "its payload was removed: the item was deleted for good"
+    if not isinstance(hook.get("url"), str):
+        return "the webhook has no URL"
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+async def scrub(item_ids: Sequence[Any], session: AsyncClientSession | None = None) -> None:
+    """Deleting items for good removes their content from their webhook deliveries (the
+    events that carry only an id keep theirs): one not yet delivered is given up on at
+    its next attempt, and none can be sent again."""
+    if not item_ids:
+        return
+    await queue.collection().update_many(
+        {
+            "channel": NAME,
+            "item_id": {"$in": list(item_ids)},
+            "type": {"$nin": list(ID_ONLY)},
+            "body": {"$type": "string"},
+        },
+        {"$set": {"body": None}},
+        session=session,
+    )
+
+
+async def remove_webhooks_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:
+    """An account's webhooks and their deliveries go with the account."""
+    await queue.collection().delete_many({"channel": NAME, "owner_id": user_id}, session=session)
+    await Webhook.get_pymongo_collection().delete_many({"owner_id": user_id}, session=session)
