@@ -77,11 +77,19 @@ class Webhook(ApiDocument):
     secrets: list[SealedSecret]
     secrets_version: int = 0  # rotations compare and swap on it
     failures_in_row: int = 0  # deliveries given up on since the last one delivered
+    # Which of its owner's WEBHOOKS_MAX_PER_USER places it takes: unique per owner, so no
+    # burst of creations can pass the limit.
+    slot: int = 0
 
     class Settings:
         name = "webhooks"
         indexes = [  # noqa: RUF012
             IndexModel([("owner_id", 1), ("created_at", -1), ("_id", -1)]),
+            IndexModel(
+                [("owner_id", 1), ("slot", 1)],
+                unique=True,
+                partialFilterExpression={"slot": {"$exists": True}},
+            ),
         ]
 
 

@@ -85,9 +85,10 @@ def make_settings(mongodb_url: str | None, data_dir: Path, **overrides: object) 
         "mongodb_timeout_ms": 5000,
         "log_level": "WARNING",
         # Mail is delivered, and changes streamed, only where a test is about them
-        # (tests/mail, tests/live): each costs every app a background task.
+        # (tests/mail, tests/live, tests/webhooks): each costs every app a background task.
         "outbox_worker": False,
         "live_feed": False,
+        "webhook_dispatcher": False,
         "recovery_response_floor_ms": 20,  # the timing test sets its own
         **overrides,
     }

@@ -6,12 +6,14 @@ webhook is its owner's integration). A password login, or a personal token with
 must be public, unless WEBHOOK_ALLOWED_NETWORKS lets it in) and again at every delivery.
 """
 
+import random
 from datetime import timedelta
 from typing import Annotated, Any
 
 from bson import ObjectId
 from fastapi import APIRouter, Path, Response, Security
 from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from api.accounts.auth_first import AuthFirstRoute
 from api.accounts.deps import current_user
@@ -113,15 +115,25 @@ async def create_webhook(body: WebhookCreate, user: HookOwner, services: AppServ
         "secrets_version": 0,
         "failures_in_row": 0,
     }
-    hooks = Webhook.get_pymongo_collection()
-    await hooks.insert_one(hook)
-    # The limit, exactly, under any burst: the account's oldest webhooks stay, up to it.
-    most = settings.webhooks_max_per_user
-    first = await hooks.find({"owner_id": user.id}, {"_id": 1}).sort("_id", 1).limit(most).to_list()
-    if hook_id not in {doc["_id"] for doc in first}:
-        await hooks.delete_one({"_id": hook_id})
-        raise TooManyWebhooks(f"An account may have at most {most} webhooks.")
+    await _insert_within_limit(hook, user, settings.webhooks_max_per_user)
     return WebhookCreated.model_validate({**hook, "secret": secret})
+
+
+async def _insert_within_limit(hook: dict[str, Any], user: User, most: int) -> None:
+    """Store the webhook in a free one of its owner's `most` places (a unique index):
+    however many creations race, no more than `most` land."""
+    hooks = Webhook.get_pymongo_collection()
+    for _ in range(4 * most):
+        taken = await hooks.find({"owner_id": user.id}, {"slot": 1}).to_list()
+        free = sorted({*range(most)} - {doc.get("slot") for doc in taken})
+        if not free:
+            break
+        try:
+            await hooks.insert_one({**hook, "slot": random.choice(free[:8])})
+            return
+        except DuplicateKeyError:  # another creation took it first: look again
+            continue
+    raise TooManyWebhooks(f"An account may have at most {most} webhooks.")
 
 
 @router.get("", response_model=Page[WebhookPublic], responses=problem_responses(401, 403))
