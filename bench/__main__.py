@@ -14,6 +14,8 @@ prints it for 100 after the throughput table).
 `--versions N` changes a 10 KiB item N times and prints what its history stores.
 `--workers N` compares GET /items/{id} on one API process and on N.
 `--seed N` times `docstore-admin seed` of N items against a raw insert_many.
+`--webhooks N` delivers N changes to a loopback receiver: throughput against a floor
+that signs and POSTs the same payloads, and the lag at `--rate` changes/s (100).
 Not part of the test suite.
 """
 
@@ -22,7 +24,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
-from bench import batch, live, load, patch, scale, seed, soak, storm, versions, workers
+from bench import batch, live, load, patch, scale, seed, soak, storm, versions, webhooks, workers
 from bench.harness import Setup, running
 
 
@@ -34,7 +36,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--scale", type=int, metavar="N", help="scale check with N items")
     parser.add_argument("--live", type=int, metavar="N", help="live feed with N subscribers")
-    parser.add_argument("--rate", type=float, default=10, help="--live: writes per second")
+    parser.add_argument(
+        "--rate", type=float, help="--live: writes per second (10); --webhooks: changes (100)"
+    )
+    parser.add_argument("--webhooks", type=int, metavar="N", help="N changes to a webhook")
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
     parser.add_argument("--batch", type=int, metavar="N", help="N creates: batch vs singles")
@@ -45,12 +50,13 @@ def main() -> None:
     args = parser.parse_args()
     # The modes that need only a user (each seeds what it measures), first given wins.
     alone: list[tuple[object, Callable[[Setup], None]]] = [
+        (args.webhooks, lambda setup: webhooks.report(setup, args.webhooks, args.rate or 100)),
         (args.seed, lambda setup: seed.report(setup, args.seed)),
         (args.versions, lambda setup: versions.report(setup, args.versions)),
         (args.batch, lambda setup: batch.report(setup, args.batch, args.rounds)),
         (args.soak, lambda setup: soak.report(setup, args.soak)),
         (args.storm, lambda setup: storm.report(setup, args.storm, args.rounds)),
-        (args.live, lambda setup: live.report(setup, args.live, args.rate, args.seconds * 2)),
+        (args.live, lambda setup: live.report(setup, args.live, args.rate or 10, args.seconds * 2)),
         (args.scale, lambda setup: scale.report(setup, args.scale)),  # seeded as sizes grow
     ]
     for asked, report in alone:

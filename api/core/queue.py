@@ -24,6 +24,7 @@ say how an entry is delivered; the queue does the rest for all of them:
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ from documents.base import utcnow
 
 log = logging.getLogger("docstore.outbox")
 Entry = dict[str, Any]
+PREFETCH = 100  # due entries read at once, to be claimed one by one
 COUNTS_FRESH_S = 5.0  # /metrics counts the queue at most this often
 UNKNOWN = "unknown"  # the channel counted for entries whose channel is not a name
 # Entries another tool wrote that no claim may take: a list of channels (`$in` would
@@ -200,6 +202,8 @@ class DurableQueue(Background):
         self.channels = {channel.name: channel for channel in channels}
         self._lanes: Counter[str] = Counter()  # entries being delivered, by lane
         self._tasks: set[asyncio.Task[None]] = set()
+        self._candidates: list[Entry] = []  # due entries read, not yet claimed
+        self._fetched_at = -math.inf
         if default is not None and default not in self.channels:
             raise ValueError(f"the default channel {default!r} is not one of this queue's")
 
@@ -261,7 +265,7 @@ class DurableQueue(Background):
         try:
             while not self.stopping:
                 try:
-                    while not self.stopping and await self._start_one():
+                    while not self.stopping and await self._start_some():
                         pass
                 except PyMongoError as error:  # the database is away: try again later
                     log.warning("queue worker cannot reach the database: %s", error)
@@ -271,21 +275,47 @@ class DurableQueue(Background):
             if self._tasks:
                 await asyncio.wait(self._tasks)
 
-    async def _start_one(self) -> bool:
-        """Claim a due entry and start delivering it; False when none is due, or this
-        worker delivers as many as it may at once."""
-        if len(self._tasks) >= self.settings.outbox_concurrency:
-            return False
-        entry = await self._claim()
-        if entry is None:
-            return False
+    async def _start_some(self) -> bool:
+        """Claim due entries and start delivering them, as many as this worker may
+        deliver at once; False when it started none. What is due is read a batch at a
+        time (PREFETCH, oldest first, ids and lanes only) and each entry then claimed by
+        its id: one query that sorts the due entries serves many deliveries. An entry
+        another worker claimed meanwhile is skipped; one of a lane that is full waits."""
+        started, fetched = False, False
+        while len(self._tasks) < self.settings.outbox_concurrency:
+            candidate = self._next_candidate()
+            if candidate is None:
+                # Read again when nothing read is left, or what is left waits for full
+                # lanes and the last read is a poll interval old (then for other lanes).
+                stale = time.monotonic() - self._fetched_at > self.settings.outbox_poll_s
+                if fetched or (self._candidates and not stale):
+                    break
+                due = collection().find(self._due(utcnow(), self._full_lanes()))
+                found = await due.sort("next_attempt_at", 1).limit(PREFETCH).to_list()
+                known = {candidate["_id"] for candidate in self._candidates}
+                self._candidates += [entry for entry in found if entry["_id"] not in known]
+                self._fetched_at, fetched = time.monotonic(), True
+                continue
+            entry = await self._claim_read(candidate)
+            if entry is not None:
+                self._start(entry)
+                started = True
+        return started
+
+    def _next_candidate(self) -> Entry | None:
+        for position, candidate in enumerate(self._candidates):
+            lane = candidate.get("lane")
+            if not isinstance(lane, str) or self._lanes[lane] < self.per_lane:
+                return self._candidates.pop(position)
+        return None
+
+    def _start(self, entry: Entry) -> None:
         lane = entry.get("lane")
         if isinstance(lane, str):
             self._lanes[lane] += 1
         task = asyncio.create_task(self._deliver(entry))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(done, lane))
-        return True
 
     def _finished(self, task: "asyncio.Task[None]", lane: object) -> None:
         self._tasks.discard(task)
@@ -323,33 +353,63 @@ class DurableQueue(Background):
     def _purge_at(self, now: datetime) -> datetime:
         return now + timedelta(days=self.settings.outbox_retention_days)
 
-    async def _claim(self) -> Entry | None:
-        now = utcnow()
+    def _due(self, now: datetime, full: Sequence[str] = ()) -> Entry:
+        """Entries a worker of these channels may claim now (none of the `full` lanes)."""
+        return {
+            "channel": {"$in": [*self.channels, *([None] if self.default else [])]},
+            **({"lane": {"$nin": list(full)}} if full else {}),
+            "$nor": _UNCLAIMABLE,
+            "$or": [
+                {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
+                {"status": Delivery.sending, "lease_until": {"$lt": now}},  # its worker died
+            ],
+        }
+
+    def _full_lanes(self) -> list[str]:
+        return [lane for lane, count in self._lanes.items() if count >= self.per_lane]
+
+    def _claiming(self, now: datetime) -> Entry:
         lease = now + timedelta(seconds=self.settings.outbox_lease_s)
-        full = [lane for lane, count in self._lanes.items() if count >= self.per_lane]
+        return {
+            "$set": {
+                "status": Delivery.sending,
+                "lease_until": lease,
+                "leased_by": self.name,
+                "last_attempt_at": now,
+            },
+            "$inc": {"attempts": 1},
+        }
+
+    async def _claim(self) -> Entry | None:
+        """Claim the entry due first (one query: `deliver_one`)."""
+        now = utcnow()
         claimed: Entry | None = await collection().find_one_and_update(
-            {
-                "channel": {"$in": [*self.channels, *([None] if self.default else [])]},
-                **({"lane": {"$nin": full}} if full else {}),
-                "$nor": _UNCLAIMABLE,
-                "$or": [
-                    {"status": Delivery.pending, "next_attempt_at": {"$lte": now}},
-                    {"status": Delivery.sending, "lease_until": {"$lt": now}},  # its worker died
-                ],
-            },
-            {
-                "$set": {
-                    "status": Delivery.sending,
-                    "lease_until": lease,
-                    "leased_by": self.name,
-                    "last_attempt_at": now,
-                },
-                "$inc": {"attempts": 1},
-            },
+            self._due(now, self._full_lanes()),
+            self._claiming(now),
             sort=[("next_attempt_at", 1)],
             return_document=ReturnDocument.AFTER,
         )
         return claimed
+
+    async def _claim_read(self, candidate: Entry) -> Entry | None:
+        """Claim an entry read as due, by its id and the state it was read in (None
+        when another worker took it, or it changed since): the entry as claimed. One
+        update by id: on the embedded server a findAndModify, or a filter with an
+        `$or`, costs a scan of the collection; this, a lookup. (An entry changes only
+        by a claim: unchanged since it was read, it is what was read, claimed.)"""
+        now = utcnow()
+        if candidate.get("status") == Delivery.sending:
+            still: Entry = {"status": Delivery.sending, "lease_until": {"$lt": now}}
+        else:
+            still = {"status": Delivery.pending, "next_attempt_at": {"$lte": now}}
+        claimed = await collection().update_one(
+            {"_id": candidate["_id"], **still}, self._claiming(now)
+        )
+        if claimed.modified_count != 1:
+            return None
+        claiming = self._claiming(now)
+        attempts = candidate.get("attempts", 0) + 1
+        return {**candidate, **claiming["$set"], "attempts": attempts}
 
     async def _failed(self, entry: Entry, channel: Channel, error: Exception) -> None:
         what = channel.describe(entry)

@@ -100,10 +100,14 @@ class Dispatcher(Background):
                             "ns.coll": self.items,
                             "operationType": {"$in": ["insert", "update", "replace", "delete"]},
                         },
+                        {"ns.coll": Webhook.get_collection_name()},
+                        # Accounts: deleted, replaced, or (de)activated; not every login.
                         {
-                            "ns.coll": {
-                                "$in": [Webhook.get_collection_name(), User.get_collection_name()]
-                            }
+                            "ns.coll": User.get_collection_name(),
+                            "$or": [
+                                {"operationType": {"$in": ["delete", "replace"]}},
+                                {"updateDescription.updatedFields.is_active": {"$exists": True}},
+                            ],
                         },
                     ]
                 }

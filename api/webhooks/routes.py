@@ -317,8 +317,8 @@ async def retry_delivery(
     webhook_id: WebhookId, delivery_id: DeliveryId, user: HookOwner, work: Queue
 ) -> Any:
     """Send this delivery again, as new (its attempts start over; its `webhook-id`
-    stays, so the receiver can tell it is the same event): delivered or dead. One being
-    sent now, or whose item was deleted for good, is a 409."""
+    stays, so the receiver can tell it is the same event): delivered or dead. One still
+    pending (or being sent), or whose item was deleted for good, is a 409."""
     hook = await _owned(webhook_id, user)
     if hook.get("enabled") is not True:
         raise WebhookDisabled()
@@ -328,15 +328,14 @@ async def retry_delivery(
             "_id": delivery_id,
             "channel": NAME,
             "webhook_id": webhook_id,
-            "status": {"$in": [Delivery.sent, Delivery.dead, Delivery.pending]},
+            "status": {"$in": [Delivery.sent, Delivery.dead]},
             "body": {"$type": "string"},
         },
         queue.queued_again(),
     )
     if again.matched_count != 1:
         raise NotResendable(
-            "The delivery is being sent now, or its item was deleted for good (its payload "
-            "with it)."
+            "The delivery is still pending, or its item was deleted for good (its payload with it)."
         )
     work.nudge()
     return await _delivery(webhook_id, delivery_id)

@@ -8,6 +8,7 @@ request still names the host (Host header, and for https the TLS server name, so
 certificate is checked against the name the webhook's owner gave).
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -68,8 +69,11 @@ class Transport:
         error = "no address to connect to"
         for address in target.addresses:
             try:
-                return await self._post_to(target, address, body, headers)
-            except httpx2.TimeoutException:
+                # The whole attempt, not each step: a receiver answering a byte at a time
+                # holds a delivery no longer than this either.
+                async with asyncio.timeout(self.timeout_s):
+                    return await self._post_to(target, address, body, headers)
+            except (httpx2.TimeoutException, TimeoutError):
                 return Outcome(error=f"timed out after {self.timeout_s:g}s")
             except httpx2.ConnectError as failed:
                 error = f"could not connect to {address}: {failed}"  # the next address

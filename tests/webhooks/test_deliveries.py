@@ -350,3 +350,24 @@ async def test_the_disabled_webhook_gets_nothing_and_a_deactivated_owner_neither
         await create_item(client, admin, title="heard")
         await receiver.arrived("/root", 1)
         assert [r.path for r in receiver.seen] == ["/root"]
+
+
+async def test_deactivating_an_account_stops_its_webhooks_at_once(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    async with hooks_app(mongodb_url, tmp_path) as (app, client):
+        [bob] = await accounts(app, "bob")
+        admin = await make_account(app, "root", superuser=True)
+        await make_webhook(client, bob, receiver.url("/bob"))
+        item = await create_item(client, bob, title="before")
+        await receiver.arrived("/bob", 1)  # the dispatcher knows bob's webhook now
+        deactivated = await client.patch(
+            f"/api/v1/users/{bob.id}", json={"is_active": False}, headers=admin.headers
+        )
+        assert deactivated.status_code == 200, deactivated.text
+        items = app.state.services.client[app.state.services.settings.mongodb_db].items
+        await items.update_one({"_id": ObjectId(item["id"])}, {"$set": {"title": "after"}})
+        await make_webhook(client, admin, receiver.url("/root"))
+        await create_item(client, admin, title="marker")
+        await receiver.arrived("/root", 1)
+        assert [r.path for r in receiver.seen] == ["/bob", "/root"]
