@@ -169,6 +169,18 @@ def _by_status(found: Mapping[tuple[str, str], int]) -> dict[str, int]:
     return totals
 
 
+async def forget_item(item_ids: Sequence[Any], session: AsyncClientSession | None = None) -> None:
+    """An item deleted for good: entries that carry its content (`carries_item`, with
+    its `item_id`: a webhook delivery's payload) lose their `body`. One not yet
+    delivered is given up on at its next attempt, and none can be sent again."""
+    if item_ids:
+        await collection().update_many(
+            {"item_id": {"$in": list(item_ids)}, "carries_item": True, "body": {"$type": "string"}},
+            {"$set": {"body": None}},
+            session=session,
+        )
+
+
 def queued_again() -> Entry:
     """The update that makes an entry due now, as if new (not for the TTL index)."""
     return {

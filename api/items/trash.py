@@ -18,6 +18,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from api.accounts.deps import ItemReader, ItemWriter
+from api.core import queue
 from api.core.errors import Conflict, DomainError, Forbidden, NotFound, problem_responses
 from api.core.pagination import Page, PageQuery, fetch_page, showable, sound_keys
 from api.core.services import AppServices
@@ -26,7 +27,6 @@ from api.items.conditional import PreconditionFailed, etag, expected_version
 from api.items.deps import ItemId, Unreadable, find_manageable, find_readable, shown
 from api.items.history import Change
 from api.items.idempotency import forget_answers_holding
-from api.webhooks import channel as webhook_deliveries
 from documents import Item, TrashedItem, TrashedItemPublic, User
 from documents.base import ObjectIdParam, utcnow
 from documents.share import Access
@@ -106,7 +106,7 @@ async def purge_trashed(
     if removed.deleted_count == 0:
         raise NotFound("item")  # purged or restored meanwhile
     await history.forget([item_id], session)
-    await webhook_deliveries.scrub([item_id], session)
+    await queue.forget_item([item_id], session)
     await forget_answers_holding([item_id], session)
     return True
 

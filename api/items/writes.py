@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from api.core import queue
 from api.core.errors import Conflict, NotFound
 from api.core.retry import Retry
 from api.items import history, policy
@@ -24,7 +25,6 @@ from api.items.conditional import PreconditionFailed, expected_version
 from api.items.deps import changeable, find_readable, manageable, shown
 from api.items.history import Atomically, Change
 from api.items.idempotency import forget_answers_holding
-from api.webhooks import channel as webhook_deliveries
 from documents import Item, ItemCreate, ItemMergePatch, User
 from documents.base import utcnow
 from documents.item import merge_patch
@@ -179,7 +179,7 @@ async def delete_item(
     # Nothing keeps its content readable: its history and the answers kept for retries
     # that show it go too (in the same transaction, where the caller runs one).
     await history.forget([item.id], session)
-    await webhook_deliveries.scrub([item.id], session)
+    await queue.forget_item([item.id], session)
     await forget_answers_holding([item.id], session)
 
 

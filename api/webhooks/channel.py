@@ -12,12 +12,12 @@ receiver holds at most WEBHOOK_MAX_IN_FLIGHT of a worker's deliveries.
 
 Delivered entries keep their body until they expire (OUTBOX_RETENTION_DAYS), so any
 delivery can be sent again by hand; deleting an item for good removes its content from
-them (`scrub`).
+them (`queue.forget_item`).
 """
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,8 @@ def delivery(
         "lane": str(hook_id),
         "type": kind,
         "item_id": item_id,
+        # Deleting the item for good removes the body (api/core/queue.py: forget_item).
+        "carries_item": item_id is not None and kind not in ID_ONLY,
         "body": body,
         "response_status": None,
     }
@@ -182,24 +184,6 @@ def _undeliverable(hook: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> 
 
 def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-async def scrub(item_ids: Sequence[Any], session: AsyncClientSession | None = None) -> None:
-    """Deleting items for good removes their content from their webhook deliveries (the
-    events that carry only an id keep theirs): one not yet delivered is given up on at
-    its next attempt, and none can be sent again."""
-    if not item_ids:
-        return
-    await queue.collection().update_many(
-        {
-            "channel": NAME,
-            "item_id": {"$in": list(item_ids)},
-            "type": {"$nin": list(ID_ONLY)},
-            "body": {"$type": "string"},
-        },
-        {"$set": {"body": None}},
-        session=session,
-    )
 
 
 async def remove_webhooks_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:

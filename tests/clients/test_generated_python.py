@@ -179,6 +179,7 @@ async def _flow(
     removed = await items.remove_item.asyncio_detailed(target.id, client=program, if_match="*")
     assert removed.status_code == 204
     await restore_from_the_trash(models, person, items, target.id)
+    await manage_a_webhook(models, person)
     titles = sorted(doc.title for doc in await Item.find_all().to_list())
     assert titles == ["batched", "patched"]
 
@@ -198,6 +199,29 @@ async def restore_from_the_trash(models: Any, person: Any, items: Any, item_id: 
     assert gone.status_code == 204
     left = await trash.list_trash.asyncio(client=person)
     assert item_id not in [entry.id for entry in left.items]
+
+
+async def manage_a_webhook(models: Any, person: Any) -> None:
+    """A webhook made (its secret shown once), its secret rotated, a ping queued and seen
+    in its delivery log, and the webhook deleted."""
+    hooks = module("api.webhooks")
+    names = ("create_webhook", "read_webhook", "rotate_webhook_secret", "ping_webhook")
+    for name in (*names, "list_deliveries", "delete_webhook"):
+        importlib.import_module(f"{hooks.__name__}.{name}")
+    body = models.WebhookCreate(url="https://93.184.215.14/hooks", description="indexer")
+    made = await hooks.create_webhook.asyncio(client=person, body=body)
+    assert isinstance(made, models.WebhookCreated), made
+    assert made.secret.startswith("whsec_")
+    read = await hooks.read_webhook.asyncio(made.id, client=person)
+    assert (read.url, read.enabled) == ("https://93.184.215.14/hooks", True)
+    rotated = await hooks.rotate_webhook_secret.asyncio(made.id, client=person)
+    assert rotated.secret != made.secret
+    ping = await hooks.ping_webhook.asyncio(made.id, client=person)
+    assert (ping.type_, ping.status) == ("webhook.ping", models.DeliveryPublicStatus("pending"))
+    log = await hooks.list_deliveries.asyncio(made.id, client=person)
+    assert [entry.id for entry in log.items] == [ping.id]
+    gone = await hooks.delete_webhook.asyncio_detailed(made.id, client=person)
+    assert gone.status_code == 204
 
 
 async def back_to_version_one(models: Any, person: Any, item_id: str) -> None:

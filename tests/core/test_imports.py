@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("api", "documents", "scripts", "bench")
-FEATURES = ("accounts", "items", "live", "mail", "operations")
+FEATURES = ("accounts", "items", "live", "mail", "operations", "webhooks")
 
 
 def module_name(path: Path) -> str:
@@ -86,7 +86,10 @@ def test_function_level_imports_count(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("importer", "forbidden"),
     [
-        ("api.core", ("api.accounts", "api.items", "api.live", "api.mail", "api.operations")),
+        (
+            "api.core",
+            ("api.accounts", "api.items", "api.live", "api.mail", "api.operations", "api.webhooks"),
+        ),
         ("api.core", ("api.main", "api.app", "api.server")),
         ("documents", ("api", "scripts", "bench")),
         ("api", ("scripts", "bench", "tests")),

@@ -72,6 +72,10 @@ NARROW: list[tuple[str, str, int]] = [
     ("POST", "/api/v1/items/{item_id}/shares", 422),
     # Changing your own password or email takes your current one, which only you know.
     ("PATCH", "/api/v1/users/{user_id}", 400),
+    # A webhook URL the schema admits (http or https) whose host does not resolve, or
+    # resolves to an address that is not public: 422 `webhook-url-refused`.
+    ("POST", "/api/v1/webhooks", 422),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}", 422),
 ]
 # Settings of one operation's own, written into its [[operations]] entry above.
 TUNED: dict[tuple[str, str], list[str]] = {
@@ -161,6 +165,11 @@ def _api(tmp: Path) -> Iterator[tuple[str, str, str]]:
         # data nested ten deep, Hypothesis spends minutes and a gigabyte on one batch.
         "BATCH_MAX_OPERATIONS": "5",
         "RECOVERY_RESPONSE_FLOOR_MS": "0",
+        # Webhooks may point at loopback (the seeded one does), and nothing is delivered:
+        # a webhook the fuzzer makes may name any public address.
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "WEBHOOK_DISPATCHER": "false",
+        "OUTBOX_WORKER": "false",
     }
     command = [sys.executable, "-m", "api.server", "--port", str(port), "--log-level", "error"]
     process = subprocess.Popen(command, env=env)
@@ -212,7 +221,14 @@ def _seed(base: str, mongodb_url: str, db: str) -> dict[str, list[str]]:
         )
         assert shared.status_code == 201, shared.text
         sessions = api.get("/auth/sessions", headers=headers).json()["items"]
+        admin_headers = {"Authorization": f"Bearer {admin_token}"}
+        hook = api.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=admin_headers)
+        assert hook.status_code == 201, hook.text
+        ping = api.post(f"/webhooks/{hook.json()['id']}/ping", headers=admin_headers)
+        assert ping.status_code == 202, ping.text
     return {
+        "webhook_ids": [hook.json()["id"]],
+        "delivery_ids": [ping.json()["id"]],
         "user_ids": [admin, other],
         "item_ids": [item.json()["id"] for item in [*items, *admin_items]],
         "session_ids": [session["id"] for session in sessions],
@@ -250,7 +266,13 @@ def _config(base: str, ids: dict[str, list[str]]) -> str:
         "",
         "[parameters]",
     ]
-    names = {"user_ids": "user_id", "item_ids": "item_id", "session_ids": "session_id"}
+    names = {
+        "user_ids": "user_id",
+        "item_ids": "item_id",
+        "session_ids": "session_id",
+        "webhook_ids": "webhook_id",
+        "delivery_ids": "delivery_id",
+    }
     lines += [f'"path.{names[key]}" = {{ dictionary = "{key}", probability = 0.5 }}' for key in ids]
     for key, values in ids.items():
         lines += ["", f"[dictionaries.{key}]", f"values = {_toml_list(values)}"]
