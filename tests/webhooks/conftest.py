@@ -137,3 +137,16 @@ async def deliveries(
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["items"]
     return found
+
+
+async def newest_delivery_when(
+    client: httpx2.AsyncClient, owner: Account, hook_id: str, status: str
+) -> dict[str, Any]:
+    """The webhook's newest delivery, once it has `status`."""
+
+    async def reached() -> bool:
+        log = await deliveries(client, owner, hook_id)
+        return bool(log) and log[0]["status"] == status
+
+    await eventually(reached)
+    return (await deliveries(client, owner, hook_id))[0]

@@ -16,7 +16,13 @@ from starlette.responses import RedirectResponse, Response
 from api.core import queue
 from documents import Webhook
 from tests.conftest import Account, create_item, eventually, make_account
-from tests.webhooks.conftest import Receiver, deliveries, hooks_app, make_webhook
+from tests.webhooks.conftest import (
+    Receiver,
+    deliveries,
+    hooks_app,
+    make_webhook,
+    newest_delivery_when,
+)
 
 
 async def accounts(app: FastAPI, *names: str) -> list[Account]:
@@ -117,11 +123,7 @@ async def test_retries_honour_retry_after_then_deliver(
         assert len({r.headers["webhook-id"] for r in got}) == 1  # the same delivery
         assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(stamps))
 
-        async def delivered() -> bool:
-            return (await deliveries(client, alice, hook["id"]))[0]["status"] == "delivered"
-
-        await eventually(delivered)
-        [entry] = await deliveries(client, alice, hook["id"])
+        entry = await newest_delivery_when(client, alice, hook["id"], "delivered")
         assert (entry["attempts"], entry["response_status"], entry["error"]) == (3, 204, None)
 
 
@@ -199,12 +201,7 @@ async def test_a_redirect_is_not_followed(
         hook = await make_webhook(client, alice, receiver.url())
         await create_item(client, alice)
 
-        async def dead() -> bool:
-            log = await deliveries(client, alice, hook["id"])
-            return bool(log) and log[0]["status"] == "dead"
-
-        await eventually(dead)
-        [entry] = await deliveries(client, alice, hook["id"])
+        entry = await newest_delivery_when(client, alice, hook["id"], "dead")
         assert entry["response_status"] == 307
         assert receiver.at("/elsewhere") == []
 
@@ -223,12 +220,7 @@ async def test_an_address_refused_at_delivery_is_never_connected_to(
         )
         await create_item(client, alice)
 
-        async def dead() -> bool:
-            log = await deliveries(client, alice, hook["id"])
-            return bool(log) and log[0]["status"] == "dead"
-
-        await eventually(dead)
-        [entry] = await deliveries(client, alice, hook["id"])
+        entry = await newest_delivery_when(client, alice, hook["id"], "dead")
         assert entry["error"].startswith("refused")
         assert entry["response_status"] is None
         assert receiver.seen == []
@@ -251,10 +243,7 @@ async def test_rotation_signs_with_both_secrets_and_ping_and_retry_send_again(
             assert got.verified(secret)["data"] == {"webhook": {"id": hook["id"]}}
         assert got.headers["webhook-id"] == ping.json()["id"]
 
-        async def delivered() -> bool:
-            return (await deliveries(client, alice, hook["id"]))[0]["status"] == "delivered"
-
-        await eventually(delivered)
+        await newest_delivery_when(client, alice, hook["id"], "delivered")
         again = await client.post(
             f"{url}/deliveries/{ping.json()['id']}/retry", headers=alice.headers
         )

@@ -21,6 +21,8 @@ QUICK = {
     "WEBHOOK_BACKOFF_S": "0.05",
     "OUTBOX_POLL_S": "0.05",
     "WEBHOOK_LEASE_S": "2",
+    # A delivery the killed process was sending is claimed again once its lease lapses.
+    "OUTBOX_LEASE_S": "3",
 }
 
 
