@@ -541,6 +541,11 @@ class Settings(BaseSettings):
         return self
 
     @cached_property
+    def webhook_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """WEBHOOK_ALLOWED_NETWORKS, parsed once (each was checked by its validator)."""
+        return tuple(ipaddress.ip_network(network) for network in self.webhook_allowed_networks)
+
+    @cached_property
     def signing_secret(self) -> str:
         """The JWT secret: SECRET_KEY, or in development one generated once per data folder."""
         if self.secret_key and not secret_problem(self.secret_key):

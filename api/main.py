@@ -39,7 +39,6 @@ from api.live.handoff import FeedCursor
 from api.mail import transports
 from api.mail.channel import EmailChannel, settle_legacy
 from api.operations import routes as operations
-from api.webhooks import addresses
 from api.webhooks import routes as webhooks
 from api.webhooks.channel import WebhookChannel, remove_webhooks_of
 from api.webhooks.dispatcher import Dispatcher
@@ -144,17 +143,18 @@ async def _running(
         cursors, feed_cursors = CursorCodec(secret), SealedCursorCodec(secret)
         services = Services(settings, client, cursors, replicated, feed_cursors, metrics)
         services.add(_signer(settings, secret))
+        # Webhooks first: the dispatcher, reading the deletion in order, then sees no
+        # webhook left to tell of the account's items going.
+        services.account_cleanups.append(remove_webhooks_of)
         services.account_cleanups.append(remove_items_of)
         services.account_cleanups.append(remove_events_of)
-        services.account_cleanups.append(remove_webhooks_of)
         email = EmailChannel(
             transports.build(settings),
             settings.mail_from,
             settings.outbox_max_attempts,
             settings.outbox_backoff_s,
         )
-        allowed = addresses.allowed_networks(",".join(settings.webhook_allowed_networks))
-        transport = Transport(settings.webhook_timeout_s, allowed)
+        transport = Transport(settings.webhook_timeout_s, settings.webhook_networks)
         webhook = WebhookChannel(transport, settings, metrics)
         sealer = Sealer(secret, settings.previous_secret_keys)
         work = DurableQueue(

@@ -70,7 +70,8 @@ RETRY_AFTER_MOST_S = 24 * 3600.0  # a destination's Retry-After is honoured up t
 class Failed(Exception):
     """An attempt that failed, with what the channel knows of it: what to record on the
     entry (`record`), when the destination asked to be tried again (`retry_after_s`), and
-    whether trying again is pointless (`final`: the entry is dead at once)."""
+    whether trying again is pointless (`final`: the entry is dead at once), or the entry
+    has nobody left to be kept for (`drop`: removed at once, its destination deleted)."""
 
     def __init__(
         self,
@@ -79,9 +80,11 @@ class Failed(Exception):
         record: Entry | None = None,
         retry_after_s: float | None = None,
         final: bool = False,
+        drop: bool = False,
     ) -> None:
         super().__init__(message)
-        self.record, self.retry_after_s, self.final = record or {}, retry_after_s, final
+        self.record, self.retry_after_s = record or {}, retry_after_s
+        self.final, self.drop = final or drop, drop
 
 
 class Channel(Protocol):
@@ -427,6 +430,10 @@ class DurableQueue(Background):
         what = channel.describe(entry)
         failed = error if isinstance(error, Failed) else Failed(str(error))
         noted = {**failed.record, "last_error": str(error)}
+        if failed.drop:  # only while we hold the lease, as `_settle`
+            log.warning("dropping %s: %s", what, error)
+            await collection().delete_one({"_id": entry["_id"], "leased_by": self.name})
+            return
         if failed.final or entry["attempts"] >= channel.max_attempts:
             log.error("giving up on %s: %s", what, error)
             # Its body stays (the secret sealed) for a retry by hand.

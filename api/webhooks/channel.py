@@ -18,7 +18,7 @@ them (`queue.forget_item`).
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -93,6 +93,9 @@ class WebhookChannel:
     async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> Entry | None:
         hooks = Webhook.get_pymongo_collection()
         hook = await hooks.find_one({"_id": entry.get("webhook_id")})
+        if hook is None:  # its webhook (or its account) was deleted: nothing is kept
+            self.attempts.labels("skipped").inc()
+            raise Failed("the webhook was deleted", drop=True)
         why_not = _undeliverable(hook, entry)
         if why_not is not None:
             self.attempts.labels("skipped").inc()
@@ -124,8 +127,7 @@ class WebhookChannel:
         for entry in stored if isinstance(stored, list) else ():
             if not isinstance(entry, dict) or not isinstance(entry.get("sealed"), str):
                 continue
-            retires_at = entry.get("retires_at")
-            if retires_at is not None and _aware(retires_at) <= now:
+            if retired(entry, now):
                 continue
             opened = signing.opened(entry["sealed"], self.secret_keys, str(hook["_id"]))
             if opened is not None:
@@ -170,9 +172,7 @@ class WebhookChannel:
         return f"{entry.get('_id')} to webhook {entry.get('webhook_id')}"
 
 
-def _undeliverable(hook: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> str | None:
-    if hook is None:
-        return "the webhook was deleted"
+def _undeliverable(hook: Mapping[str, Any], entry: Mapping[str, Any]) -> str | None:
     if hook.get("enabled") is not True:
         return "the webhook is disabled"
     if not isinstance(entry.get("body"), str):
@@ -182,8 +182,11 @@ def _undeliverable(hook: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> 
     return None
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+def retired(secret: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a stored secret signs no more (one whose `retires_at` is not a time,
+    written by another tool, counts as retired)."""
+    retires_at = secret.get("retires_at")
+    return retires_at is not None and (not isinstance(retires_at, datetime) or retires_at <= now)
 
 
 async def remove_webhooks_of(user_id: ObjectId, session: AsyncClientSession | None) -> None:

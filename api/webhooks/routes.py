@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from bson import ObjectId
 from fastapi import APIRouter, Path, Response, Security
 from pydantic import ValidationError
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from api.accounts.auth_first import AuthFirstRoute
@@ -25,7 +26,7 @@ from api.core.queue import Queue
 from api.core.retry import Retry
 from api.core.services import AppServices
 from api.webhooks import addresses, signing
-from api.webhooks.channel import NAME, delivery
+from api.webhooks.channel import NAME, delivery, retired
 from api.webhooks.dispatcher import new_delivery_id, payload
 from documents import Delivery, User, Webhook
 from documents.base import ObjectIdParam, utcnow
@@ -67,9 +68,8 @@ class NotResendable(DomainError):
 
 
 async def _checked(url: str, settings: Settings) -> None:
-    allowed = tuple(addresses.allowed_networks(",".join(settings.webhook_allowed_networks)))
     try:
-        await addresses.checked(url, allowed)
+        await addresses.checked(url, settings.webhook_networks)
     except addresses.RefusedUrl as refused:
         raise RefusedWebhookUrl(f"url: {refused}") from None
 
@@ -83,8 +83,19 @@ async def _owned(webhook_id: ObjectId, user: User) -> dict[str, Any]:
     return hook
 
 
+class UnreadableWebhook(DomainError):
+    status, code, title = 409, "unreadable-webhook", "Unreadable webhook"
+    detail = (
+        "This webhook's stored document is not valid (another tool wrote it): delete it, "
+        "or repair it in the database."
+    )
+
+
 def _shown(hook: dict[str, Any]) -> WebhookPublic:
-    return WebhookPublic.model_validate(hook)
+    try:
+        return WebhookPublic.model_validate(hook)
+    except ValidationError:
+        raise UnreadableWebhook() from None
 
 
 @router.post(
@@ -150,7 +161,7 @@ async def list_webhooks(user: HookOwner, page: PageQuery, services: AppServices)
     for row in rows:
         try:
             shown.append(_shown(row))
-        except ValidationError:  # another tool wrote it: skipped, not the whole page
+        except UnreadableWebhook:  # another tool wrote it: skipped, not the whole page
             services.metrics.skipped("webhooks")
     return Page[WebhookPublic](items=shown, next_cursor=next_cursor, total=total)
 
@@ -163,7 +174,9 @@ async def read_webhook(webhook_id: WebhookId, user: HookOwner) -> Any:
 
 
 @router.patch(
-    "/{webhook_id}", response_model=WebhookPublic, responses=problem_responses(401, 403, 404, 422)
+    "/{webhook_id}",
+    response_model=WebhookPublic,
+    responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def update_webhook(
     webhook_id: WebhookId, body: WebhookUpdate, user: HookOwner, services: AppServices
@@ -182,7 +195,7 @@ async def update_webhook(
     hook = await Webhook.get_pymongo_collection().find_one_and_update(
         {"_id": webhook_id, "owner_id": user.id},
         {"$set": changes},
-        return_document=True,
+        return_document=ReturnDocument.AFTER,
     )
     if hook is None:
         raise NotFound("webhook")
@@ -218,12 +231,9 @@ async def rotate_webhook_secret(
         for old in hook.get("secrets") or []:
             if not isinstance(old, dict):
                 continue
-            retires_at = old.get("retires_at")
-            if retires_at is None:
-                old = {**old, "retires_at": until}
-            elif retires_at.replace(tzinfo=now.tzinfo) <= now:
+            if retired(old, now):
                 continue
-            kept.append(old)
+            kept.append({**old, "retires_at": old.get("retires_at") or until})
         secret = signing.new_secret()
         sealed = signing.sealed(secret, settings.signing_secret, str(webhook_id))
         fresh = {"sealed": sealed, "created_at": now, "retires_at": None}
@@ -322,7 +332,6 @@ async def retry_delivery(
     hook = await _owned(webhook_id, user)
     if hook.get("enabled") is not True:
         raise WebhookDisabled()
-    await _delivery(webhook_id, delivery_id)  # 404 when it is not this webhook's
     again = await queue.collection().update_one(
         {
             "_id": delivery_id,
@@ -334,6 +343,7 @@ async def retry_delivery(
         queue.queued_again(),
     )
     if again.matched_count != 1:
+        await _delivery(webhook_id, delivery_id)  # a 404 when it is not this webhook's
         raise NotResendable(
             "The delivery is still pending, or its item was deleted for good (its payload with it)."
         )

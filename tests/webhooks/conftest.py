@@ -150,3 +150,15 @@ async def newest_delivery_when(
 
     await eventually(reached)
     return (await deliveries(client, owner, hook_id))[0]
+
+
+async def when_disabled(client: httpx2.AsyncClient, owner: Account, hook_id: str) -> str:
+    """Why the webhook was disabled, once it is."""
+    url = f"/api/v1/webhooks/{hook_id}"
+
+    async def disabled() -> bool:
+        return (await client.get(url, headers=owner.headers)).json()["enabled"] is False
+
+    await eventually(disabled)
+    reason: str = (await client.get(url, headers=owner.headers)).json()["disabled_reason"]
+    return reason

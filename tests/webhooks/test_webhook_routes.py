@@ -179,3 +179,23 @@ async def test_a_personal_token_needs_the_webhooks_scope(
     writer = await token(["webhooks:write"])
     assert (await client.post(BASE, json={"url": PUBLIC}, headers=writer)).status_code == 201
     assert len((await client.get(BASE, headers=writer)).json()["items"]) == 1
+
+
+async def test_a_webhook_another_tool_mangled_is_a_clear_answer_not_a_500(
+    client: httpx2.AsyncClient, alice: Account
+) -> None:
+    odd = await make_webhook(client, alice, PUBLIC)
+    fine = await make_webhook(client, alice, PUBLIC, description="fine")
+    await Webhook.get_pymongo_collection().update_one(
+        {"_id": ObjectId(odd["id"])},
+        {"$set": {"events": ["item.exploded"], "secrets.0.retires_at": "tomorrow"}},
+    )
+    shown = await client.get(f"{BASE}/{odd['id']}", headers=alice.headers)
+    assert shown.status_code == 409, shown.text
+    assert shown.json()["type"] == "urn:docstore:problem:unreadable-webhook"
+    listed = (await client.get(BASE, headers=alice.headers)).json()
+    assert [hook["id"] for hook in listed["items"]] == [fine["id"]]
+    rotated = await client.post(f"{BASE}/{odd['id']}/rotate-secret", headers=alice.headers)
+    assert rotated.status_code == 200, rotated.text  # the odd secret counts as retired
+    assert rotated.json()["previous_valid_until"] is None
+    assert (await client.delete(f"{BASE}/{odd['id']}", headers=alice.headers)).status_code == 204
