@@ -40,7 +40,7 @@ from api.mail import transports
 from api.mail.channel import EmailChannel, settle_legacy
 from api.operations import routes as operations
 from api.webhooks import routes as webhooks
-from api.webhooks.channel import WebhookChannel, remove_webhooks_of
+from api.webhooks.channel import WebhookChannel
 from api.webhooks.dispatcher import Dispatcher
 from api.webhooks.transport import Transport
 from documents import Item
@@ -143,11 +143,6 @@ async def _running(
         cursors, feed_cursors = CursorCodec(secret), SealedCursorCodec(secret)
         services = Services(settings, client, cursors, replicated, feed_cursors, metrics)
         services.add(_signer(settings, secret))
-        # Webhooks first: the dispatcher, reading the deletion in order, then sees no
-        # webhook left to tell of the account's items going.
-        services.account_cleanups.append(remove_webhooks_of)
-        services.account_cleanups.append(remove_items_of)
-        services.account_cleanups.append(remove_events_of)
         email = EmailChannel(
             transports.build(settings),
             settings.mail_from,
@@ -163,6 +158,11 @@ async def _running(
         )  # fmt: skip
         webhook.queue = work
         services.add(work)
+        # Webhooks first: the dispatcher, reading the deletion in order, then sees no
+        # webhook left to tell of the account's items going.
+        services.account_cleanups.append(webhook.remove_webhooks_of)
+        services.account_cleanups.append(remove_items_of)
+        services.account_cleanups.append(remove_events_of)
         app.state.services = services
         await settle_legacy(settings.outbox_retention_days)
         await give_readers()

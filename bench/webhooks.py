@@ -64,6 +64,8 @@ def report(setup: Setup, count: int, rate: float) -> None:
     process, base = serve(["api.server"], env)
     try:
         asyncio.run(_report(base, count, rate))
+        with MongoClient(setup.mongodb_url) as client:
+            _stages(client[DB])
     finally:
         process.terminate()
         process.wait()
@@ -86,7 +88,7 @@ async def _report(base: str, count: int, rate: float) -> None:
             made = await api.post("/api/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/hook"})
             assert made.status_code == 201, made.text
             secret = made.json()["secret"]
-            burst = await _burst(api, receiver, count)
+            written, burst = await _burst(api, receiver, count)
             bodies = [body for _, body in list(receiver.arrivals.values())[-count:]]
             floor = await _floor(port, secret, bodies)
             receiver.arrivals.clear()
@@ -96,6 +98,9 @@ async def _report(base: str, count: int, rate: float) -> None:
         await serving
     app_rate, floor_rate = count / burst, count / floor
     print(f"\nwebhooks: {count} changes, one webhook, a loopback receiver\n")
+    print(
+        f"{'burst: the writes alone (API answers)':<44}{written:>8.2f} s{count / written:>9.0f}/s"
+    )
     print(f"{'burst: first write to last delivery':<44}{burst:>8.2f} s{app_rate:>9.0f}/s")
     print(f"{'floor: sign and POST the same payloads':<44}{floor:>8.2f} s{floor_rate:>9.0f}/s")
     print(f"{'app / floor':<44}{app_rate / floor_rate:>10.2f}x")
@@ -103,6 +108,27 @@ async def _report(base: str, count: int, rate: float) -> None:
     p99 = statistics.quantiles(lags, n=100)[98] if len(lags) >= 2 else lags[0]
     print(f"{f'lag at {rate:g} changes/s, commit to receipt':<44}p50 {p50 * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms")  # fmt: skip
+
+
+def _stages(database: Any) -> None:
+    """Where the time went, per phase, from what the database recorded: commit (the
+    item's `updated_at`) to queued (the delivery's `created_at`, stored by the
+    dispatcher) to recorded as delivered (`sent_at`)."""
+    committed = {
+        item["_id"]: (item["title"].split()[0], item["updated_at"])
+        for item in database.items.find({}, {"title": 1, "updated_at": 1})
+    }
+    stages: dict[str, tuple[list[float], list[float]]] = {}
+    for entry in database.outbox.find({"channel": "webhook", "item_id": {"$ne": None}}):
+        phase, commit = committed[entry["item_id"]]
+        queued, sent = stages.setdefault(phase, ([], []))
+        queued.append((entry["created_at"] - commit).total_seconds())
+        sent.append((entry["sent_at"] - entry["created_at"]).total_seconds())
+    print()
+    for phase, (queued, sent) in stages.items():
+        for name, lags in (("commit to queued", queued), ("queued to delivered", sent)):
+            p50, p99 = statistics.median(lags), statistics.quantiles(lags, n=100)[98]
+            print(f"{f'{phase}: {name}':<44}p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
 
 
 async def _signed_in(api: httpx2.AsyncClient) -> str:
@@ -128,12 +154,14 @@ async def _until_delivered(receiver: Receiver, count: int, within_s: float = 600
         await asyncio.sleep(0.005)
 
 
-async def _burst(api: httpx2.AsyncClient, receiver: Receiver, count: int) -> float:
+async def _burst(api: httpx2.AsyncClient, receiver: Receiver, count: int) -> tuple[float, float]:
+    """Seconds from the first write to the last write's answer, and to the last delivery."""
     started = time.perf_counter()
     for first in range(0, count, BATCH):
         await _create(api, [f"burst {n}" for n in range(first, min(first + BATCH, count))])
+    written = time.perf_counter() - started
     await _until_delivered(receiver, count)
-    return time.perf_counter() - started
+    return written, time.perf_counter() - started
 
 
 async def _floor(port: int, secret: str, bodies: list[bytes]) -> float:

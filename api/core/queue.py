@@ -15,6 +15,12 @@ say how an entry is delivered; the queue does the rest for all of them:
   once;
 - idempotent enqueue: `enqueue_once` stores entries under ids their cause decides, so
   enqueueing the same work twice (a replay after a crash) stores it once;
+- hand-over: entries `enqueue_once` stores while this process's worker runs are stored
+  claimed by it (HAND_OVER_MOST waiting at most) and handed to it in memory, so fresh
+  work costs no query for what is due and no claim; a process killed before delivering
+  them leaves leases that lapse, and another worker claims them as any other;
+- settling: delivered entries are recorded a group at a time (one update for the
+  deliveries that ended meanwhile), each still only while its lease is this worker's;
 - manual retry: `retry_dead` (`docstore-admin outbox --retry-dead`) queues dead ones again;
 - expiry: settled entries (delivered or dead) carry `purge_at`, a TTL index removes them;
 - secrets: a value an entry must carry but nobody may read from the database (a reset
@@ -27,7 +33,7 @@ import logging
 import math
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
@@ -50,6 +56,8 @@ from documents.base import utcnow
 log = logging.getLogger("docstore.outbox")
 Entry = dict[str, Any]
 PREFETCH = 100  # due entries read at once, to be claimed one by one
+HAND_OVER_MOST = 1000  # entries claimed as they are stored, waiting in a worker's memory
+SETTLE_MOST = 100  # delivered entries recorded by one update
 COUNTS_FRESH_S = 5.0  # /metrics counts the queue at most this often
 UNKNOWN = "unknown"  # the channel counted for entries whose channel is not a name
 # Entries another tool wrote that no claim may take: a list of channels (`$in` would
@@ -219,6 +227,13 @@ class DurableQueue(Background):
         self._tasks: set[asyncio.Task[None]] = set()
         self._candidates: list[Entry] = []  # due entries read, not yet claimed
         self._fetched_at = -math.inf
+        self._ready: dict[str, deque[Entry]] = {}  # claimed as stored, by lane, waiting
+        self._held: set[Any] = set()  # ids this worker claimed: waiting or under way
+        self._in_lane: dict[Any, str] = {}  # the lane of each entry its destination has
+        self._delivered: list[tuple[Any, Entry, asyncio.Future[None]]] = []  # to record
+        self._recording: asyncio.Task[None] | None = None
+        self.working = False  # whether this process's worker runs (then it takes hand-overs)
+        self._look = True  # whether to read what is due before the poll interval is up
         if default is not None and default not in self.channels:
             raise ValueError(f"the default channel {default!r} is not one of this queue's")
 
@@ -236,19 +251,34 @@ class DurableQueue(Background):
 
     async def enqueue_once(self, channel: str, entries: Sequence[Entry]) -> int:
         """Store entries whose `_id` their cause decides (an event and its destination);
-        one stored already is left as it is. How many were new; the worker is nudged."""
+        one stored already is left as it is. How many were new. While this process's
+        worker runs, new entries are stored claimed by it and handed to it at once."""
         if not entries:
             return 0
         documents = [self._entry(channel, dict(entry), None) for entry in entries]
+        waiting = sum(len(lane) for lane in self._ready.values())
+        handed = documents[: max(0, HAND_OVER_MOST - waiting)] if self.working else []
+        now = utcnow()
+        for document in handed:
+            document.update(self._claiming(now)["$set"], attempts=1)
         try:
             result = await collection().insert_many(documents, ordered=False)
+            refused: set[int] = set()
             stored = len(result.inserted_ids)
         except BulkWriteError as error:
             errors = error.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
+            refused = {e.get("index") for e in errors}
             stored = len(documents) - len(errors)
-        self.nudge()
+        for index, document in enumerate(handed):
+            if index not in refused:  # one stored before is not ours to deliver
+                self._ready.setdefault(_lane(document) or "", deque()).append(document)
+                self._held.add(document["_id"])
+        if len(handed) < len(documents):
+            self.nudge()  # some were stored due, for any worker
+        else:
+            self.wake.set()
         return stored
 
     def _entry(self, channel: str, fields: Entry, secret: str | None) -> Entry:
@@ -274,9 +304,11 @@ class DurableQueue(Background):
 
     def nudge(self) -> None:
         """Wake this process's worker: an entry was just committed."""
+        self._look = True
         self.wake.set()
 
     async def run(self) -> None:
+        self.working = True
         try:
             while not self.stopping:
                 try:
@@ -287,8 +319,34 @@ class DurableQueue(Background):
                 if not self.stopping:  # woken when work is enqueued, or a delivery ends
                     await self.pause(self.settings.outbox_poll_s)
         finally:  # deliveries under way finish (a lease cut short is claimed again)
+            self.working = False
             if self._tasks:
                 await asyncio.wait(self._tasks)
+            await self._release_ready()
+
+    async def _release_ready(self) -> None:
+        """Entries handed over and not started go back to the queue, due now (a clean
+        stop: another worker need not wait for their leases to lapse)."""
+        ids = [entry["_id"] for lane in self._ready.values() for entry in lane]
+        self._ready.clear()
+        self._held.difference_update(ids)
+        if not ids:
+            return
+        try:
+            await collection().update_many(
+                {"_id": {"$in": ids}, "leased_by": self.name, "status": Delivery.sending},
+                {
+                    "$set": {
+                        "status": Delivery.pending,
+                        "next_attempt_at": utcnow(),
+                        "lease_until": None,
+                        "leased_by": None,
+                    },
+                    "$inc": {"attempts": -1},
+                },
+            )
+        except PyMongoError as error:  # their leases lapse instead
+            log.warning("queue worker could not give back %d entries: %s", len(ids), error)
 
     async def _start_some(self) -> bool:
         """Claim due entries and start delivering them, as many as this worker may
@@ -298,24 +356,65 @@ class DurableQueue(Background):
         another worker claimed meanwhile is skipped; one of a lane that is full waits."""
         started, fetched = False, False
         while len(self._tasks) < self.settings.outbox_concurrency:
+            handed = await self._next_ready()
+            if handed is not None:
+                self._start(handed)
+                started = True
+                continue
             candidate = self._next_candidate()
             if candidate is None:
-                # Read again when nothing read is left, or what is left waits for full
-                # lanes and the last read is a poll interval old (then for other lanes).
+                # Read again once a round, when work was stored that was not handed over,
+                # when the last read found as many as it asked for (more may be due), or
+                # a poll interval after the last read (retries come due; with entries
+                # left that wait for full lanes, those of other lanes).
                 stale = time.monotonic() - self._fetched_at > self.settings.outbox_poll_s
-                if fetched or (self._candidates and not stale):
+                if fetched or not (self._look or stale):
                     break
+                self._look = False
                 due = collection().find(self._due(utcnow(), self._full_lanes()))
                 found = await due.sort("next_attempt_at", 1).limit(PREFETCH).to_list()
-                known = {candidate["_id"] for candidate in self._candidates}
+                known = {candidate["_id"] for candidate in self._candidates} | self._held
                 self._candidates += [entry for entry in found if entry["_id"] not in known]
                 self._fetched_at, fetched = time.monotonic(), True
+                self._look = len(found) == PREFETCH
+                continue
+            if candidate["_id"] in self._held:  # handed over meanwhile: ours already
                 continue
             entry = await self._claim_read(candidate)
             if entry is not None:
                 self._start(entry)
                 started = True
         return started
+
+    async def _next_ready(self) -> Entry | None:
+        """An entry handed over, of a lane with room; its lease renewed when half of it
+        has passed while it waited (None when none, or it is no longer ours)."""
+        while True:
+            lane = next(
+                (
+                    lane
+                    for lane, waiting in self._ready.items()
+                    if waiting and (not lane or self._lanes[lane] < self.per_lane)
+                ),
+                None,
+            )
+            if lane is None:
+                return None
+            entry = self._ready[lane].popleft()
+            if not self._ready[lane]:
+                del self._ready[lane]
+            now = utcnow()
+            half = timedelta(seconds=self.settings.outbox_lease_s / 2)
+            if entry["lease_until"] - now > half:
+                return entry
+            lease = now + timedelta(seconds=self.settings.outbox_lease_s)
+            renewed = await collection().update_one(
+                {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
+                {"$set": {"lease_until": lease}},
+            )
+            if renewed.modified_count == 1:
+                return {**entry, "lease_until": lease}
+            self._held.discard(entry["_id"])  # another worker took it: its lease had lapsed
 
     def _next_candidate(self) -> Entry | None:
         for position, candidate in enumerate(self._candidates):
@@ -325,19 +424,29 @@ class DurableQueue(Background):
         return None
 
     def _start(self, entry: Entry) -> None:
-        lane = entry.get("lane")
-        if isinstance(lane, str):
+        lane = _lane(entry)
+        if lane is not None:
             self._lanes[lane] += 1
+            self._in_lane[entry["_id"]] = lane
+        self._held.add(entry["_id"])
         task = asyncio.create_task(self._deliver(entry))
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finished(done, lane))
+        task.add_done_callback(lambda done: self._finished(done, entry["_id"]))
 
-    def _finished(self, task: "asyncio.Task[None]", lane: object) -> None:
-        self._tasks.discard(task)
-        if isinstance(lane, str):
+    def _leave_lane(self, entry_id: Any) -> None:
+        """The destination is done with an entry (its outcome may still be recording):
+        room in its lane for another."""
+        lane = self._in_lane.pop(entry_id, None)
+        if lane is not None:
             self._lanes[lane] -= 1
             if self._lanes[lane] <= 0:
                 del self._lanes[lane]
+            self.wake.set()
+
+    def _finished(self, task: "asyncio.Task[None]", entry_id: Any) -> None:
+        self._tasks.discard(task)
+        self._held.discard(entry_id)
+        self._leave_lane(entry_id)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.warning("queue worker lost a delivery's outcome: %s", error)
         self.wake.set()  # room for another
@@ -355,15 +464,55 @@ class DurableQueue(Background):
         try:
             sealed = entry.get("secret")
             secret = self.sealer.open(sealed, channel.binding(entry)) if sealed else None
-            record = await channel.deliver(entry, secret)
+            try:
+                record = await channel.deliver(entry, secret)
+            finally:
+                self._leave_lane(entry["_id"])
         except Exception as error:  # any failure is retried later
             await self._failed(entry, channel, error)
         else:
+            # What was delivered is kept as the channel says (an email's envelope only).
+            await self._record_delivered(
+                entry, {**(record or {}), **channel.delivered(entry), "secret": None}
+            )
+
+    async def _record_delivered(self, entry: Entry, changes: Entry) -> None:
+        """Record a delivery, with the others that ended meanwhile: one update for all
+        of them whose `changes` are alike (only while the lease is this worker's)."""
+        done = asyncio.get_running_loop().create_future()
+        self._delivered.append((entry["_id"], changes, done))
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_all())
+        await done
+
+    async def _record_all(self) -> None:
+        while self._delivered:
+            batch = self._delivered[:SETTLE_MOST]
+            del self._delivered[:SETTLE_MOST]
+            alike: dict[str, tuple[Entry, list[tuple[Any, asyncio.Future[None]]]]] = {}
+            for entry_id, changes, done in batch:
+                key = repr(sorted(changes.items()))
+                alike.setdefault(key, (changes, []))[1].append((entry_id, done))
             now = utcnow()
             sent = {"status": Delivery.sent, "sent_at": now, "purge_at": self._purge_at(now)}
-            # What was delivered is kept as the channel says (an email's envelope only).
-            changes = {**sent, **(record or {}), **channel.delivered(entry), "secret": None}
-            await self._settle(entry, changes)
+            for changes, entries in alike.values():
+                try:
+                    await collection().update_many(
+                        {
+                            "_id": {"$in": [entry_id for entry_id, _ in entries]},
+                            "leased_by": self.name,
+                            "status": Delivery.sending,
+                        },
+                        {"$set": {**sent, **changes, "lease_until": None}},
+                    )
+                except Exception as error:  # each delivery's task hears of it
+                    for _, done in entries:
+                        if not done.done():
+                            done.set_exception(error)
+                else:
+                    for _, done in entries:
+                        if not done.done():
+                            done.set_result(None)
 
     def _purge_at(self, now: datetime) -> datetime:
         return now + timedelta(days=self.settings.outbox_retention_days)
@@ -458,6 +607,11 @@ class DurableQueue(Background):
             {"$set": {**changes, "lease_until": None}},
         )
         return result.modified_count == 1
+
+
+def _lane(entry: Mapping[str, Any]) -> str | None:
+    lane = entry.get("lane")
+    return lane if isinstance(lane, str) else None
 
 
 def instrument(metrics: Metrics, unnamed: str = "") -> None:

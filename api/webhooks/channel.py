@@ -2,13 +2,15 @@
 
 An entry is one event for one webhook: its `_id` is the `webhook-id` header of every
 attempt, decided by the event and the webhook (api/webhooks/dispatcher.py), and its body
-the payload, rendered once when the change was read. Each attempt reads the webhook
-(its URL, whether it is on, its secrets), signs the body with every secret in use and
-POSTs it (api/webhooks/transport.py). A 2xx delivers it; `410 Gone` disables the
-webhook; anything else is tried again with backoff, later when the receiver's
-Retry-After asks; WEBHOOK_DISABLE_AFTER deliveries in a row given up on disable it too.
-A disabled webhook's owner is emailed. The queue's lanes are webhooks: one slow
-receiver holds at most WEBHOOK_MAX_IN_FLIGHT of a worker's deliveries.
+the payload, rendered once when the change was read. Each attempt takes the webhook
+(its URL, whether it is on, its secrets) as read at most HOOK_FRESH_S ago (a change made
+through this process is seen at once, one made through another within that time),
+signs the body with every secret in use and POSTs it (api/webhooks/transport.py).
+A 2xx delivers it; `410 Gone` disables the webhook; anything else is tried again with
+backoff, later when the receiver's Retry-After asks; WEBHOOK_DISABLE_AFTER deliveries in
+a row given up on disable it too. A disabled webhook's owner is emailed. The queue's
+lanes are webhooks: one slow receiver holds at most WEBHOOK_MAX_IN_FLIGHT of a worker's
+deliveries.
 
 Delivered entries keep their body until they expire (OUTBOX_RETENTION_DAYS), so any
 delivery can be sent again by hand; deleting an item for good removes its content from
@@ -38,6 +40,8 @@ from documents.base import utcnow
 
 log = logging.getLogger("docstore.webhooks")
 NAME = "webhook"
+HOOK_FRESH_S = 1.0  # a webhook read serves this process's deliveries to it this long
+HOOKS_KEPT = 10_000  # webhooks whose last read is kept
 GONE = "the receiver answered 410 Gone"
 ID_ONLY = frozenset({"item.deleted", "item.unshared"})  # events whose item is its id alone
 
@@ -80,6 +84,7 @@ class WebhookChannel:
         self.backoff_s = settings.webhook_backoff_s
         self.secret_keys = [settings.signing_secret, *settings.previous_secret_keys]
         self.queue: DurableQueue | None = None  # set once the queue exists: it emails owners
+        self._read: dict[Any, tuple[float, dict[str, Any] | None]] = {}  # id: (when, webhook)
         self.attempts = metrics.counter(
             "docstore_webhook_attempts",
             "Webhook delivery attempts by outcome "
@@ -90,9 +95,35 @@ class WebhookChannel:
     def binding(self, entry: Mapping[str, Any]) -> str:
         return str(entry["_id"])
 
+    async def webhook(self, webhook_id: Any) -> dict[str, Any] | None:
+        """The webhook as read at most HOOK_FRESH_S ago (None: it does not exist)."""
+        read = self._read.get(webhook_id)
+        if read is not None and time.monotonic() - read[0] < HOOK_FRESH_S:
+            return read[1]
+        hook = await Webhook.get_pymongo_collection().find_one({"_id": webhook_id})
+        if len(self._read) >= HOOKS_KEPT:
+            self._read.clear()
+        self._read[webhook_id] = (time.monotonic(), hook)
+        return hook
+
+    def forget(self, webhook_id: Any = None, owner_id: Any = None) -> None:
+        """A webhook (or all of an owner's) changed: its next delivery reads it again."""
+        self._read.pop(webhook_id, None)
+        if owner_id is not None:
+            for known, (_, hook) in list(self._read.items()):
+                if hook is None or hook.get("owner_id") == owner_id:
+                    self._read.pop(known, None)
+
+    async def remove_webhooks_of(
+        self, user_id: ObjectId, session: AsyncClientSession | None
+    ) -> None:
+        """An account's webhooks and their deliveries go with the account."""
+        await remove_webhooks_of(user_id, session)
+        self.forget(owner_id=user_id)
+
     async def deliver(self, entry: Mapping[str, Any], secret: str | None) -> Entry | None:
         hooks = Webhook.get_pymongo_collection()
-        hook = await hooks.find_one({"_id": entry.get("webhook_id")})
+        hook = await self.webhook(entry.get("webhook_id"))
         if hook is None:  # its webhook (or its account) was deleted: nothing is kept
             self.attempts.labels("skipped").inc()
             raise Failed("the webhook was deleted", drop=True)
@@ -112,6 +143,7 @@ class WebhookChannel:
         record = {"response_status": outcome.status}
         if outcome.delivered:
             if hook.get("failures_in_row"):
+                hook["failures_in_row"] = 0  # the copy read: not reset once per delivery
                 await hooks.update_one({"_id": hook["_id"]}, {"$set": {"failures_in_row": 0}})
             return record
         if outcome.gone:
@@ -150,6 +182,7 @@ class WebhookChannel:
 
     async def disable(self, webhook_id: ObjectId, reason: str) -> None:
         """Turn the webhook off and email its owner (once: only the call that turns it off)."""
+        self.forget(webhook_id)
         hook = await Webhook.get_pymongo_collection().find_one_and_update(
             {"_id": webhook_id, "enabled": True},
             {"$set": {"enabled": False, "disabled_reason": reason, "updated_at": utcnow()}},
@@ -180,6 +213,13 @@ def _undeliverable(hook: Mapping[str, Any], entry: Mapping[str, Any]) -> str | N
     if not isinstance(hook.get("url"), str):
         return "the webhook has no URL"
     return None
+
+
+def forget(work: DurableQueue, webhook_id: Any) -> None:
+    """A webhook changed through this process: its next delivery reads it again."""
+    channel = work.channels.get(NAME)
+    if isinstance(channel, WebhookChannel):
+        channel.forget(webhook_id)
 
 
 def retired(secret: Mapping[str, Any], now: datetime) -> bool:

@@ -43,7 +43,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from api.config import Settings
 from api.core.background import Background
 from api.core.metrics import Metrics
-from api.core.queue import DurableQueue
+from api.core.queue import DurableQueue, Entry
 from api.core.retry import Retry
 from api.items import policy
 from api.live.feed import HISTORY_LOST, Change, change_of, seen_by
@@ -56,6 +56,7 @@ LEASES = "webhook_dispatch"
 KEY = "items"  # the one lease: of the items collection's stream
 WATCH_AWAIT_MS = 500  # longest a getMore waits; bounds how long stop() takes
 SAVE_EVERY_S = 1.0  # the position is saved at most this often while changes come
+STORE_MOST = 500  # deliveries stored by one insert
 
 
 def delivery_id(event: str, webhook_id: Any) -> str:
@@ -220,33 +221,45 @@ class Dispatcher(Background):
                 return
             saved, saved_at = self.position, time.monotonic()
             renew_every = self.settings.webhook_lease_s / 3
+            stored: list[Entry] = []  # deliveries of the events read, not yet stored
             while not self.stopping and stream.alive:
                 raw = await stream.try_next()
                 if raw is not None:
-                    await self._handle(raw)
+                    stored += await self._handle(raw)
                 token = stream.resume_token or (raw["_id"] if raw is not None else None)
                 if token is not None:
                     self.position = token["_data"]
+                # Stored a batch at a time: when the events the stream holds are handled
+                # (the next read asks the server), and always before the position is saved.
+                if stored and (len(stored) >= STORE_MOST or not _buffered(stream)):
+                    await self.queue.enqueue_once(NAME, stored)
+                    stored = []
                 since = time.monotonic() - saved_at
                 if (self.position != saved and since > SAVE_EVERY_S) or since > renew_every:
+                    if stored:
+                        await self.queue.enqueue_once(NAME, stored)
+                        stored = []
                     if not await self._save(self.position):
                         return
                     saved, saved_at = self.position, time.monotonic()
+            if stored:
+                await self.queue.enqueue_once(NAME, stored)
             if self.position != saved:
                 await self._save(self.position)
 
-    async def _handle(self, raw: dict[str, Any]) -> None:
+    async def _handle(self, raw: dict[str, Any]) -> list[Entry]:
+        """The deliveries of one event."""
         if raw["ns"]["coll"] != self.items:
             self.hooks = None  # a webhook or an account changed: read them again
-            return
+            return []
         try:
             change = change_of(raw)
         except Exception:  # a document another tool wrote (no owner, say)
             log.warning("webhook dispatcher skipped a change it cannot route", exc_info=True)
             self.metrics.skipped("webhooks")
-            return
+            return []
         if change is None:
-            return
+            return []
         hooks = await self._hooks()
         readers = _readers(change)
         entries = []
@@ -267,7 +280,7 @@ class Dispatcher(Background):
             for hook in takers:
                 key = delivery_id(change.position.token, hook.id)
                 entries.append(delivery(hook.id, owner_id, kind, body, key, change.item_id))
-        await self.queue.enqueue_once(NAME, entries)
+        return entries
 
     async def _hooks(self) -> dict[ObjectId, list[Hook]]:
         """The enabled webhooks of active accounts, by owner."""
@@ -289,6 +302,13 @@ class Dispatcher(Background):
             keep = {doc["_id"] async for doc in active} if found else set()
             self.hooks = {owner: hooks for owner, hooks in found.items() if owner in keep}
         return self.hooks
+
+
+def _buffered(stream: Any) -> int:
+    """How many events the stream has read and not yet given out (0 when PyMongo's
+    cursor does not say: then each event's deliveries are stored on their own)."""
+    waiting = getattr(getattr(stream, "_cursor", None), "_data", None)
+    return len(waiting) if waiting is not None else 0
 
 
 def _readers(change: Change) -> set[Any]:

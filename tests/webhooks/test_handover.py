@@ -1,0 +1,128 @@
+"""The fast path of fresh deliveries: the dispatcher's process stores them claimed by
+its own worker and hands them over in memory (api/core/queue.py), delivered ones are
+recorded a group at a time, and a webhook read serves its deliveries for a moment.
+Each protection here is one a test below fails without."""
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.core.queue import DurableQueue
+from tests.commands import recording
+from tests.conftest import app_with, create_item, eventually, make_account, services_of
+from tests.webhooks.conftest import Answer, Receiver, hook_settings, hooks_app, make_webhook
+
+
+def slow(seconds: float) -> Answer:
+    async def answer(request: Request) -> Response:
+        await asyncio.sleep(seconds)
+        return Response(status_code=204)
+
+    return answer
+
+
+async def test_fresh_deliveries_cost_no_claim_and_few_reads(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    # A long poll interval: the worker reads what is due only when told to.
+    async with hooks_app(mongodb_url, tmp_path, outbox_poll_s=30.0) as (app, client):
+        work = services_of(app).get(DurableQueue)
+        alice = await make_account(app, "alice")
+        await make_webhook(client, alice, receiver.url())
+        await create_item(client, alice, title="warm-up")  # the dispatcher reads its webhooks
+        await receiver.arrived("/hook", 1)
+
+        async def idle() -> bool:
+            return not work._tasks and not work._held
+
+        await eventually(idle)
+        database = services_of(app).settings.mongodb_db
+        with recording(database) as commands:
+            batch = {
+                "operations": [{"op": "create", "item": {"title": f"n{n}"}} for n in range(20)]
+            }
+            made = await client.post("/api/v1/items/batch", json=batch, headers=alice.headers)
+            assert made.status_code == 200, made.text
+            await receiver.arrived("/hook", 21)
+            await eventually(idle)
+            sent = list(commands)
+
+    def count(name: str, collection: str) -> int:
+        return sum(1 for c in sent if c["name"] == name and c.get(name) == collection)
+
+    # No query for what is due and no claim: the entries were handed over as stored.
+    assert count("find", "outbox") == 0
+    assert count("findAndModify", "outbox") == 0
+    assert count("insert", "outbox") <= 4  # a batch of events stored at once
+    assert count("update", "outbox") <= 10  # deliveries recorded together (4 here, seen)
+    assert count("find", "webhooks") <= 4  # read once a second, not once a delivery
+
+
+async def test_a_webhook_changed_through_the_process_is_used_at_once(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    async with hooks_app(mongodb_url, tmp_path) as (app, client):
+        alice = await make_account(app, "alice")
+        hook = await make_webhook(client, alice, receiver.url("/old"))
+        await create_item(client, alice, title="one")
+        await receiver.arrived("/old", 1)  # the webhook is read, and kept a moment
+        moved = await client.patch(
+            f"/api/v1/webhooks/{hook['id']}", json={"url": receiver.url("/new")},
+            headers=alice.headers,
+        )  # fmt: skip
+        assert moved.status_code == 200, moved.text
+        await create_item(client, alice, title="two")
+        await receiver.arrived("/new", 1)
+        assert len(receiver.at("/old")) == 1
+
+
+async def test_a_clean_stop_gives_back_what_was_handed_over_and_not_started(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.answers["/slow"] = slow(1.0)
+    settings = hook_settings(mongodb_url, tmp_path, webhook_max_in_flight=1)
+    async with app_with(settings) as (app, client):
+        work = services_of(app).get(DurableQueue)
+        alice = await make_account(app, "alice")
+        await make_webhook(client, alice, receiver.url("/slow"))
+        for n in range(4):
+            await create_item(client, alice, title=f"n{n}")
+
+        async def all_handed() -> bool:
+            return sum(len(lane) for lane in work._ready.values()) + len(work._tasks) >= 4
+
+        await eventually(all_handed)
+        await work.stop()  # as at shutdown
+        # The one being sent finished; the others are due again, for any worker.
+        async with AsyncMongoClient(mongodb_url) as mongo:
+            outbox = mongo[settings.mongodb_db].outbox
+            entries = await outbox.find({"channel": "webhook"}).to_list()
+    states = Counter((e["status"], e["leased_by"], e["attempts"]) for e in entries)
+    assert len(entries) == 4
+    assert states[("pending", None, 0)] >= 2, states
+    assert all(e["status"] in ("pending", "sent") for e in entries), states
+
+
+async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.answers["/slow"] = slow(0.8)
+    # One at a time to a slow receiver: the last of five waits longer than the lease,
+    # and another process's worker (no dispatcher) claims what it sees lapse.
+    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=2)
+    other = first.model_copy(update={"data_dir": tmp_path / "b", "webhook_dispatcher": False})
+    async with app_with(first) as (app, _), app_with(other) as (app_b, client):
+        alice = await make_account(app_b, "alice")
+        await make_webhook(client, alice, receiver.url("/slow"))
+        for n in range(5):
+            await create_item(client, alice, title=f"n{n}")
+        await receiver.arrived("/slow", 5, within_s=30)
+        await asyncio.sleep(1.5)  # a second copy of any would have arrived by now
+        ids = Counter(r.headers["webhook-id"] for r in receiver.at("/slow"))
+        assert len(ids) == 5, ids
+        assert set(ids.values()) == {1}, f"delivered twice: {ids}"
+        assert services_of(app).get(DurableQueue)._held == set()
