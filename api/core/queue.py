@@ -17,10 +17,12 @@ say how an entry is delivered; the queue does the rest for all of them:
   enqueueing the same work twice (a replay after a crash) stores it once;
 - hand-over: entries `enqueue_once` stores while this process's worker runs are stored
   claimed by it (HAND_OVER_MOST waiting at most) and handed to it in memory, so fresh
-  work costs no query for what is due and no claim; a process killed before delivering
-  them leaves leases that lapse, and another worker claims them as any other;
+  work costs no query for what is due and no claim; one that waited long has its lease
+  renewed before it is sent; a process killed before delivering them leaves leases that
+  lapse, and another worker claims them as any other;
 - settling: delivered entries are recorded a group at a time (one update for the
-  deliveries that ended meanwhile), each still only while its lease is this worker's;
+  deliveries with the same outcome that ended meanwhile, up to SETTLE_MOST), each still
+  only while its lease is this worker's;
 - manual retry: `retry_dead` (`docstore-admin outbox --retry-dead`) queues dead ones again;
 - expiry: settled entries (delivered or dead) carry `purge_at`, a TTL index removes them;
 - secrets: a value an entry must carry but nobody may read from the database (a reset
@@ -34,7 +36,7 @@ import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -271,11 +273,15 @@ class DurableQueue(Background):
                 raise
             refused = {e.get("index") for e in errors}
             stored = len(documents) - len(errors)
-        for index, document in enumerate(handed):
-            if index not in refused:  # one stored before is not ours to deliver
-                self._ready.setdefault(_lane(document) or "", deque()).append(document)
-                self._held.add(document["_id"])
-        if len(handed) < len(documents):
+        # One stored before is not ours to deliver.
+        mine = [document for index, document in enumerate(handed) if index not in refused]
+        if not self.working:  # the worker stopped meanwhile: for any worker, now
+            await self._give_back([document["_id"] for document in mine])
+            mine = []
+        for document in mine:
+            self._ready.setdefault(_lane(document) or "", deque()).append(document)
+            self._held.add(document["_id"])
+        if len(mine) < len(documents):
             self.nudge()  # some were stored due, for any worker
         else:
             self.wake.set()
@@ -330,11 +336,14 @@ class DurableQueue(Background):
         ids = [entry["_id"] for lane in self._ready.values() for entry in lane]
         self._ready.clear()
         self._held.difference_update(ids)
+        await self._give_back(ids)
+
+    async def _give_back(self, ids: Sequence[Any]) -> None:
         if not ids:
             return
         try:
             await collection().update_many(
-                {"_id": {"$in": ids}, "leased_by": self.name, "status": Delivery.sending},
+                {"_id": {"$in": list(ids)}, "leased_by": self.name, "status": Delivery.sending},
                 {
                     "$set": {
                         "status": Delivery.pending,
@@ -376,7 +385,8 @@ class DurableQueue(Background):
                 known = {candidate["_id"] for candidate in self._candidates} | self._held
                 self._candidates += [entry for entry in found if entry["_id"] not in known]
                 self._fetched_at, fetched = time.monotonic(), True
-                self._look = len(found) == PREFETCH
+                # (Or nudged while reading: what was stored then may not have been seen.)
+                self._look = self._look or len(found) == PREFETCH
                 continue
             if candidate["_id"] in self._held:  # handed over meanwhile: ours already
                 continue
@@ -387,8 +397,8 @@ class DurableQueue(Background):
         return started
 
     async def _next_ready(self) -> Entry | None:
-        """An entry handed over, of a lane with room; its lease renewed when half of it
-        has passed while it waited (None when none, or it is no longer ours)."""
+        """An entry handed over, of a lane with room (lanes take turns), as `_still_ours`
+        finds it; None when none is left."""
         while True:
             lane = next(
                 (
@@ -400,21 +410,41 @@ class DurableQueue(Background):
             )
             if lane is None:
                 return None
-            entry = self._ready[lane].popleft()
-            if not self._ready[lane]:
-                del self._ready[lane]
-            now = utcnow()
-            half = timedelta(seconds=self.settings.outbox_lease_s / 2)
-            if entry["lease_until"] - now > half:
-                return entry
-            lease = now + timedelta(seconds=self.settings.outbox_lease_s)
-            renewed = await collection().update_one(
-                {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
-                {"$set": {"lease_until": lease}},
-            )
-            if renewed.modified_count == 1:
-                return {**entry, "lease_until": lease}
-            self._held.discard(entry["_id"])  # another worker took it: its lease had lapsed
+            waiting = self._ready.pop(lane)
+            entry = waiting.popleft()
+            if waiting:
+                self._ready[lane] = waiting  # last now: the other lanes' turn first
+            try:
+                checked = await self._still_ours(entry)
+            except BaseException:  # kept, for the next round (or a clean stop's give-back)
+                self._ready.setdefault(lane, deque()).appendleft(entry)
+                raise
+            if checked is not None:
+                return checked
+            self._held.discard(entry["_id"])
+
+    async def _still_ours(self, entry: Entry) -> Entry | None:
+        """A handed-over entry, as it may be delivered now: its lease renewed when more
+        than a quarter of it passed while it waited (a delivery starts with most of a
+        lease, as a claimed one does); None when another worker took it meanwhile."""
+        now = utcnow()
+        lease_s = self.settings.outbox_lease_s
+        if (entry["lease_until"] - now).total_seconds() > lease_s * 3 / 4:
+            return entry
+        lease = now + timedelta(seconds=lease_s)
+        renewed = await collection().update_one(
+            {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
+            {"$set": {"lease_until": lease}},
+        )
+        return {**entry, "lease_until": lease} if renewed.modified_count == 1 else None
+
+    def forget_waiting(self, item_ids: Collection[Any]) -> None:
+        """Items deleted for good: the entries handed over here that carry their content
+        lose it too (as `forget_item` removes it from stored ones): given up on, unsent."""
+        for lane in self._ready.values():
+            for position, entry in enumerate(lane):
+                if entry.get("carries_item") and entry.get("item_id") in item_ids:
+                    lane[position] = {**entry, "body": None}
 
     def _next_candidate(self) -> Entry | None:
         for position, candidate in enumerate(self._candidates):

@@ -85,6 +85,7 @@ class WebhookChannel:
         self.secret_keys = [settings.signing_secret, *settings.previous_secret_keys]
         self.queue: DurableQueue | None = None  # set once the queue exists: it emails owners
         self._read: dict[Any, tuple[float, dict[str, Any] | None]] = {}  # id: (when, webhook)
+        self._forgotten: dict[Any, float] = {}  # webhook or owner id: when it changed here
         self.attempts = metrics.counter(
             "docstore_webhook_attempts",
             "Webhook delivery attempts by outcome "
@@ -101,13 +102,26 @@ class WebhookChannel:
         if read is not None and time.monotonic() - read[0] < HOOK_FRESH_S:
             return read[1]
         hook = await Webhook.get_pymongo_collection().find_one({"_id": webhook_id})
-        if len(self._read) >= HOOKS_KEPT:
-            self._read.clear()
-        self._read[webhook_id] = (time.monotonic(), hook)
+        now = time.monotonic()
+        self._forgotten = {
+            key: at for key, at in self._forgotten.items() if now - at < HOOK_FRESH_S
+        }
+        # Not kept within HOOK_FRESH_S of a change made here: the read may have begun
+        # before the change, or the change not be committed yet (an account deletion).
+        owner = hook.get("owner_id") if hook is not None else None
+        if webhook_id not in self._forgotten and owner not in self._forgotten:
+            if len(self._read) >= HOOKS_KEPT:
+                self._read.clear()
+            self._read[webhook_id] = (now, hook)
         return hook
 
     def forget(self, webhook_id: Any = None, owner_id: Any = None) -> None:
-        """A webhook (or all of an owner's) changed: its next delivery reads it again."""
+        """A webhook (or all of an owner's) changed: deliveries read it again, for
+        HOOK_FRESH_S each time (see `webhook`)."""
+        now = time.monotonic()
+        for key in (webhook_id, owner_id):
+            if key is not None:
+                self._forgotten[key] = now
         self._read.pop(webhook_id, None)
         if owner_id is not None:
             for known, (_, hook) in list(self._read.items()):
@@ -176,6 +190,7 @@ class WebhookChannel:
             {"$inc": {"failures_in_row": 1}},
             return_document=ReturnDocument.AFTER,
         )
+        self.forget(entry.get("webhook_id"))
         most = self.settings.webhook_disable_after
         if counted is not None and counted.get("failures_in_row", 0) >= most:
             await self.disable(counted["_id"], f"{most} deliveries in a row were given up on")
@@ -188,6 +203,7 @@ class WebhookChannel:
             {"$set": {"enabled": False, "disabled_reason": reason, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
+        self.forget(webhook_id)  # again: a read under way kept it enabled
         if hook is None:
             return
         log.warning("webhook %s disabled: %s", webhook_id, reason)

@@ -43,7 +43,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from api.config import Settings
 from api.core.background import Background
 from api.core.metrics import Metrics
-from api.core.queue import DurableQueue, Entry
+from api.core.queue import DurableQueue, Entry, forget_item
 from api.core.retry import Retry
 from api.items import policy
 from api.live.feed import HISTORY_LOST, Change, change_of, seen_by
@@ -221,31 +221,46 @@ class Dispatcher(Background):
                 return
             saved, saved_at = self.position, time.monotonic()
             renew_every = self.settings.webhook_lease_s / 3
-            stored: list[Entry] = []  # deliveries of the events read, not yet stored
+            unstored: list[Entry] = []  # deliveries of the events read, not yet stored
+            deleted: list[Any] = []  # items those events deleted for good
+            read_to = self.position  # the last event read (`position`: the last stored)
             while not self.stopping and stream.alive:
                 raw = await stream.try_next()
                 if raw is not None:
-                    stored += await self._handle(raw)
+                    unstored += await self._handle(raw)
+                    if (item_id := _deleted_item(raw, self.items)) is not None:
+                        deleted.append(item_id)
                 token = stream.resume_token or (raw["_id"] if raw is not None else None)
                 if token is not None:
-                    self.position = token["_data"]
+                    read_to = token["_data"]
                 # Stored a batch at a time: when the events the stream holds are handled
-                # (the next read asks the server), and always before the position is saved.
-                if stored and (len(stored) >= STORE_MOST or not _buffered(stream)):
-                    await self.queue.enqueue_once(NAME, stored)
-                    stored = []
+                # (the next read asks the server). Only then is the position theirs.
+                full = len(unstored) + len(deleted) >= STORE_MOST
+                if (unstored or deleted) and (full or not _buffered(stream)):
+                    await self._store(unstored, deleted)
+                    unstored, deleted = [], []
+                if not unstored and not deleted:
+                    self.position = read_to
                 since = time.monotonic() - saved_at
                 if (self.position != saved and since > SAVE_EVERY_S) or since > renew_every:
-                    if stored:
-                        await self.queue.enqueue_once(NAME, stored)
-                        stored = []
                     if not await self._save(self.position):
                         return
                     saved, saved_at = self.position, time.monotonic()
-            if stored:
-                await self.queue.enqueue_once(NAME, stored)
+            if unstored or deleted:
+                await self._store(unstored, deleted)
+                self.position = read_to
             if self.position != saved:
                 await self._save(self.position)
+
+    async def _store(self, entries: list[Entry], deleted: list[Any]) -> None:
+        """Store deliveries; then remove the content of items deleted for good from
+        those stored by now (the deleting request removed it from those stored by then,
+        not from those a dispatcher running behind stores after) and from those waiting
+        in this process."""
+        await self.queue.enqueue_once(NAME, entries)
+        if deleted:
+            await forget_item(deleted)
+            self.queue.forget_waiting(set(deleted))
 
     async def _handle(self, raw: dict[str, Any]) -> list[Entry]:
         """The deliveries of one event."""
@@ -302,6 +317,13 @@ class Dispatcher(Background):
             keep = {doc["_id"] async for doc in active} if found else set()
             self.hooks = {owner: hooks for owner, hooks in found.items() if owner in keep}
         return self.hooks
+
+
+def _deleted_item(raw: Mapping[str, Any], items: str) -> Any:
+    """The id of the item an event deleted for good, or None."""
+    if raw.get("operationType") != "delete" or raw.get("ns", {}).get("coll") != items:
+        return None
+    return raw.get("documentKey", {}).get("_id")
 
 
 def _buffered(stream: Any) -> int:

@@ -1,17 +1,21 @@
 """The fast path of fresh deliveries: the dispatcher's process stores them claimed by
 its own worker and hands them over in memory (api/core/queue.py), delivered ones are
 recorded a group at a time, and a webhook read serves its deliveries for a moment.
-Each protection here is one a test below fails without."""
+Each test fails with the protection it names removed (checked by hand)."""
 
 import asyncio
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from pymongo import AsyncMongoClient
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.core import queue
 from api.core.queue import DurableQueue
+from api.webhooks import channel
+from api.webhooks.dispatcher import Dispatcher
 from tests.commands import recording
 from tests.conftest import app_with, create_item, eventually, make_account, services_of
 from tests.webhooks.conftest import Answer, Receiver, hook_settings, hooks_app, make_webhook
@@ -23,6 +27,25 @@ def slow(seconds: float) -> Answer:
         return Response(status_code=204)
 
     return answer
+
+
+def held(until: asyncio.Event) -> Answer:
+    """An answer that waits for the test to let it go."""
+
+    async def answer(request: Request) -> Response:
+        await until.wait()
+        return Response(status_code=204)
+
+    return answer
+
+
+async def waiting(work: DurableQueue, count: int) -> None:
+    """Until `count` entries are handed over and wait (none of them started)."""
+
+    async def enough() -> bool:
+        return sum(len(lane) for lane in work._ready.values()) >= count
+
+    await eventually(enough)
 
 
 async def test_fresh_deliveries_cost_no_claim_and_few_reads(
@@ -63,13 +86,14 @@ async def test_fresh_deliveries_cost_no_claim_and_few_reads(
 
 
 async def test_a_webhook_changed_through_the_process_is_used_at_once(
-    mongodb_url: str, tmp_path: Path, receiver: Receiver
+    mongodb_url: str, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(channel, "HOOK_FRESH_S", 60.0)  # kept all test long, but for changes
     async with hooks_app(mongodb_url, tmp_path) as (app, client):
         alice = await make_account(app, "alice")
         hook = await make_webhook(client, alice, receiver.url("/old"))
         await create_item(client, alice, title="one")
-        await receiver.arrived("/old", 1)  # the webhook is read, and kept a moment
+        await receiver.arrived("/old", 1)  # the webhook is read, and kept
         moved = await client.patch(
             f"/api/v1/webhooks/{hook['id']}", json={"url": receiver.url("/new")},
             headers=alice.headers,
@@ -80,31 +104,112 @@ async def test_a_webhook_changed_through_the_process_is_used_at_once(
         assert len(receiver.at("/old")) == 1
 
 
+async def test_deliveries_waiting_for_a_webhook_disabled_meanwhile_are_not_sent(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(channel, "HOOK_FRESH_S", 60.0)
+    let_go = asyncio.Event()
+    receiver.answers["/held"] = held(let_go)
+    async with hooks_app(mongodb_url, tmp_path, webhook_max_in_flight=1) as (app, client):
+        work = services_of(app).get(DurableQueue)
+        alice = await make_account(app, "alice")
+        hook = await make_webhook(client, alice, receiver.url("/held"))
+        for n in range(3):
+            await create_item(client, alice, title=f"n{n}")
+        await waiting(work, 2)  # one sent (held), two waiting with the webhook read
+        off = await client.patch(
+            f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}, headers=alice.headers
+        )
+        assert off.status_code == 200, off.text
+        let_go.set()
+
+        async def settled() -> bool:
+            return not work._tasks and not work._held
+
+        await eventually(settled)
+        assert len(receiver.at("/held")) == 1
+
+
+async def test_content_deleted_for_good_while_its_delivery_waits_is_not_sent(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    let_go = asyncio.Event()
+    receiver.answers["/held"] = held(let_go)
+    async with hooks_app(mongodb_url, tmp_path, webhook_max_in_flight=1) as (app, client):
+        work = services_of(app).get(DurableQueue)
+        alice = await make_account(app, "alice")
+        await make_webhook(client, alice, receiver.url("/held"))
+        await create_item(client, alice, title="first")
+        secret = await create_item(client, alice, title="top secret plan")
+        await waiting(work, 1)  # "first" is being sent (held); the plan's delivery waits
+        gone = await client.delete(
+            f"/api/v1/items/{secret['id']}?permanent=true", headers=alice.headers
+        )
+        assert gone.status_code == 204
+        await waiting(work, 2)  # the deletion, read from the stream, waits behind it
+        let_go.set()
+        await receiver.arrived("/held", 2)  # "first", then the plan's deletion
+
+        async def settled() -> bool:
+            return not work._tasks and not work._held
+
+        await eventually(settled)
+        assert "top secret plan" not in str([got.body for got in receiver.at("/held")])
+
+
+async def test_a_dispatcher_running_behind_stores_no_content_deleted_before(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    async with hooks_app(mongodb_url, tmp_path, outbox_worker=False) as (app, client):
+        dispatcher = services_of(app).get(Dispatcher)
+        alice = await make_account(app, "alice")
+        await make_webhook(client, alice, receiver.url())
+        await eventually(lambda: _now(dispatcher.holding))
+        await dispatcher.stop()  # behind: it reads the changes after the deletion
+        item = await create_item(client, alice, title="top secret plan")
+        gone = await client.delete(
+            f"/api/v1/items/{item['id']}?permanent=true", headers=alice.headers
+        )
+        assert gone.status_code == 204
+        dispatcher.start()
+
+        async def both_stored() -> bool:
+            return await queue.collection().count_documents({"channel": "webhook"}) == 2
+
+        await eventually(both_stored)
+        stored = await queue.collection().find({"channel": "webhook"}).to_list()
+        assert sorted(entry["type"] for entry in stored) == ["item.created", "item.deleted"]
+        assert "top secret plan" not in str(stored)
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
 async def test_a_clean_stop_gives_back_what_was_handed_over_and_not_started(
     mongodb_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.answers["/slow"] = slow(1.0)
+    let_go = asyncio.Event()
+    receiver.answers["/held"] = held(let_go)
     settings = hook_settings(mongodb_url, tmp_path, webhook_max_in_flight=1)
     async with app_with(settings) as (app, client):
         work = services_of(app).get(DurableQueue)
         alice = await make_account(app, "alice")
-        await make_webhook(client, alice, receiver.url("/slow"))
+        await make_webhook(client, alice, receiver.url("/held"))
         for n in range(4):
             await create_item(client, alice, title=f"n{n}")
-
-        async def all_handed() -> bool:
-            return sum(len(lane) for lane in work._ready.values()) + len(work._tasks) >= 4
-
-        await eventually(all_handed)
-        await work.stop()  # as at shutdown
-        # The one being sent finished; the others are due again, for any worker.
+        await waiting(work, 3)  # one being sent (held), three waiting
+        work.ask_to_stop()  # as at shutdown: no more is started
+        let_go.set()
+        await work.stop()
         async with AsyncMongoClient(mongodb_url) as mongo:
             outbox = mongo[settings.mongodb_db].outbox
             entries = await outbox.find({"channel": "webhook"}).to_list()
+    # The one being sent finished; the others are due again, for any worker.
     states = Counter((e["status"], e["leased_by"], e["attempts"]) for e in entries)
-    assert len(entries) == 4
-    assert states[("pending", None, 0)] >= 2, states
-    assert all(e["status"] in ("pending", "sent") for e in entries), states
+    assert states[("pending", None, 0)] == 3, states
+    assert sum(states.values()) == 4, states
+    assert len(receiver.at("/held")) == 1
 
 
 async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
