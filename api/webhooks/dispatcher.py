@@ -253,14 +253,19 @@ class Dispatcher(Background):
                 await self._save(self.position)
 
     async def _store(self, entries: list[Entry], deleted: list[Any]) -> None:
-        """Store deliveries; then remove the content of items deleted for good from
-        those stored by now (the deleting request removed it from those stored by then,
-        not from those a dispatcher running behind stores after) and from those waiting
-        in this process."""
+        """Store deliveries. The content of items deleted for good leaves them first,
+        then those waiting in this process, then those stored before (the deleting
+        request removed it from those stored by then, not from those a dispatcher
+        running behind stored after)."""
+        if deleted:
+            gone = set(deleted)
+            for entry in entries:
+                if entry.get("carries_item") and entry.get("item_id") in gone:
+                    entry["body"] = None
+            self.queue.forget_waiting(gone)
         await self.queue.enqueue_once(NAME, entries)
         if deleted:
             await forget_item(deleted)
-            self.queue.forget_waiting(set(deleted))
 
     async def _handle(self, raw: dict[str, Any]) -> list[Entry]:
         """The deliveries of one event."""

@@ -6,6 +6,7 @@ Each test fails with the protection it names removed (checked by hand)."""
 import asyncio
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -81,7 +82,7 @@ async def test_fresh_deliveries_cost_no_claim_and_few_reads(
     assert count("find", "outbox") == 0
     assert count("findAndModify", "outbox") == 0
     assert count("insert", "outbox") <= 4  # a batch of events stored at once
-    assert count("update", "outbox") <= 10  # deliveries recorded together (4 here, seen)
+    assert count("update", "outbox") <= 15  # recorded together: 4 seen here, 20 one by one
     assert count("find", "webhooks") <= 4  # read once a second, not once a delivery
 
 
@@ -173,13 +174,18 @@ async def test_a_dispatcher_running_behind_stores_no_content_deleted_before(
         assert gone.status_code == 204
         dispatcher.start()
 
-        async def both_stored() -> bool:
-            return await queue.collection().count_documents({"channel": "webhook"}) == 2
+        async def stored() -> list[Any]:
+            return await queue.collection().find({"channel": "webhook"}).to_list()
 
-        await eventually(both_stored)
-        stored = await queue.collection().find({"channel": "webhook"}).to_list()
-        assert sorted(entry["type"] for entry in stored) == ["item.created", "item.deleted"]
-        assert "top secret plan" not in str(stored)
+        async def both_stored_without_it() -> bool:
+            found = await stored()
+            return len(found) == 2 and "top secret plan" not in str(found)
+
+        await eventually(both_stored_without_it)  # (times out when the content stays)
+        assert sorted(entry["type"] for entry in await stored()) == [
+            "item.created",
+            "item.deleted",
+        ]
 
 
 async def _now(value: bool) -> bool:
@@ -216,18 +222,18 @@ async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
     mongodb_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
     receiver.answers["/slow"] = slow(0.8)
-    # One at a time to a slow receiver: the last of five waits longer than the lease,
+    # One at a time to a slow receiver: the last of six waits longer than the lease,
     # and another process's worker (no dispatcher) claims what it sees lapse.
-    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=2)
+    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=3)
     other = first.model_copy(update={"data_dir": tmp_path / "b", "webhook_dispatcher": False})
     async with app_with(first) as (app, _), app_with(other) as (app_b, client):
         alice = await make_account(app_b, "alice")
         await make_webhook(client, alice, receiver.url("/slow"))
-        for n in range(5):
+        for n in range(6):
             await create_item(client, alice, title=f"n{n}")
-        await receiver.arrived("/slow", 5, within_s=30)
+        await receiver.arrived("/slow", 6, within_s=30)
         await asyncio.sleep(1.5)  # a second copy of any would have arrived by now
         ids = Counter(r.headers["webhook-id"] for r in receiver.at("/slow"))
-        assert len(ids) == 5, ids
+        assert len(ids) == 6, ids
         assert set(ids.values()) == {1}, f"delivered twice: {ids}"
         assert services_of(app).get(DurableQueue)._held == set()
