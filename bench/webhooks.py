@@ -1,7 +1,8 @@
 """Webhook deliveries (scripts/bench --webhooks N): N item changes through the API with
 one webhook to a receiver on a loopback port, against a floor.
 
-Two phases, each N changes (item creates in batches through the API):
+First N creates before any webhook exists (what the writes cost alone), then two
+phases, each N changes (item creates in batches through the API):
 - burst: written as fast as the API takes them; prints the time from the first write
   to the last delivery and deliveries per second. The floor is a loop that signs and
   POSTs the same payloads, one after another, with the same HTTP client the app uses
@@ -85,6 +86,7 @@ async def _report(base: str, count: int, rate: float) -> None:
     try:
         async with httpx2.AsyncClient(base_url=base, timeout=120) as api:
             api.headers["Authorization"] = f"Bearer {await _signed_in(api)}"
+            plain = await _writes(api, count, "plain")  # no webhook yet: the writes' own cost
             made = await api.post("/api/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/hook"})
             assert made.status_code == 201, made.text
             secret = made.json()["secret"]
@@ -98,6 +100,9 @@ async def _report(base: str, count: int, rate: float) -> None:
         await serving
     app_rate, floor_rate = count / burst, count / floor
     print(f"\nwebhooks: {count} changes, one webhook, a loopback receiver\n")
+    print(
+        f"{'the same writes, before the webhook exists':<44}{plain:>8.2f} s{count / plain:>9.0f}/s"
+    )
     print(
         f"{'burst: the writes alone (API answers)':<44}{written:>8.2f} s{count / written:>9.0f}/s"
     )
@@ -154,12 +159,18 @@ async def _until_delivered(receiver: Receiver, count: int, within_s: float = 600
         await asyncio.sleep(0.005)
 
 
+async def _writes(api: httpx2.AsyncClient, count: int, prefix: str) -> float:
+    """Seconds to create `count` items in batches through the API."""
+    started = time.perf_counter()
+    for first in range(0, count, BATCH):
+        await _create(api, [f"{prefix} {n}" for n in range(first, min(first + BATCH, count))])
+    return time.perf_counter() - started
+
+
 async def _burst(api: httpx2.AsyncClient, receiver: Receiver, count: int) -> tuple[float, float]:
     """Seconds from the first write to the last write's answer, and to the last delivery."""
     started = time.perf_counter()
-    for first in range(0, count, BATCH):
-        await _create(api, [f"burst {n}" for n in range(first, min(first + BATCH, count))])
-    written = time.perf_counter() - started
+    written = await _writes(api, count, "burst")
     await _until_delivered(receiver, count)
     return written, time.perf_counter() - started
 
