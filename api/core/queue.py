@@ -60,6 +60,7 @@ Entry = dict[str, Any]
 PREFETCH = 100  # due entries read at once, to be claimed one by one
 HAND_OVER_MOST = 1000  # entries claimed as they are stored, waiting in a worker's memory
 SETTLE_MOST = 100  # delivered entries recorded by one update
+RENEW_MOST = 500  # waiting entries whose leases one update renews
 COUNTS_FRESH_S = 5.0  # /metrics counts the queue at most this often
 UNKNOWN = "unknown"  # the channel counted for entries whose channel is not a name
 # Entries another tool wrote that no claim may take: a list of channels (`$in` would
@@ -318,17 +319,45 @@ class DurableQueue(Background):
         try:
             while not self.stopping:
                 try:
+                    await self._renew_waiting()
                     while not self.stopping and await self._start_some():
                         pass
                 except PyMongoError as error:  # the database is away: try again later
                     log.warning("queue worker cannot reach the database: %s", error)
                 if not self.stopping:  # woken when work is enqueued, or a delivery ends
-                    await self.pause(self.settings.outbox_poll_s)
+                    lease_s = self.settings.outbox_lease_s
+                    await self.pause(min(self.settings.outbox_poll_s, lease_s / 4))
         finally:  # deliveries under way finish (a lease cut short is claimed again)
             self.working = False
             if self._tasks:
                 await asyncio.wait(self._tasks)
             await self._release_ready()
+
+    async def _renew_waiting(self) -> None:
+        """Entries handed over keep their leases while they wait behind a slow receiver
+        (renewed together once a quarter of a lease has passed): other workers never see
+        them due, and they never crowd this worker's reads of what is due, ahead of
+        other webhooks' retries. (Their copies here are marked renewed only when all
+        were: one another worker took meanwhile is found out as it is taken.)"""
+        lease_s = self.settings.outbox_lease_s
+        now = utcnow()
+        ageing = now + timedelta(seconds=lease_s * 3 / 4)
+        waiting = [entry for lane in self._ready.values() for entry in lane]
+        stale = [entry for entry in waiting if entry["lease_until"] < ageing][:RENEW_MOST]
+        if not stale:
+            return
+        lease = now + timedelta(seconds=lease_s)
+        renewed = await collection().update_many(
+            {
+                "_id": {"$in": [entry["_id"] for entry in stale]},
+                "leased_by": self.name,
+                "status": Delivery.sending,
+            },
+            {"$set": {"lease_until": lease}},
+        )
+        if renewed.modified_count == len(stale):
+            for entry in stale:
+                entry["lease_until"] = lease
 
     async def _release_ready(self) -> None:
         """Entries handed over and not started go back to the queue, due now (a clean

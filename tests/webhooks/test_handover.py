@@ -237,3 +237,31 @@ async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
         assert len(ids) == 6, ids
         assert set(ids.values()) == {1}, f"delivered twice: {ids}"
         assert services_of(app).get(DurableQueue)._held == set()
+
+
+async def test_entries_waiting_behind_a_slow_receiver_keep_their_leases(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.answers["/slow"] = slow(0.5)
+    # Eight one at a time, half a second each: the last wait twice the lease. Renewed
+    # as they wait, none lapses: another process's worker never sees one due.
+    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=2)
+    other = first.model_copy(update={"data_dir": tmp_path / "b", "webhook_dispatcher": False})
+    async with app_with(first) as (app, _), app_with(other) as (app_b, client):
+        alice = await make_account(app_b, "alice")
+        await make_webhook(client, alice, receiver.url("/slow"))
+        for n in range(8):
+            await create_item(client, alice, title=f"n{n}")
+        await receiver.arrived("/slow", 8, within_s=30)
+        mine = services_of(app).get(DurableQueue).name
+
+        async def all_recorded() -> bool:
+            found = await queue.collection().find({"channel": "webhook"}).to_list()
+            return len(found) == 8 and all(entry["status"] == "sent" for entry in found)
+
+        await eventually(all_recorded)
+        sent_by = Counter(
+            entry["leased_by"]
+            for entry in await queue.collection().find({"channel": "webhook"}).to_list()
+        )
+        assert sent_by == {mine: 8}, sent_by
