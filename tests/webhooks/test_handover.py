@@ -5,10 +5,13 @@ Each test fails with the protection it names removed (checked by hand)."""
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from starlette.requests import Request
 from starlette.responses import Response
@@ -218,20 +221,31 @@ async def test_a_clean_stop_gives_back_what_was_handed_over_and_not_started(
     assert len(receiver.at("/held")) == 1
 
 
-async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
-    mongodb_url: str, tmp_path: Path, receiver: Receiver
-) -> None:
-    receiver.answers["/slow"] = slow(0.8)
-    # One at a time to a slow receiver: the last of six waits longer than the lease,
-    # and another process's worker (no dispatcher) claims what it sees lapse.
-    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=3)
+@asynccontextmanager
+async def behind_a_slow_receiver(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver, changes: int, lease_s: float
+) -> AsyncIterator[FastAPI]:
+    """`changes` deliveries handed over one at a time to a slow receiver, with another
+    process's worker (no dispatcher) on the same database, which claims any it sees
+    lapse; the dispatching app, once all arrived."""
+    first = hook_settings(
+        mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=lease_s
+    )
     other = first.model_copy(update={"data_dir": tmp_path / "b", "webhook_dispatcher": False})
     async with app_with(first) as (app, _), app_with(other) as (app_b, client):
         alice = await make_account(app_b, "alice")
         await make_webhook(client, alice, receiver.url("/slow"))
-        for n in range(6):
+        for n in range(changes):
             await create_item(client, alice, title=f"n{n}")
-        await receiver.arrived("/slow", 6, within_s=30)
+        await receiver.arrived("/slow", changes, within_s=30)
+        yield app
+
+
+async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.answers["/slow"] = slow(0.8)  # the last of six waits longer than the lease
+    async with behind_a_slow_receiver(mongodb_url, tmp_path, receiver, 6, 3) as app:
         await asyncio.sleep(1.5)  # a second copy of any would have arrived by now
         ids = Counter(r.headers["webhook-id"] for r in receiver.at("/slow"))
         assert len(ids) == 6, ids
@@ -242,26 +256,19 @@ async def test_a_handed_over_entry_left_waiting_past_its_lease_is_sent_once(
 async def test_entries_waiting_behind_a_slow_receiver_keep_their_leases(
     mongodb_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
+    # Eight at half a second each: the last waits twice the lease. Renewed as they
+    # wait, none lapses: the other process's worker never sees one due.
     receiver.answers["/slow"] = slow(0.5)
-    # Eight one at a time, half a second each: the last wait twice the lease. Renewed
-    # as they wait, none lapses: another process's worker never sees one due.
-    first = hook_settings(mongodb_url, tmp_path / "a", webhook_max_in_flight=1, outbox_lease_s=2)
-    other = first.model_copy(update={"data_dir": tmp_path / "b", "webhook_dispatcher": False})
-    async with app_with(first) as (app, _), app_with(other) as (app_b, client):
-        alice = await make_account(app_b, "alice")
-        await make_webhook(client, alice, receiver.url("/slow"))
-        for n in range(8):
-            await create_item(client, alice, title=f"n{n}")
-        await receiver.arrived("/slow", 8, within_s=30)
+    async with behind_a_slow_receiver(mongodb_url, tmp_path, receiver, 8, 2) as app:
         mine = services_of(app).get(DurableQueue).name
 
+        async def stored() -> list[Any]:
+            return await queue.collection().find({"channel": "webhook"}).to_list()
+
         async def all_recorded() -> bool:
-            found = await queue.collection().find({"channel": "webhook"}).to_list()
+            found = await stored()
             return len(found) == 8 and all(entry["status"] == "sent" for entry in found)
 
         await eventually(all_recorded)
-        sent_by = Counter(
-            entry["leased_by"]
-            for entry in await queue.collection().find({"channel": "webhook"}).to_list()
-        )
+        sent_by = Counter(entry["leased_by"] for entry in await stored())
         assert sent_by == {mine: 8}, sent_by
