@@ -393,7 +393,7 @@ class DurableQueue(Background):
         its id: one query that sorts the due entries serves many deliveries. An entry
         another worker claimed meanwhile is skipped; one of a lane that is full waits."""
         started, fetched = False, False
-        while len(self._tasks) < self.settings.outbox_concurrency:
+        while not self.stopping and len(self._tasks) < self.settings.outbox_concurrency:
             handed = await self._next_ready()
             if handed is not None:
                 self._start(handed)
