@@ -158,6 +158,7 @@ async def _running(
         )  # fmt: skip
         webhook.queue = work
         services.add(work)
+        services.add(webhook)
         # Webhooks first: the dispatcher, reading the deletion in order, then sees no
         # webhook left to tell of the account's items going.
         services.account_cleanups.append(webhook.remove_webhooks_of)

@@ -237,6 +237,7 @@ class DurableQueue(Background):
         self._recording: asyncio.Task[None] | None = None
         self.working = False  # whether this process's worker runs (then it takes hand-overs)
         self._look = True  # whether to read what is due before the poll interval is up
+        self._renewed_at = -math.inf  # when the leases of what waits were last looked at
         if default is not None and default not in self.channels:
             raise ValueError(f"the default channel {default!r} is not one of this queue's")
 
@@ -333,6 +334,15 @@ class DurableQueue(Background):
                 await asyncio.wait(self._tasks)
             await self._release_ready()
 
+    def _mine(self, ids: Sequence[Any]) -> Entry:
+        """The filter of entries (by id) while this worker holds their leases: every
+        write about an entry it claimed is conditional on it."""
+        return {
+            "_id": ids[0] if len(ids) == 1 else {"$in": list(ids)},
+            "leased_by": self.name,
+            "status": Delivery.sending,
+        }
+
     async def _renew_waiting(self) -> None:
         """Entries handed over keep their leases while they wait behind a slow receiver
         (renewed together once a quarter of a lease has passed): other workers never see
@@ -340,6 +350,9 @@ class DurableQueue(Background):
         other webhooks' retries. (Their copies here are marked renewed only when all
         were: one another worker took meanwhile is found out as it is taken.)"""
         lease_s = self.settings.outbox_lease_s
+        if not self._ready or time.monotonic() - self._renewed_at < lease_s / 8:
+            return  # (not a scan of what waits at every wake-up: a few times a quarter)
+        self._renewed_at = time.monotonic()
         now = utcnow()
         ageing = now + timedelta(seconds=lease_s * 3 / 4)
         waiting = [entry for lane in self._ready.values() for entry in lane]
@@ -348,12 +361,7 @@ class DurableQueue(Background):
             return
         lease = now + timedelta(seconds=lease_s)
         renewed = await collection().update_many(
-            {
-                "_id": {"$in": [entry["_id"] for entry in stale]},
-                "leased_by": self.name,
-                "status": Delivery.sending,
-            },
-            {"$set": {"lease_until": lease}},
+            self._mine([entry["_id"] for entry in stale]), {"$set": {"lease_until": lease}}
         )
         if renewed.modified_count == len(stale):
             for entry in stale:
@@ -372,7 +380,7 @@ class DurableQueue(Background):
             return
         try:
             await collection().update_many(
-                {"_id": {"$in": list(ids)}, "leased_by": self.name, "status": Delivery.sending},
+                self._mine(ids),
                 {
                     "$set": {
                         "status": Delivery.pending,
@@ -462,8 +470,7 @@ class DurableQueue(Background):
             return entry
         lease = now + timedelta(seconds=lease_s)
         renewed = await collection().update_one(
-            {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
-            {"$set": {"lease_until": lease}},
+            self._mine([entry["_id"]]), {"$set": {"lease_until": lease}}
         )
         return {**entry, "lease_until": lease} if renewed.modified_count == 1 else None
 
@@ -557,11 +564,7 @@ class DurableQueue(Background):
             for changes, entries in alike.values():
                 try:
                     await collection().update_many(
-                        {
-                            "_id": {"$in": [entry_id for entry_id, _ in entries]},
-                            "leased_by": self.name,
-                            "status": Delivery.sending,
-                        },
+                        self._mine([entry_id for entry_id, _ in entries]),
                         {"$set": {**sent, **changes, "lease_until": None}},
                     )
                 except Exception as error:  # each delivery's task hears of it
@@ -662,7 +665,7 @@ class DurableQueue(Background):
         """Record an attempt's outcome; False when the entry is no longer this worker's."""
         # Only while we still hold the lease: if it lapsed, another worker owns the entry.
         result = await collection().update_one(
-            {"_id": entry["_id"], "leased_by": self.name, "status": Delivery.sending},
+            self._mine([entry["_id"]]),
             {"$set": {**changes, "lease_until": None}},
         )
         return result.modified_count == 1

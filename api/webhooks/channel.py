@@ -21,9 +21,10 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from bson import ObjectId
+from fastapi import Depends
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -31,6 +32,7 @@ from api.config import Settings
 from api.core import queue
 from api.core.metrics import Metrics
 from api.core.queue import DurableQueue, Entry, Failed
+from api.core.services import part
 from api.mail import messages
 from api.mail.channel import NAME as EMAIL
 from api.webhooks import signing
@@ -109,6 +111,8 @@ class WebhookChannel:
         # Not kept within HOOK_FRESH_S of a change made here: the read may have begun
         # before the change, or the change not be committed yet (an account deletion).
         owner = hook.get("owner_id") if hook is not None else None
+        if not isinstance(owner, ObjectId):  # another tool's: no key (a list is unhashable)
+            owner = None
         if webhook_id not in self._forgotten and owner not in self._forgotten:
             if len(self._read) >= HOOKS_KEPT:
                 self._read.clear()
@@ -197,13 +201,12 @@ class WebhookChannel:
 
     async def disable(self, webhook_id: ObjectId, reason: str) -> None:
         """Turn the webhook off and email its owner (once: only the call that turns it off)."""
-        self.forget(webhook_id)
         hook = await Webhook.get_pymongo_collection().find_one_and_update(
             {"_id": webhook_id, "enabled": True},
             {"$set": {"enabled": False, "disabled_reason": reason, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
-        self.forget(webhook_id)  # again: a read under way kept it enabled
+        self.forget(webhook_id)  # (a read under way then is not kept either)
         if hook is None:
             return
         log.warning("webhook %s disabled: %s", webhook_id, reason)
@@ -231,11 +234,7 @@ def _undeliverable(hook: Mapping[str, Any], entry: Mapping[str, Any]) -> str | N
     return None
 
 
-def forget(work: DurableQueue, webhook_id: Any) -> None:
-    """A webhook changed through this process: its next delivery reads it again."""
-    channel = work.channels.get(NAME)
-    if isinstance(channel, WebhookChannel):
-        channel.forget(webhook_id)
+Channel = Annotated[WebhookChannel, Depends(part(WebhookChannel))]
 
 
 def retired(secret: Mapping[str, Any], now: datetime) -> bool:

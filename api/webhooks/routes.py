@@ -26,7 +26,7 @@ from api.core.queue import Queue
 from api.core.retry import Retry
 from api.core.services import AppServices
 from api.webhooks import addresses, signing
-from api.webhooks.channel import NAME, delivery, forget, retired
+from api.webhooks.channel import NAME, Channel, delivery, retired
 from api.webhooks.dispatcher import new_delivery_id, payload
 from documents import Delivery, User, Webhook
 from documents.base import ObjectIdParam, utcnow
@@ -179,7 +179,11 @@ async def read_webhook(webhook_id: WebhookId, user: HookOwner) -> Any:
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def update_webhook(
-    webhook_id: WebhookId, body: WebhookUpdate, user: HookOwner, services: AppServices, work: Queue
+    webhook_id: WebhookId,
+    body: WebhookUpdate,
+    user: HookOwner,
+    services: AppServices,
+    channel: Channel,
 ) -> Any:
     """Change its `url` (checked as at creation), `events`, `description`; `enabled:
     true` turns it back on (clearing `disabled_reason`), `false` turns it off."""
@@ -197,18 +201,18 @@ async def update_webhook(
         {"$set": changes},
         return_document=ReturnDocument.AFTER,
     )
-    forget(work, webhook_id)
+    channel.forget(webhook_id)
     if hook is None:
         raise NotFound("webhook")
     return _shown(hook)
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=problem_responses(401, 403, 404))
-async def delete_webhook(webhook_id: WebhookId, user: HookOwner, work: Queue) -> Response:
+async def delete_webhook(webhook_id: WebhookId, user: HookOwner, channel: Channel) -> Response:
     """The webhook and its delivery log; nothing more is sent to it."""
     await _owned(webhook_id, user)
     await Webhook.get_pymongo_collection().delete_one({"_id": webhook_id, "owner_id": user.id})
-    forget(work, webhook_id)
+    channel.forget(webhook_id)
     await queue.collection().delete_many({"channel": NAME, "webhook_id": webhook_id})
     return Response(status_code=204)
 
@@ -219,7 +223,7 @@ async def delete_webhook(webhook_id: WebhookId, user: HookOwner, work: Queue) ->
     responses=problem_responses(401, 403, 404, 409),
 )
 async def rotate_webhook_secret(
-    webhook_id: WebhookId, user: HookOwner, services: AppServices, work: Queue
+    webhook_id: WebhookId, user: HookOwner, services: AppServices, channel: Channel
 ) -> Any:
     """A new secret, shown this once. For WEBHOOK_SECRET_OVERLAP_HOURS deliveries are
     signed by the previous one too (two signatures in `webhook-signature`), so a
@@ -251,7 +255,7 @@ async def rotate_webhook_secret(
             },
         )
         if swapped.matched_count == 1:
-            forget(work, webhook_id)
+            channel.forget(webhook_id)
             overlap = until if kept and until > now else None
             return WebhookSecret(secret=secret, previous_valid_until=overlap)
     raise Conflict("The webhook's secret is being rotated by another request: try again.")

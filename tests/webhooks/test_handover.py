@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from starlette.requests import Request
@@ -19,7 +20,9 @@ from starlette.responses import Response
 from api.core import queue
 from api.core.queue import DurableQueue
 from api.webhooks import channel
+from api.webhooks.channel import WebhookChannel
 from api.webhooks.dispatcher import Dispatcher
+from documents import Webhook
 from tests.commands import recording
 from tests.conftest import app_with, create_item, eventually, make_account, services_of
 from tests.webhooks.conftest import Answer, Receiver, hook_settings, hooks_app, make_webhook
@@ -43,6 +46,17 @@ def held(until: asyncio.Event) -> Answer:
     return answer
 
 
+async def idle(work: DurableQueue) -> bool:
+    """Nothing handed over waits, and no delivery is under way."""
+    return not work._tasks and not work._held
+
+
+async def stored() -> list[Any]:
+    """The webhook deliveries in the queue."""
+    found: list[Any] = await queue.collection().find({"channel": "webhook"}).to_list()
+    return found
+
+
 async def waiting(work: DurableQueue, count: int) -> None:
     """Until `count` entries are handed over and wait (none of them started)."""
 
@@ -63,10 +77,7 @@ async def test_fresh_deliveries_cost_no_claim_and_few_reads(
         await create_item(client, alice, title="warm-up")  # the dispatcher reads its webhooks
         await receiver.arrived("/hook", 1)
 
-        async def idle() -> bool:
-            return not work._tasks and not work._held
-
-        await eventually(idle)
+        await eventually(lambda: idle(work))
         database = services_of(app).settings.mongodb_db
         with recording(database) as commands:
             batch = {
@@ -75,7 +86,7 @@ async def test_fresh_deliveries_cost_no_claim_and_few_reads(
             made = await client.post("/api/v1/items/batch", json=batch, headers=alice.headers)
             assert made.status_code == 200, made.text
             await receiver.arrived("/hook", 21)
-            await eventually(idle)
+            await eventually(lambda: idle(work))
             sent = list(commands)
 
     def count(name: str, collection: str) -> int:
@@ -127,10 +138,7 @@ async def test_deliveries_waiting_for_a_webhook_disabled_meanwhile_are_not_sent(
         assert off.status_code == 200, off.text
         let_go.set()
 
-        async def settled() -> bool:
-            return not work._tasks and not work._held
-
-        await eventually(settled)
+        await eventually(lambda: idle(work))
         assert len(receiver.at("/held")) == 1
 
 
@@ -154,10 +162,7 @@ async def test_content_deleted_for_good_while_its_delivery_waits_is_not_sent(
         let_go.set()
         await receiver.arrived("/held", 2)  # "first", then the plan's deletion
 
-        async def settled() -> bool:
-            return not work._tasks and not work._held
-
-        await eventually(settled)
+        await eventually(lambda: idle(work))
         assert "top secret plan" not in str([got.body for got in receiver.at("/held")])
 
 
@@ -176,9 +181,6 @@ async def test_a_dispatcher_running_behind_stores_no_content_deleted_before(
         )
         assert gone.status_code == 204
         dispatcher.start()
-
-        async def stored() -> list[Any]:
-            return await queue.collection().find({"channel": "webhook"}).to_list()
 
         async def both_stored_without_it() -> bool:
             found = await stored()
@@ -262,9 +264,6 @@ async def test_entries_waiting_behind_a_slow_receiver_keep_their_leases(
     async with behind_a_slow_receiver(mongodb_url, tmp_path, receiver, 8, 2) as app:
         mine = services_of(app).get(DurableQueue).name
 
-        async def stored() -> list[Any]:
-            return await queue.collection().find({"channel": "webhook"}).to_list()
-
         async def all_recorded() -> bool:
             found = await stored()
             return len(found) == 8 and all(entry["status"] == "sent" for entry in found)
@@ -272,3 +271,18 @@ async def test_entries_waiting_behind_a_slow_receiver_keep_their_leases(
         await eventually(all_recorded)
         sent_by = Counter(entry["leased_by"] for entry in await stored())
         assert sent_by == {mine: 8}, sent_by
+
+
+async def test_a_webhook_another_tool_mangled_is_read_without_failing(
+    mongodb_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    async with hooks_app(mongodb_url, tmp_path) as (app, client):
+        alice = await make_account(app, "alice")
+        hook = await make_webhook(client, alice, receiver.url())
+        hooks = Webhook.get_pymongo_collection()
+        await hooks.update_one({"_id": ObjectId(hook["id"])}, {"$set": {"owner_id": [1, 2]}})
+        deliveries = services_of(app).get(WebhookChannel)
+        deliveries.forget(owner_id=alice.id)  # a change made here: reads are not kept now
+        read = await deliveries.webhook(ObjectId(hook["id"]))  # an unhashable owner
+        assert read is not None
+        assert read["owner_id"] == [1, 2]
