@@ -95,11 +95,21 @@ class Metrics:
             registry=self.registry,
         )
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
+        # Bounded as the labels are: methods and route templates, never raw paths.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request answered; `route`: its `route_label`."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:  # labels() takes a lock and builds its key: once per series
+            series = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def skipped(self, where: str) -> None:
         """Count a document skipped because it cannot be shown (see `unrenderable`)."""

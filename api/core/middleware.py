@@ -13,12 +13,12 @@
 """
 
 import logging
+import os
 import re
 import time
-import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,7 +64,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         token = request_id_var.set(request_id)
         started, status = time.perf_counter(), 500
 
@@ -72,10 +72,9 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
-                for name, value in _security_headers(scope["path"], self.hsts):
-                    headers.setdefault(name, value)
+                message["headers"] = _with_context_headers(
+                    message.get("headers", ()), request_id, scope["path"], self.hsts
+                )
             await send(message)
 
         try:
@@ -126,12 +125,32 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _security_headers(path: str, hsts: bool) -> list[tuple[str, str]]:
+def _security_headers(docs: bool, hsts: bool) -> list[tuple[bytes, bytes]]:
     headers = list(_API_HEADERS)
-    if path.startswith(_DOCS_PREFIXES):
+    if docs:
         headers[-1] = ("content-security-policy", _DOCS_CSP)
     if hsts:
         headers.append(("strict-transport-security", "max-age=63072000; includeSubDomains"))
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+# Encoded once, by (docs page, HSTS): added to every response as raw header pairs.
+_SECURITY = {
+    (docs, hsts): _security_headers(docs, hsts) for docs in (False, True) for hsts in (False, True)
+}
+
+
+def _with_context_headers(
+    raw: Iterable[tuple[bytes, bytes]], request_id: str, path: str, hsts: bool
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers with its request id (replacing any), and each security
+    header the response does not set itself."""
+    headers = [(name, value) for name, value in raw if name != b"x-request-id"]
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
+    present = {name for name, _ in headers}
+    for name, value in _SECURITY[path.startswith(_DOCS_PREFIXES), hsts]:
+        if name not in present:
+            headers.append((name, value))
     return headers
 
 

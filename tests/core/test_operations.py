@@ -2,13 +2,16 @@
 
 import importlib
 import logging
+import os
 import re
 import tomllib
 from pathlib import Path
 
 import httpx2
+import pytest
 from fastapi import FastAPI
 
+from api import main
 from api.core.middleware import request_id_var
 from api.main import create_app
 from tests.conftest import app_with, create_item, make_account, make_settings
@@ -187,3 +190,13 @@ async def test_metrics_label_each_route_by_its_own_template(
     assert f'docstore_http_requests_total{{{by_id},status="{odd.status_code}"}} 1.0' in text
     assert f'docstore_http_requests_total{{{by_id},status="200"}} 1.0' in text
     assert 'method="GET",route="/api/v1/items/batch"' not in text
+
+
+def test_fastapi_telemetry_is_on_only_where_opentelemetry_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.startswith(("OTEL_", "FASTAPI_OTEL_"))]:
+        monkeypatch.delenv(name)
+    assert main._telemetry() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "docstore")
+    assert main._telemetry() == {}  # FastAPI's defaults: all on
