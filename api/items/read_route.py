@@ -18,7 +18,7 @@ from typing import Any
 from beanie import PydanticObjectId
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from api.accounts.auth_first import login_scopes
@@ -42,7 +42,9 @@ class ReadItemRoute(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http" and scope["method"] == "GET":
-            found = self.pattern.fullmatch(scope["path"])
+            # As Starlette's routes match: the path below the app's mount point.
+            path, root = scope["path"], scope.get("root_path", "")
+            found = self.pattern.fullmatch(path.removeprefix(root) if root else path)
             if found is not None:
                 params = {"item_id": found[1]}
                 return Match.FULL, {"route": self.documented, "path_params": params}
@@ -54,7 +56,7 @@ class ReadItemRoute(BaseRoute):
         await response(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        return self.documented.url_path_for(name, **path_params)
+        raise NoMatchFound(name, path_params)  # the documented route names the path
 
 
 async def _answer(request: Request, scopes: list[str]) -> Any:

@@ -118,3 +118,18 @@ async def test_the_route_in_front_answers_as_the_documented_route(
         200, 200, 404, 200, 404, 401, 401, 401, 200, 401, 200, 403,
         304, 304, 200, 304, 200, 200, 404, 409, 404, 200, 422, 307,
     ]  # fmt: skip
+
+
+async def test_the_route_in_front_serves_below_a_mount_point(
+    app: FastAPI, alice: Account, answered: list[str]
+) -> None:
+    """Behind a proxy that mounts the API under a prefix (`root_path`), the read is
+    still answered in front, and `url_path_for` still names the documented path."""
+    transport = httpx2.ASGITransport(app=app, root_path="/docstore")
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        item = await create_item(client, alice)
+        read = await client.get(f"/docstore{ITEMS}/{item['id']}", headers=alice.headers)
+    assert read.status_code == 200, read.text
+    assert read.json()["id"] == item["id"]
+    assert answered == [f"/docstore{ITEMS}/{item['id']}"]
+    assert app.url_path_for("read_item", item_id=item["id"]) == f"{ITEMS}/{item['id']}"
