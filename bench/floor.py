@@ -1,6 +1,7 @@
 """The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
 
-Same database, same token check (joserfc, pinned alg, claims; or a personal access
+Same database and client settings (the socket timeout that turns a silent database
+into a 503), same token check (joserfc, pinned alg, claims; or a personal access
 token's document, hash and user), the same reader conditions (by id: the item, then
 its owner or readers checked; lists: the readers index), plain JSON out: what any
 framework on this stack cannot go below. A PATCH reads the item, merges the patch,
@@ -170,10 +171,15 @@ class Floor:
 
 
 def create_app() -> Starlette:
-    """Uvicorn factory (`--factory bench.floor:create_app`): reads MONGODB_URL, MONGODB_DB
-    and SECRET_KEY when called, so importing this module needs no environment."""
+    """Uvicorn factory (`--factory bench.floor:create_app`): reads MONGODB_URL, MONGODB_DB,
+    SECRET_KEY and MONGODB_SOCKET_TIMEOUT_MS when called, so importing this module needs
+    no environment."""
+    # The app's socket timeout too: the contract answers 503 to a database that stops
+    # replying, never a hang, and PyMongo's async client pays for that per operation.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        os.environ["MONGODB_URL"], tz_aware=True
+        os.environ["MONGODB_URL"],
+        tz_aware=True,
+        socketTimeoutMS=int(os.environ.get("MONGODB_SOCKET_TIMEOUT_MS", "10000")),
     )
     signer = TokenSigner(os.environ["SECRET_KEY"], "docstore", "docstore-api", 3600)
     floor = Floor(client, client[os.environ["MONGODB_DB"]], signer)
