@@ -13,7 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
-from opentelemetry import trace
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
 
 from api import openapi
 from api.accounts import auth, passwords, recovery, token_routes, users
@@ -93,14 +95,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _telemetry() -> TelemetryConfig:
     """FastAPI's OpenTelemetry spans, metrics and logs, when the deployment asks for
-    OpenTelemetry (an `OTEL_*` or `FASTAPI_OTEL_AUTO_CONFIGURE` variable, or a tracer
-    provider set before the app is built). Otherwise they are off: unconfigured, they
-    record nothing, yet ask on every request whether a provider has appeared since,
-    which costs about a fifth of what the rest of our middleware does."""
+    OpenTelemetry: an `OTEL_*` or `FASTAPI_OTEL_*` variable, or a tracer, meter or
+    logger provider set before the app is built. Otherwise they are off: unconfigured,
+    they record nothing, yet ask on every request whether a provider has appeared
+    since, which costs about a fifth of what the rest of our middleware does."""
     asked = any(name.startswith(("OTEL_", "FASTAPI_OTEL_")) for name in os.environ)
-    if asked or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    providers = (
+        otel_trace.get_tracer_provider(),
+        otel_metrics.get_meter_provider(),
+        otel_logs.get_logger_provider(),
+    )
+    if asked or any(_set_up(provider) for provider in providers):
         return {}
     return {"tracing": False, "metrics": False, "logs": False}
+
+
+# What OpenTelemetry's API hands out before any provider is set (as FastAPI tells them).
+_UNSET_PROVIDERS = {
+    ("opentelemetry.trace", "ProxyTracerProvider"),
+    ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
+    ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
+}
+
+
+def _set_up(provider: object) -> bool:
+    kind = type(provider)
+    return (kind.__module__, kind.__name__) not in _UNSET_PROVIDERS
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -35,6 +35,9 @@ class ReadItemRoute(BaseRoute):
         prefix = re.escape(path.removesuffix("{item_id}"))
         self.pattern = re.compile(prefix + "([0-9a-fA-F]{24})")
         self.documented = documented
+        # The template FastAPI's own telemetry names the route by (`http.route`). Not
+        # `path`: the app's RouteTable would take this for a route of its own.
+        self.path_format = path
         scopes = login_scopes(documented.dependant)
         if scopes is None:
             raise ValueError("the documented route asks for no login")

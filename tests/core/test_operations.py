@@ -197,6 +197,13 @@ def test_fastapi_telemetry_is_on_only_where_opentelemetry_is_asked_for(
 ) -> None:
     for name in [n for n in os.environ if n.startswith(("OTEL_", "FASTAPI_OTEL_"))]:
         monkeypatch.delenv(name)
-    assert main._telemetry() == {"tracing": False, "metrics": False, "logs": False}
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "docstore")
+    off = {"tracing": False, "metrics": False, "logs": False}
+    assert main._telemetry() == off
+    # A meter provider set up in code, before the app is built (a stand-in: OpenTelemetry
+    # lets a process set its global provider once).
+    monkeypatch.setattr(main.otel_metrics, "get_meter_provider", lambda: object())
     assert main._telemetry() == {}  # FastAPI's defaults: all on
+    monkeypatch.undo()
+    assert main._telemetry() == off
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "docstore")
+    assert main._telemetry() == {}

@@ -133,3 +133,5 @@ async def test_the_route_in_front_serves_below_a_mount_point(
     assert read.json()["id"] == item["id"]
     assert answered == [f"/docstore{ITEMS}/{item['id']}"]
     assert app.url_path_for("read_item", item_id=item["id"]) == f"{ITEMS}/{item['id']}"
+    # ... and FastAPI's own telemetry (when on) names the read by its template.
+    assert getattr(app.router.routes[0], "path_format", None) == f"{ITEMS}/{{item_id}}"
