@@ -1,7 +1,7 @@
 """The raw floor for scripts/bench: Starlette + PyMongo doing only the essential work.
 
-Same database and client settings (the socket timeout that turns a silent database
-into a 503), same token check (joserfc, pinned alg, claims; or a personal access
+Same database, the app's socket timeout (which turns a silent database into a 503),
+same token check (joserfc, pinned alg, claims; or a personal access
 token's document, hash and user), the same reader conditions (by id: the item, then
 its owner or readers checked; lists: the readers index), plain JSON out: what any
 framework on this stack cannot go below. A PATCH reads the item, merges the patch,
