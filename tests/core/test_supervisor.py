@@ -38,7 +38,13 @@ async def reaped(pid: int) -> None:
     async def gone() -> bool:
         return not await asyncio.to_thread(Path(f"/proc/{pid}").exists)
 
-    await eventually(gone, within_s=30)  # another process's shutdown, on a busy machine
+    try:
+        await eventually(gone, within_s=30)  # another process's shutdown, on a busy machine
+    except TimeoutError:
+        # Which it was, for whoever reads the failure: still running (R, S, D) or ended
+        # and not collected by its parent (Z).
+        stat = await asyncio.to_thread(Path(f"/proc/{pid}/stat").read_text)
+        raise AssertionError(f"process {pid} not reaped after 30 s: /proc stat {stat!r}") from None
 
 
 async def test_with_workers_the_parent_restarts_a_killed_database(tmp_path: Path) -> None:
