@@ -36,7 +36,7 @@ import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -193,6 +193,13 @@ async def forget_item(item_ids: Sequence[Any], session: AsyncClientSession | Non
             {"$set": {"body": None}},
             session=session,
         )
+
+
+def forget_content(entries: Iterable[Entry], item_ids: Collection[Any]) -> None:
+    """`forget_item` for entries in memory (not stored yet, or handed over)."""
+    for entry in entries:
+        if entry.get("carries_item") and entry.get("item_id") in item_ids:
+            entry["body"] = None
 
 
 def queued_again() -> Entry:
@@ -441,7 +448,7 @@ class DurableQueue(Background):
                 (
                     lane
                     for lane, waiting in self._ready.items()
-                    if waiting and (not lane or self._lanes[lane] < self.per_lane)
+                    if waiting and self._has_room(lane or None)
                 ),
                 None,
             )
@@ -477,17 +484,17 @@ class DurableQueue(Background):
     def forget_waiting(self, item_ids: Collection[Any]) -> None:
         """Items deleted for good: the entries handed over here that carry their content
         lose it too (as `forget_item` removes it from stored ones): given up on, unsent."""
-        for lane in self._ready.values():
-            for position, entry in enumerate(lane):
-                if entry.get("carries_item") and entry.get("item_id") in item_ids:
-                    lane[position] = {**entry, "body": None}
+        forget_content((entry for lane in self._ready.values() for entry in lane), item_ids)
 
     def _next_candidate(self) -> Entry | None:
         for position, candidate in enumerate(self._candidates):
-            lane = candidate.get("lane")
-            if not isinstance(lane, str) or self._lanes[lane] < self.per_lane:
+            if self._has_room(_lane(candidate)):
                 return self._candidates.pop(position)
         return None
+
+    def _has_room(self, lane: str | None) -> bool:
+        """Whether a delivery of this lane may start (one of no lane always may)."""
+        return lane is None or self._lanes[lane] < self.per_lane
 
     def _start(self, entry: Entry) -> None:
         lane = _lane(entry)
@@ -592,7 +599,7 @@ class DurableQueue(Background):
         }
 
     def _full_lanes(self) -> list[str]:
-        return [lane for lane, count in self._lanes.items() if count >= self.per_lane]
+        return [lane for lane in self._lanes if not self._has_room(lane)]
 
     def _claiming(self, now: datetime) -> Entry:
         lease = now + timedelta(seconds=self.settings.outbox_lease_s)

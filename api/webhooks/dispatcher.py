@@ -43,7 +43,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from api.config import Settings
 from api.core.background import Background
 from api.core.metrics import Metrics
-from api.core.queue import DurableQueue, Entry, forget_item
+from api.core.queue import DurableQueue, Entry, forget_content, forget_item
 from api.core.retry import Retry
 from api.items import policy
 from api.live.feed import HISTORY_LOST, Change, change_of, seen_by
@@ -259,9 +259,7 @@ class Dispatcher(Background):
         running behind stored after)."""
         if deleted:
             gone = set(deleted)
-            for entry in entries:
-                if entry.get("carries_item") and entry.get("item_id") in gone:
-                    entry["body"] = None
+            forget_content(entries, gone)
             self.queue.forget_waiting(gone)
         await self.queue.enqueue_once(NAME, entries)
         if deleted:
