@@ -31,12 +31,13 @@ say how an entry is delivered; the queue does the rest for all of them:
 """
 
 import asyncio
+import itertools
 import logging
 import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -362,8 +363,7 @@ class DurableQueue(Background):
         self._renewed_at = time.monotonic()
         now = utcnow()
         ageing = now + timedelta(seconds=lease_s * 3 / 4)
-        waiting = [entry for lane in self._ready.values() for entry in lane]
-        stale = [entry for entry in waiting if entry["lease_until"] < ageing][:RENEW_MOST]
+        stale = [entry for entry in self._waiting() if entry["lease_until"] < ageing][:RENEW_MOST]
         if not stale:
             return
         lease = now + timedelta(seconds=lease_s)
@@ -374,10 +374,14 @@ class DurableQueue(Background):
             for entry in stale:
                 entry["lease_until"] = lease
 
+    def _waiting(self) -> Iterator[Entry]:
+        """The entries handed over that wait, every lane's."""
+        return itertools.chain.from_iterable(self._ready.values())
+
     async def _release_ready(self) -> None:
         """Entries handed over and not started go back to the queue, due now (a clean
         stop: another worker need not wait for their leases to lapse)."""
-        ids = [entry["_id"] for lane in self._ready.values() for entry in lane]
+        ids = [entry["_id"] for entry in self._waiting()]
         self._ready.clear()
         self._held.difference_update(ids)
         await self._give_back(ids)
@@ -484,7 +488,7 @@ class DurableQueue(Background):
     def forget_waiting(self, item_ids: Collection[Any]) -> None:
         """Items deleted for good: the entries handed over here that carry their content
         lose it too (as `forget_item` removes it from stored ones): given up on, unsent."""
-        forget_content((entry for lane in self._ready.values() for entry in lane), item_ids)
+        forget_content(self._waiting(), item_ids)
 
     def _next_candidate(self) -> Entry | None:
         for position, candidate in enumerate(self._candidates):

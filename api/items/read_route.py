@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from beanie import PydanticObjectId
+from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, NoMatchFound
@@ -70,7 +71,7 @@ async def _answer(request: Request, scopes: list[str]) -> Any:
     return await read_item(item, request.headers.get("if-none-match"))
 
 
-def install(app: Any) -> None:
+def install(app: FastAPI) -> None:
     """Put the route first, in front of the documented one it stands in for."""
     for context in iter_route_contexts(app.routes):
         route, path = context.original_route, getattr(context, "path", None)
