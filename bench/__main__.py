@@ -14,6 +14,8 @@ prints it for 100 after the throughput table).
 `--versions N` changes a 10 KiB item N times and prints what its history stores.
 `--workers N` compares GET /items/{id} on one API process and on N.
 `--seed N` times `docstore-admin seed` of N items against a raw insert_many.
+`--cost N` calls the app and the floor in process, N requests a round, and prints
+where a by-id read's CPU goes: the floor, validation, the endpoint, the middleware.
 `--webhooks N` delivers N changes to a loopback receiver: throughput against a floor
 that signs and POSTs the same payloads, and the lag at `--rate` changes/s (100).
 Not part of the test suite.
@@ -24,7 +26,20 @@ import shutil
 import sys
 from collections.abc import Callable
 
-from bench import batch, live, load, patch, scale, seed, soak, storm, versions, webhooks, workers
+from bench import (
+    batch,
+    cost,
+    live,
+    load,
+    patch,
+    scale,
+    seed,
+    soak,
+    storm,
+    versions,
+    webhooks,
+    workers,
+)
 from bench.harness import Setup, running
 
 
@@ -39,6 +54,7 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, help="--live: writes per second (10); --webhooks: changes (100)"
     )
+    parser.add_argument("--cost", type=int, metavar="N", help="by id in process: CPU by layer")
     parser.add_argument("--webhooks", type=int, metavar="N", help="N changes to a webhook")
     parser.add_argument("--storm", type=int, metavar="N", help="N logins at once vs /health")
     parser.add_argument("--soak", type=float, metavar="S", help="mixed load for S seconds")
@@ -50,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     # The modes that need only a user (each seeds what it measures), first given wins.
     alone: list[tuple[object, Callable[[Setup], None]]] = [
+        (args.cost, lambda setup: cost.report(setup, args.cost, args.rounds)),
         (args.webhooks, lambda setup: webhooks.report(setup, args.webhooks, args.rate or 100)),
         (args.seed, lambda setup: seed.report(setup, args.seed)),
         (args.versions, lambda setup: versions.report(setup, args.versions)),

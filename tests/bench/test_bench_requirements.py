@@ -55,7 +55,9 @@ def test_a_run_that_needs_wrk_stops_first_with_one_line(
     assert result.stdout == ""  # neither the install nor the harness was reached
 
 
-@pytest.mark.parametrize("mode", ["--scale", "--live", "--storm", "--soak", "--batch", "--seed"])
+@pytest.mark.parametrize(
+    "mode", ["--scale", "--live", "--storm", "--soak", "--batch", "--seed", "--webhooks", "--cost"]
+)
 def test_modes_that_time_their_own_requests_need_no_wrk(
     checkout: Path, path_without_wrk: str, mode: str
 ) -> None:
